@@ -1,0 +1,66 @@
+"""The one small interface every backend implements (STYLE.md "Shape")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from reaper.jobs import Job
+
+# AWS Batch caps TerminateJob/CancelJob `reason` at 1024 characters
+# (https://docs.aws.amazon.com/batch/latest/APIReference/API_TerminateJob.html).
+MAX_REASON_CHARS = 1024
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_READ_TIMEOUT_S = 30.0
+
+
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"
+    ALREADY_TERMINAL = "already_terminal"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What one cancel call did. "Already terminal" is an outcome, not an exception."""
+
+    outcome: CancelOutcome
+    error: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A job API reaper can list and cancel on. Implementations raise `BackendError` (never an
+    SDK exception, never a message containing a credential) from list/enrich/refresh; `cancel`
+    returns FAILED with the error instead of raising."""
+
+    name: str  # the config name, e.g. "batch-prod"
+    type: str  # "aws_batch" | "tapis" | "sutro"
+
+    def list_active(self) -> Iterator[list[Job]]:
+        """Yield non-terminal jobs page by page as the API returns them."""
+        ...
+
+    def enrich(self, jobs: Sequence[Job]) -> list[Job]:
+        """Return detailed copies (tags, full raw record) of `jobs`, in order; jobs that have
+        vanished are left out. Cheap no-op for backends whose listing is already detailed."""
+        ...
+
+    def refresh(self, job: Job) -> Job | None:
+        """Current detailed state of one job right before acting, or None if it is gone."""
+        ...
+
+    def cancel(self, job: Job, reason: str) -> CancelResult:
+        """Cancel (or terminate) one job, recording `reason` where the API allows."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def truncate_reason(reason: str, limit: int = MAX_REASON_CHARS) -> str:
+    """Cut a reason to `limit` characters, ending in an ellipsis when cut."""
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
