@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -109,7 +110,9 @@ def outcome(plan: Plan[FakeMatch]) -> dict[str, tuple[str, str | None, str]]:
         ({}, (Action.CANCEL, None)),
     ],
 )
-def test_protect_tag_key_present_means_never_cancelled(tags, expected) -> None:
+def test_protect_tag_key_present_means_never_cancelled(
+    tags: dict[str, str], expected: tuple[Action, SkipCause | None]
+) -> None:
     (d,) = run(listing("b1", 10, cand(job("j1", tags=tags), A))).decisions
     assert (d.action, d.cause) == expected
 
@@ -158,7 +161,7 @@ def test_same_id_on_two_backends_is_two_jobs() -> None:
     ],
     ids=["no-match", "unordered", "repeated-policy", "stray-job", "negative", "dup-backend"],
 )
-def test_malformed_input_is_rejected(make) -> None:
+def test_malformed_input_is_rejected(make: Callable[[], object]) -> None:
     with pytest.raises(ValueError):
         make()
 
@@ -204,7 +207,9 @@ def test_fraction_guard_is_per_backend() -> None:
         (1000, 10, None, 3, False),  # guard off
     ],
 )
-def test_fraction_guard_threshold(matched, active, fraction, floor, refused) -> None:
+def test_fraction_guard_threshold(
+    matched: int, active: int, fraction: float | None, floor: int, refused: bool
+) -> None:
     guards = replace(OPEN, max_match_fraction=fraction, fraction_guard_floor=floor)
     assert is_too_broad(matched, active, guards) is refused
     plan = run(
