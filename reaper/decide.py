@@ -1,0 +1,438 @@
+"""The decision step of a sweep (DESIGN.md §4 step 3): candidates in, decisions out.
+
+Pure: plain data in, plain data out; no I/O, no clock, no logging (STYLE.md "Keep the pure parts
+pure"). `decide()` applies the rules below, in this order, each in one small function whose
+docstring says why it exists:
+
+1. `skip_protected`            a job carrying the protect tag is never cancelled
+2. `dedupe_candidates`         a job is decided once, by the first policy in (file, position) order
+   `skip_incomplete_listings`  no cancels on a backend whose listing failed part-way
+3. `find_fraction_refusals`    a policy matching too much of a backend is refused there, whole
+4. `skip_recently_cancelled`   no re-cancel of a job still winding down
+5. `apply_limits`              per-policy `max_cancels`, then `max_cancels_per_sweep`
+6. `hold_while_paused`         the pause file turns every would-be cancel into a skip
+7. `propose`                   dry run (global or per policy) is a flag on a cancel, nothing more
+
+The step takes small Protocols instead of `reaper.policy` types so that it stays below policy in
+the import graph and is testable with plain dataclasses; it is generic over the match type, so
+the sweep gets its own `Match` objects back, fully typed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from itertools import pairwise
+from typing import Generic, Protocol, TypeVar
+
+from reaper.jobs import Job
+
+JobKey = tuple[str, str]  # (backend name, job id): job ids are unique only within a backend
+
+# DESIGN.md §4 step 3: "no re-cancel within 10 minutes".
+RECANCEL_WINDOW = timedelta(minutes=10)
+
+# The fraction guard never refuses a policy that matches this many jobs or fewer on a backend.
+# Why: on a tiny backend any match is a large fraction. With `max_match_fraction: 0.5` and a
+# backend running 2 jobs that are both past a 12h runtime cap, an operator expects both to be
+# cancelled, not a refusal every sweep until someone submits more work. A floor bounds what a
+# wrong policy can do on a small backend to this many jobs per sweep (and `max_cancels_per_sweep`
+# still applies); c7n's resource limit likewise pairs a percentage with an absolute count
+# (c7n/query.py, `check_resource_limit`, `max-resources` and `max-resources-percent`).
+DEFAULT_FRACTION_GUARD_FLOOR = 3
+
+
+class Action(StrEnum):
+    CANCEL = "cancel"
+    SKIP = "skip"
+
+
+class SkipCause(StrEnum):
+    PROTECTED = "protected"
+    LIMIT = "limit"
+    FRACTION_GUARD = "fraction_guard"
+    RECENTLY_CANCELLED = "recently_cancelled"
+    PAUSED = "paused"
+    LISTING_INCOMPLETE = "listing_incomplete"
+    CHANGED = "changed"  # set later by the sweep's re-check, never by decide()
+
+
+class Limit(StrEnum):
+    MAX_CANCELS = "max_cancels"  # per policy, per sweep, over all backends
+    MAX_CANCELS_PER_SWEEP = "max_cancels_per_sweep"  # over all policies and backends
+
+
+class PolicyLike(Protocol):
+    """What the decision step needs of a policy (`reaper.policy.Policy` satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def max_cancels(self) -> int | None: ...
+    @property
+    def order(self) -> tuple[str, int]: ...  # (policy file path, position in the file)
+
+
+class MatchLike(Protocol):
+    """What the decision step needs of a match (`reaper.policy.Match` satisfies it)."""
+
+    @property
+    def policy(self) -> PolicyLike: ...
+
+
+M = TypeVar("M", bound=MatchLike)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate(Generic[M]):
+    """One job and every policy that matched it, in (file, position) order; `reason` is the
+    rendered reason of the first match. Raises ValueError if `matches` is empty or unordered."""
+
+    job: Job
+    matches: tuple[M, ...]
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.matches:
+            raise ValueError(f"candidate {self.job.id} has no match")
+        orders = [m.policy.order for m in self.matches]
+        if any(a >= b for a, b in pairwise(orders)):
+            raise ValueError(f"matches of {self.job.id} are not in strict policy order")
+
+    @property
+    def key(self) -> JobKey:
+        return (self.job.backend, self.job.id)
+
+    @property
+    def policy(self) -> PolicyLike:
+        return self.matches[0].policy
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[M]):
+    """What one backend's listing produced in this sweep. `active_count` counts every active job
+    listed (matched or not) and is the fraction guard's denominator; `complete` is False when the
+    listing failed part-way. Raises ValueError if a candidate belongs to another backend."""
+
+    backend: str
+    active_count: int
+    complete: bool
+    candidates: tuple[Candidate[M], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.active_count < 0:
+            raise ValueError(f"negative active_count for backend {self.backend}")
+        strays = [c.job.id for c in self.candidates if c.job.backend != self.backend]
+        if strays:
+            raise ValueError(f"jobs {strays} do not belong to backend {self.backend}")
+
+
+@dataclass(frozen=True, slots=True)
+class Guards:
+    """The safety settings of `reaper.yaml`. The defaults are the safe side (dry run on, the
+    example limits of DESIGN.md §2.1); the config loader should pass every value explicitly."""
+
+    protect_tag: str = "reaper:keep"
+    max_cancels_per_sweep: int | None = 100
+    max_match_fraction: float | None = 0.5
+    fraction_guard_floor: int = DEFAULT_FRACTION_GUARD_FLOOR
+    dry_run: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[M]):
+    """What happens to one job. `cause` is set exactly when `action` is SKIP. `dry_run` is the
+    effective flag (global or per policy): the sweep replaces only the cancel call with it."""
+
+    job: Job
+    policy: PolicyLike
+    match: M
+    reason: str
+    action: Action
+    cause: SkipCause | None
+    also_matched: tuple[str, ...]
+    dry_run: bool
+
+    @property
+    def key(self) -> JobKey:
+        return (self.job.backend, self.job.id)
+
+
+@dataclass(frozen=True, slots=True)
+class FractionRefusal:
+    """The fraction guard refused `policy` on `backend`: it matched `matched` of `active` jobs,
+    more than `max_fraction` of them."""
+
+    policy: str
+    backend: str
+    matched: int
+    active: int
+    max_fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class LimitHit:
+    """`skipped` would-be cancels went over `limit` (= `maximum`); `policy` is None for the
+    sweep-wide limit."""
+
+    limit: Limit
+    policy: str | None
+    maximum: int
+    skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Generic[M]):
+    """The outcome of one decision step. `decisions` holds one entry per distinct job, ordered
+    by (policy order, oldest job first): the order the sweep acts in."""
+
+    decisions: tuple[Decision[M], ...]
+    fraction_refusals: tuple[FractionRefusal, ...] = ()
+    limit_hits: tuple[LimitHit, ...] = ()
+
+    @property
+    def refused(self) -> bool:
+        """True when a safety guard refused to act (the caller exits 3, DESIGN.md §3)."""
+        return bool(self.fraction_refusals or self.limit_hits)
+
+    def cancels(self) -> list[Decision[M]]:
+        return [d for d in self.decisions if d.action is Action.CANCEL]
+
+    def skips(self, cause: SkipCause) -> list[Decision[M]]:
+        return [d for d in self.decisions if d.cause is cause]
+
+
+def decide(
+    listings: Sequence[Listing[M]],
+    guards: Guards,
+    *,
+    paused: bool = False,
+    recently_cancelled: Collection[JobKey] = frozenset(),
+) -> Plan[M]:
+    """Decide every candidate of one sweep. Guarantees: each distinct (backend, job id) appears
+    exactly once; no protected, recently cancelled or incompletely listed job is a cancel; no
+    cancel while paused; the cancels respect every limit; same input, same output.
+    Raises ValueError if two listings name the same backend."""
+    backends = [listing.backend for listing in listings]
+    if len(set(backends)) != len(backends):
+        raise ValueError(f"duplicate backend listings: {sorted(backends)}")
+    candidates = dedupe_candidates(c for listing in listings for c in listing.candidates)
+    refusals = find_fraction_refusals(candidates, listings, guards)
+    decisions = sorted((propose(c, guards) for c in candidates), key=decision_order)
+    decisions = skip_protected(decisions, guards.protect_tag)
+    decisions = skip_incomplete_listings(
+        decisions, {lst.backend for lst in listings if not lst.complete}
+    )
+    decisions = skip_refused(decisions, refusals)
+    decisions = skip_recently_cancelled(decisions, recently_cancelled)
+    decisions, hits = apply_limits(decisions, guards.max_cancels_per_sweep)
+    decisions = hold_while_paused(decisions, paused)
+    return Plan(tuple(decisions), tuple(refusals), tuple(hits))
+
+
+def select_recent_cancels(
+    cancelled_at: Mapping[JobKey, datetime], now: datetime, window: timedelta = RECANCEL_WINDOW
+) -> frozenset[JobKey]:
+    """The jobs cancelled less than `window` before `now`: the `recently_cancelled` input."""
+    return frozenset(key for key, at in cancelled_at.items() if now - at < window)
+
+
+def decision_order(d: Decision[M]) -> tuple[tuple[str, int], str, datetime, str, str]:
+    """Policy (file, position) order, then oldest job first, then backend and id for ties.
+
+    Oldest first because limits cut from the end of this order: the job that has waited or run
+    the longest is the furthest past its cap and has cost the most, and a job skipped by a limit
+    is always younger than every job cancelled before it, so a backlog drains over the next
+    sweeps in age order and no job is starved by newer arrivals."""
+    return (d.policy.order, d.policy.name, d.job.created_at, d.job.backend, d.job.id)
+
+
+def propose(candidate: Candidate[M], guards: Guards) -> Decision[M]:
+    """The provisional decision for a candidate: cancel, by its first policy (rule 2).
+
+    Rule 7, dry run: the decision stays `cancel`, flagged `dry_run`, when the config or the
+    policy says so. Dry run is one branch in one place — the sweep swaps only the cancel call
+    (STYLE.md habit 2) — so dry-run cancels pass through every guard below and count against
+    the limits: a plan shows exactly what a real run would do."""
+    first, *others = candidate.matches
+    return Decision(
+        job=candidate.job,
+        policy=first.policy,
+        match=first,
+        reason=candidate.reason,
+        action=Action.CANCEL,
+        cause=None,
+        also_matched=tuple(m.policy.name for m in others),
+        dry_run=guards.dry_run or first.policy.dry_run,
+    )
+
+
+def dedupe_candidates(candidates: Iterable[Candidate[M]]) -> list[Candidate[M]]:
+    """Rule 2: one candidate per (backend, job id), in first-seen order.
+
+    A job matched by several policies is cancelled once, by the first policy in (file, position)
+    order, and the others are recorded as `also_matched` (DESIGN.md §2.2): two cancels of one
+    job would double-count limits and write two conflicting reasons. A job can also be listed
+    twice in one sweep (AWS lists per status, and a job can move from RUNNABLE to RUNNING between
+    two calls); its entries are merged, keeping the one whose first policy comes first, so its
+    reason still belongs to the policy that decides it."""
+    merged: dict[JobKey, Candidate[M]] = {}
+    for candidate in candidates:
+        kept = merged.get(candidate.key)
+        merged[candidate.key] = candidate if kept is None else _merge(kept, candidate)
+    return list(merged.values())
+
+
+def _merge(kept: Candidate[M], new: Candidate[M]) -> Candidate[M]:
+    winner, other = (new, kept) if new.policy.order < kept.policy.order else (kept, new)
+    names = {m.policy.name for m in winner.matches}
+    extra = [m for m in other.matches if m.policy.name not in names]
+    matches = tuple(sorted((*winner.matches, *extra), key=lambda m: m.policy.order))
+    return replace(winner, matches=matches)
+
+
+def _skip_where(
+    decisions: list[Decision[M]], cause: SkipCause, predicate: Callable[[Decision[M]], bool]
+) -> list[Decision[M]]:
+    """Turn every still-cancel decision that satisfies `predicate` into a skip for `cause`;
+    an earlier rule's cause is never overwritten."""
+    return [
+        replace(d, action=Action.SKIP, cause=cause)
+        if d.action is Action.CANCEL and predicate(d)
+        else d
+        for d in decisions
+    ]
+
+
+def skip_protected(decisions: list[Decision[M]], protect_tag: str) -> list[Decision[M]]:
+    """Rule 1: a job carrying the protect tag — the key, whatever its value — is never cancelled.
+
+    It comes first so that a protected job is always audited as `protected`, the one cause an
+    owner can act on. Any value counts because an owner writing `reaper:keep=false` still
+    meant to mark the job; only removing the tag lifts the protection. (Policy `exclude:` blocks
+    are applied earlier, by evaluation: an excluded job is never a candidate.)"""
+    return _skip_where(decisions, SkipCause.PROTECTED, lambda d: protect_tag in d.job.tags)
+
+
+def skip_incomplete_listings(
+    decisions: list[Decision[M]], incomplete: Collection[str]
+) -> list[Decision[M]]:
+    """No cancels on a backend whose listing failed part-way (DESIGN.md §4): acting on half a
+    picture breaks the fraction guard (the denominator is short) and the dedupe (a job's other
+    listing may be on a page never read). The backend is retried next sweep."""
+    return _skip_where(
+        decisions, SkipCause.LISTING_INCOMPLETE, lambda d: d.job.backend in incomplete
+    )
+
+
+def find_fraction_refusals(
+    candidates: Sequence[Candidate[M]], listings: Sequence[Listing[M]], guards: Guards
+) -> list[FractionRefusal]:
+    """Rule 3: the (policy, backend) pairs the fraction guard refuses, in policy order.
+
+    A policy that matches more than `max_match_fraction` of a backend's active jobs — and more
+    than `fraction_guard_floor` of them, see DEFAULT_FRACTION_GUARD_FLOOR — is almost always a
+    mistake (a typo in a glob, a unit slip in a duration), so the whole policy is refused on that
+    backend: never a truncated subset, which would kill an arbitrary slice of a mistake
+    (STYLE.md habit 3). The count is every job the policy matched there, protected or shadowed
+    by an earlier policy too: it measures how broad the policy is, which must not depend on
+    other policies. Backends with an incomplete listing are not judged (their count is short)."""
+    if guards.max_match_fraction is None:
+        return []
+    active = {lst.backend: lst.active_count for lst in listings if lst.complete}
+    counts: Counter[tuple[str, str]] = Counter()
+    order: dict[str, tuple[str, int]] = {}
+    for candidate in candidates:
+        for match in candidate.matches:
+            counts[(match.policy.name, candidate.job.backend)] += 1
+            order[match.policy.name] = match.policy.order
+    return [
+        FractionRefusal(policy, backend, matched, active[backend], guards.max_match_fraction)
+        for (policy, backend), matched in sorted(
+            counts.items(), key=lambda kv: (order[kv[0][0]], kv[0])
+        )
+        if backend in active and is_too_broad(matched, active[backend], guards)
+    ]
+
+
+def is_too_broad(matched: int, active: int, guards: Guards) -> bool:
+    """True if `matched` of `active` jobs trips the fraction guard ("more than", strictly)."""
+    if guards.max_match_fraction is None or matched <= guards.fraction_guard_floor:
+        return False
+    return matched > guards.max_match_fraction * active
+
+
+def skip_refused(
+    decisions: list[Decision[M]], refusals: Sequence[FractionRefusal]
+) -> list[Decision[M]]:
+    """Rule 3, applied: every decision of a refused (policy, backend) becomes a skip.
+
+    A job the refused policy decides is not handed on to a later policy that also matched it:
+    "decided once, by the first policy" stays absolute, the reason already rendered stays true,
+    and a refusal is meant to stop and let a person look."""
+    refused = {(r.policy, r.backend) for r in refusals}
+    return _skip_where(
+        decisions, SkipCause.FRACTION_GUARD, lambda d: (d.policy.name, d.job.backend) in refused
+    )
+
+
+def skip_recently_cancelled(
+    decisions: list[Decision[M]], recent: Collection[JobKey]
+) -> list[Decision[M]]:
+    """Rule 4: no re-cancel of a job cancelled within RECANCEL_WINDOW. Tapis and Sutro cancel
+    asynchronously and AWS takes time to terminate, so a cancelled job is often still listed
+    as active next sweep; cancelling it again would double the audit trail and the API calls
+    and use up the limits on jobs already dealt with."""
+    return _skip_where(decisions, SkipCause.RECENTLY_CANCELLED, lambda d: d.key in recent)
+
+
+def apply_limits(
+    decisions: list[Decision[M]], max_per_sweep: int | None
+) -> tuple[list[Decision[M]], list[LimitHit]]:
+    """Rule 5: each policy's `max_cancels`, then `max_cancels_per_sweep` over all policies and
+    backends; `decisions` must be in `decision_order`, and the excess is skipped `limit`.
+
+    Limits cap the damage of a policy that is wrong in a way the fraction guard cannot see. A
+    hit is a refusal (exit 3), reported per limit; the skipped jobs are the youngest, and are
+    picked up by the next sweeps. A job skipped by its policy's limit does not use up the
+    sweep-wide one."""
+    per_policy: Counter[str] = Counter()
+    hits: dict[tuple[Limit, str | None], LimitHit] = {}
+    out: list[Decision[M]] = []
+    for d in decisions:
+        hit = _limit_reached(d.policy, per_policy, max_per_sweep)
+        if d.action is not Action.CANCEL:
+            out.append(d)
+        elif hit is None:
+            per_policy[d.policy.name] += 1
+            out.append(d)
+        else:
+            key = (hit.limit, hit.policy)
+            hits[key] = replace(hit, skipped=hits[key].skipped + 1) if key in hits else hit
+            out.append(replace(d, action=Action.SKIP, cause=SkipCause.LIMIT))
+    return out, list(hits.values())
+
+
+def _limit_reached(
+    policy: PolicyLike, per_policy: Counter[str], max_per_sweep: int | None
+) -> LimitHit | None:
+    """The limit one more cancel by `policy` would exceed (as a hit of one job), or None."""
+    if policy.max_cancels is not None and per_policy[policy.name] >= policy.max_cancels:
+        return LimitHit(Limit.MAX_CANCELS, policy.name, policy.max_cancels, 1)
+    if max_per_sweep is not None and per_policy.total() >= max_per_sweep:
+        return LimitHit(Limit.MAX_CANCELS_PER_SWEEP, None, max_per_sweep, 1)
+    return None
+
+
+def hold_while_paused(decisions: list[Decision[M]], paused: bool) -> list[Decision[M]]:
+    """Rule 6: while the pause file exists every would-be cancel becomes a skip `paused`.
+
+    It runs after the guards so that a paused sweep still evaluates, audits and reports what a
+    real one would do — including its refusals — and an operator can read the audit before
+    removing the pause file. Nothing is cancelled, not even in dry run."""
+    return _skip_where(decisions, SkipCause.PAUSED, lambda _: paused)
