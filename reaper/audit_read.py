@@ -71,7 +71,9 @@ def decode_line(raw: bytes) -> Record | None:
 
 def is_valid_prev(value: object) -> bool:
     """True for 64 lower-case hex digits, the only form a writer produces."""
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 def iter_lines(path: Path) -> Iterator[Line]:
@@ -83,7 +85,9 @@ def iter_lines(path: Path) -> Iterator[Line]:
             yield Line(number, raw, decode_line(raw), terminated)
 
 
-def iter_lines_backward(file: BinaryIO, block_size: int = BLOCK_SIZE) -> Iterator[tuple[bytes, bool]]:
+def iter_lines_backward(
+    file: BinaryIO, block_size: int = BLOCK_SIZE
+) -> Iterator[tuple[bytes, bool]]:
     """Yield (line bytes, terminated) from the last line to the first, reading `block_size`
     bytes at a time from the end, so that finding the last record of a 1 GB file reads a block.
     `terminated` is False only for a last line without its newline."""
@@ -234,7 +238,11 @@ def recently_cancelled(
     since an interrupted cancel may have reached the backend. A failed cancel does not count,
     so the next sweep retries it. Read from the log, this survives restarts (DESIGN.md §4.3)."""
     recent = [r for r in records if _is_within(r, now - window)]
-    found = {_job_key(r) for r in recent if r.get("event") == "result" and is_cancelled_outcome(r.get("outcome"))}
+    found = {
+        _job_key(r)
+        for r in recent
+        if r.get("event") == "result" and is_cancelled_outcome(r.get("outcome"))
+    }
     found.update(_job_key(r) for r in unresolved_intents(recent))
     return found
 

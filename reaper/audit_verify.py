@@ -142,7 +142,7 @@ def _blame(chain: _Chain, at: _At, stream: Iterator[_At]) -> VerifyResult:
         return _fail(
             chain,
             at,
-            f"altered: its prev does not match {last}, and the next record's prev does not match it",
+            f"altered: its prev does not match {last}, nor the next record's prev this line",
         )
     return _fail(
         chain,

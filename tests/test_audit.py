@@ -1,4 +1,5 @@
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -36,7 +37,9 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def ticking_clock(start: datetime = T0, step: timedelta = timedelta(minutes=1)) -> Callable[[], datetime]:
+def ticking_clock(
+    start: datetime = T0, step: timedelta = timedelta(minutes=1)
+) -> Callable[[], datetime]:
     """A clock that advances `step` on every call."""
     moments = iter(start + i * step for i in range(10**6))
     return lambda: next(moments)
@@ -88,7 +91,9 @@ def test_line_format_is_compact_ascii_with_header_keys_first_and_prev_last(tmp_p
         record = log.append(AuditEvent.SKIPPED, cause=SkipCause.PROTECTED, job_name="träning", a=1)
     line = lines_of(path)[0]
     assert line.startswith(b'{"ts":"2024-05-01T12:00:00.123Z","event":"skipped","sweep_id":null,')
-    assert b'"host":"h","version":"9.9","a":1,"cause":"protected","job_name":"tr\\u00e4ning",' in line
+    assert (
+        b'"host":"h","version":"9.9","a":1,"cause":"protected","job_name":"tr\\u00e4ning",' in line
+    )
     assert line.endswith(b'"prev":"' + GENESIS.encode() + b'"}')
     assert json.loads(line) == record
     assert (path.stat().st_mode & 0o777) == 0o640 & ~_umask()
@@ -170,10 +175,14 @@ def test_torn_last_line_is_reported_then_recovered_by_the_next_writer(
     result = read_audit(path)
     assert (len(result.records), result.torn_line, result.recovered_lines) == (4, None, [4])
     verdict = verify_audit(path)
-    assert verdict.ok and verdict.records == 4 and "recovered torn write at line 4" in verdict.message
+    assert (
+        verdict.ok and verdict.records == 4 and "recovered torn write at line 4" in verdict.message
+    )
 
 
-def test_a_complete_record_missing_only_its_newline_is_completed_and_chained(tmp_path: Path) -> None:
+def test_a_complete_record_missing_only_its_newline_is_completed_and_chained(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 2)
     path.write_bytes(path.read_bytes()[:-1])
@@ -214,7 +223,9 @@ def test_reopen_after_rename_carries_the_chain_into_the_new_file(tmp_path: Path)
         log.reopen()
         first_new = log.append(AuditEvent.SWEEP_START, sweep_id="s2")
     assert len(lines_of(rotated)) == 3 and len(lines_of(path)) == 1
-    assert first_new["prev"] == hashlib.sha256(lines_of(rotated)[-1]).hexdigest() != last_old["prev"]
+    assert (
+        first_new["prev"] == hashlib.sha256(lines_of(rotated)[-1]).hexdigest() != last_old["prev"]
+    )
     assert verify_audit([rotated, path]).ok
     assert verify_audit([rotated, path]).records == 4
     assert "continues a chain" in verify_audit(path).message
@@ -417,8 +428,6 @@ def test_tail_reads_only_recent_records_in_file_order(tmp_path: Path) -> None:
 
 @given(st.lists(st.sampled_from([b"a", b"bc", b"\n", b"{}", b"\x00"]), max_size=40))
 def test_reading_backwards_matches_reading_forwards(pieces: list[bytes]) -> None:
-    import io
-
     data = b"".join(pieces)
     forward = data.split(b"\n")
     tail = forward.pop()

@@ -30,8 +30,11 @@ def add_parser(subparsers: Any) -> None:
         description="Show audit records (all, or those matching the filters). "
         "`reaper audit verify` checks the hash chain and names the first bad line.",
     )
-    _add_file_options(parser, None)
-    parser.add_argument("--since", help="records newer than a duration (24h, 7d) or a time (ISO 8601)")
+    # One path per --file here (repeat it): `--file A verify` must not read `verify` as a path.
+    _add_file_options(parser, None, nargs=None)
+    parser.add_argument(
+        "--since", help="records newer than a duration (24h, 7d) or a time (ISO 8601)"
+    )
     parser.add_argument("--policy", help="records of this policy only")
     parser.add_argument("--job", help="records about this job id only")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -43,20 +46,20 @@ def add_parser(subparsers: Any) -> None:
         "Give rotated files oldest first.",
     )
     # SUPPRESS: an option left out after `verify` must not reset one given before it.
-    _add_file_options(verify, argparse.SUPPRESS)
+    _add_file_options(verify, argparse.SUPPRESS, nargs="+")
 
 
-def _add_file_options(parser: argparse.ArgumentParser, default: Any) -> None:
+def _add_file_options(parser: argparse.ArgumentParser, default: Any, nargs: str | None) -> None:
     parser.add_argument("--config", default=default, help="reaper.yaml (for `audit_log`)")
     parser.add_argument(
         "--file",
         dest="files",
-        action="extend",
-        nargs="+",
+        action="append" if nargs is None else "extend",
+        nargs=nargs,
         type=Path,
         default=default,
         metavar="PATH",
-        help="audit file(s) instead of the config's audit_log; rotated files oldest first",
+        help="audit file instead of the config's audit_log; several (rotated) files: oldest first",
     )
 
 
