@@ -37,8 +37,8 @@ class VerifyResult:
 @dataclass(frozen=True, slots=True)
 class _At:
     path: Path
+    index: int  # position of the file in the list (a path may be given twice)
     line: Line
-    first_in_file: bool
 
 
 @dataclass(slots=True)
@@ -58,7 +58,7 @@ def verify_audit(paths: Path | Sequence[Path]) -> VerifyResult:
     chain = _Chain(files=len(files))
     stream = _iter_all(files)
     for at in stream:
-        if at.first_in_file:
+        if at.line.number == 1:
             _close_file(chain)
         failure = _check(chain, at, stream)
         if failure is not None:
@@ -68,16 +68,16 @@ def verify_audit(paths: Path | Sequence[Path]) -> VerifyResult:
 
 
 def _iter_all(files: list[Path]) -> Iterator[_At]:
-    for path in files:
+    for index, path in enumerate(files):
         for line in iter_lines(path):
-            yield _At(path, line, line.number == 1)
+            yield _At(path, index, line)
 
 
 def _close_file(chain: _Chain) -> None:
     """Fragments left at the end of a file are its torn last line."""
     if chain.fragments:
         first = chain.fragments[0]
-        chain.notes.append(f"torn last line {_name(first, chain)} (a write cut short)")
+        chain.notes.append(f"torn last line at {_name(first, chain)} (a write cut short)")
         chain.fragments = []
 
 
@@ -101,7 +101,7 @@ def _check(chain: _Chain, at: _At, stream: Iterator[_At]) -> VerifyResult | None
 
 def _links(chain: _Chain, at: _At, prev: str) -> bool:
     """Does this record's `prev` continue the chain? Notes how each file's chain starts."""
-    first_record_in_file = chain.last is None or chain.last.path != at.path
+    first_record_in_file = chain.last is None or chain.last.index != at.index
     if not first_record_in_file:
         return prev == chain.expected
     where = at.path.name if chain.files > 1 else "the file"
@@ -124,7 +124,7 @@ def _blame(chain: _Chain, at: _At, stream: Iterator[_At]) -> VerifyResult:
         )
     assert chain.last is not None  # the first record always links
     last, here = _name(chain.last, chain), _name(at, chain)
-    if chain.last.path != at.path:
+    if chain.last.index != at.index:
         return _fail(
             chain,
             at,

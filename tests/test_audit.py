@@ -30,7 +30,7 @@ from reaper.audit import (
     unresolved_intents,
     verify_audit,
 )
-from reaper.audit_read import is_cancelled_outcome, iter_lines_backward
+from reaper.audit_read import is_cancelled_outcome, iter_lines_backward, read_tail_from
 from reaper.commands.audit import parse_since
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -166,7 +166,7 @@ def test_torn_last_line_is_reported_then_recovered_by_the_next_writer(
     result = read_audit(path)
     assert (len(result.records), result.torn_line, result.errors) == (3, 4, [])
     verdict = verify_audit(path)
-    assert verdict.ok and "torn last line line 4" in verdict.message
+    assert verdict.ok and "torn last line at line 4" in verdict.message
 
     with AuditLog(path, host="h") as log:
         record = log.append(AuditEvent.SWEEP_START, sweep_id="s2")
@@ -445,3 +445,26 @@ def test_parse_since_accepts_durations_and_times() -> None:
     for bad in ("24", "yesterday", "-1h"):
         with pytest.raises(ValueError, match="duration"):
             parse_since(bad, T0)
+
+
+class CountingReader(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.bytes_read += len(chunk)
+        return chunk
+
+
+def test_tail_reads_backwards_only_as_far_as_needed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 2000)
+    data = path.read_bytes()
+    file = CountingReader(data)
+    since = T0.replace(microsecond=0) + timedelta(minutes=1995)
+    assert [r["job_id"] for r in read_tail_from(file, since, block_size=4096)] == [
+        f"job-{i:03d}" for i in range(1995, 2000)
+    ]
+    assert file.bytes_read <= 2 * 4096 < len(data) // 10
