@@ -15,7 +15,9 @@ from reaper import __version__
 from reaper.errors import ExitCode
 
 # Command name → module. Add a line here for a new command.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "audit": "reaper.commands.audit",
+}
 
 
 def _command_module(name: str) -> ModuleType:

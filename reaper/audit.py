@@ -1,0 +1,347 @@
+"""The audit log writer: append-only JSON Lines with a sha256 hash chain (DESIGN.md §5).
+
+Guarantees of `AuditLog.append`: the record is one line written by ONE `os.write` on an
+`O_APPEND` descriptor and `fsync`ed before `append` returns, so a caller that cancels only after
+`append` returned never cancels without a durable record. Any failure raises `AuditWriteError`
+and the caller must then not make the call the record announces.
+
+Line format (readers must not depend on it; the hash covers the exact bytes written):
+`ts event sweep_id host version` first, then the event's own fields sorted by key, `prev` last;
+compact separators; ASCII only (`\\uXXXX` escapes), so no job name can make encoding fail.
+`ts` is UTC ISO 8601 with milliseconds and `Z`. `prev` is the sha256 of the previous record's
+line (64 zeros for the first record of a chain). Torn lines left by power loss are recovered as
+described in `reaper/audit_read.py`: ended with a newline, skipped by the next record's `prev`.
+Reading and verifying live in `reaper/audit_read.py` and `reaper/audit_verify.py`; the names are
+re-exported here so callers import one module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from reaper import __version__
+from reaper.audit_read import (
+    GENESIS,
+    AuditReadResult,
+    Record,
+    decode_line,
+    filter_records,
+    hash_line,
+    iter_lines_backward,
+    read_audit,
+    read_tail,
+    read_tail_from,
+    recently_cancelled,
+    unresolved_intents,
+)
+from reaper.audit_verify import VerifyResult, verify_audit
+from reaper.errors import ReaperError
+
+__all__ = [
+    "GENESIS",
+    "AuditEvent",
+    "AuditLog",
+    "AuditOutcome",
+    "AuditReadResult",
+    "AuditWriteError",
+    "SkipCause",
+    "VerifyResult",
+    "filter_records",
+    "read_audit",
+    "read_tail",
+    "recently_cancelled",
+    "unconfirmed_outcome",
+    "unresolved_intents",
+    "verify_audit",
+]
+
+HEADER_KEYS = ("ts", "event", "sweep_id", "host", "version")
+RESERVED_KEYS = frozenset({"ts", "event", "host", "version", "prev"})
+UNCONFIRMED_PREFIX = "unconfirmed→"
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+class AuditEvent(StrEnum):
+    SWEEP_START = "sweep_start"
+    INTENT = "intent"  # written and fsynced before the cancel call
+    RESULT = "result"  # after it, or at start-up for an intent a crash left open
+    SKIPPED = "skipped"
+    SWEEP_END = "sweep_end"
+    RELOAD = "reload"
+    RELOAD_FAILED = "reload_failed"
+
+
+class AuditOutcome(StrEnum):
+    """`outcome` of a `result` record; start-up reconciliation writes `unconfirmed→<outcome>`."""
+
+    CANCELLED = "cancelled"
+    ALREADY_TERMINAL = "already_terminal"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+    DRY_RUN = "dry_run"
+
+
+class SkipCause(StrEnum):
+    """`cause` of a `skipped` record."""
+
+    PROTECTED = "protected"
+    EXCLUDED = "excluded"
+    LIMIT = "limit"
+    FRACTION_GUARD = "fraction_guard"
+    RECENTLY_CANCELLED = "recently_cancelled"
+    CHANGED = "changed"  # the re-check right before acting no longer matched
+    PAUSED = "paused"
+
+
+class AuditWriteError(ReaperError):
+    """A record could not be written durably; the action it announces must not happen."""
+
+
+def unconfirmed_outcome(outcome: str) -> str:
+    """The outcome start-up reconciliation records for an interrupted cancel, e.g.
+    `unconfirmed→cancelled`: the job's state was looked up, the cancel call's answer is lost."""
+    return UNCONFIRMED_PREFIX + str(outcome)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """`2024-05-01T12:00:00.123Z`. Raises ValueError for a naive datetime (its zone is unknown)."""
+    if moment.tzinfo is None:
+        raise ValueError("audit timestamps need an aware datetime")
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_record(record: Record) -> bytes:
+    """The record as one line with its newline, in the documented key order. Raises
+    AuditWriteError for a value JSON cannot represent (NaN, an arbitrary object)."""
+    ordered = {key: record[key] for key in HEADER_KEYS if key in record}
+    rest = (item for item in record.items() if item[0] not in HEADER_KEYS and item[0] != "prev")
+    ordered.update(sorted(rest, key=lambda item: item[0]))
+    ordered["prev"] = record["prev"]
+    try:
+        text = json.dumps(ordered, separators=(",", ":"), allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise AuditWriteError(f"audit record cannot be encoded: {exc}") from exc
+    return text.encode("ascii") + b"\n"
+
+
+def find_chain_head(fd: int) -> tuple[str | None, bool]:
+    """(sha256 of the last line that is a JSON object or None, whether the file ends without a
+    newline), reading backwards from the end of the open file only as far as needed."""
+    torn = False
+    with os.fdopen(os.dup(fd), "rb") as file:
+        for raw, terminated in iter_lines_backward(file):
+            torn = torn or not terminated
+            if decode_line(raw) is not None:
+                return hash_line(raw), torn
+    return None, torn
+
+
+def _open_append(path: Path) -> int:
+    """Open for appending (and reading back the chain head), creating the file and its folder;
+    a new file's directory entry is fsynced so that the file survives a crash. Raises OSError."""
+    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    # O_RDWR rather than O_WRONLY: recovery reads the tail through this same descriptor, so it
+    # reads the file it appends to even if the path is renamed in between. Writes still append.
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return os.open(path, flags, FILE_MODE)
+    try:
+        _fsync_dir(path.parent)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class AuditLog:
+    """The append-only audit file. Thread-safe: one lock orders appends, so `ts` and `prev`
+    follow file order even when cancels run concurrently."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        host: str | None = None,
+        version: str = __version__,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        """Open (creating it and its folder) and recover the chain head. A torn last line gets
+        its newline now. Raises AuditWriteError if the file cannot be opened or repaired."""
+        self._path = Path(path)
+        self._host = socket.gethostname() if host is None else host
+        self._version = version
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._head = GENESIS
+        self._fd: int | None = None
+        self._needs_recovery = False
+        self._fd = self._open_and_recover()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def head(self) -> str:
+        """sha256 of the last record written or found: the next record's `prev`."""
+        return self._head
+
+    def append(self, event: str, **fields: Any) -> Record:
+        """Write one record durably and return it as written (with `ts` and `prev`). `sweep_id`
+        comes from `fields` (default None). Raises AuditWriteError on any failure, and
+        ValueError if `fields` tries to set ts, event, host, version or prev."""
+        clash = RESERVED_KEYS & fields.keys()
+        if clash:
+            raise ValueError(f"audit fields may not set {sorted(clash)}")
+        with self._lock:
+            fd = self._ready_fd()
+            record = self._build(str(event), fields)
+            line = encode_record(record)
+            self._write_line(fd, line)
+            self._head = hash_line(line[:-1])
+            return record
+
+    def reopen(self) -> None:
+        """Reopen the path after log rotation by rename (SIGHUP). The next record chains to the
+        last one written before, even in a new empty file. On failure the old file stays in use
+        and AuditWriteError is raised."""
+        with self._lock:
+            if self._fd is None:
+                raise AuditWriteError("audit log is closed")
+            old = self._fd
+            self._fd = self._open_and_recover()
+            self._needs_recovery = False
+            os.close(old)
+
+    def close(self) -> None:
+        """Close the file; later appends raise AuditWriteError. Idempotent."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def tail_records(self, since: datetime) -> list[Record]:
+        """Records of the current file with `ts` >= `since`, read backwards from the end only as
+        far as needed (see `read_tail_from`). Raises AuditWriteError if the file is unreadable."""
+        with self._lock:
+            fd = self._ready_fd()
+            try:
+                with os.fdopen(os.dup(fd), "rb") as file:
+                    return read_tail_from(file, since)
+            except OSError as exc:
+                raise AuditWriteError(self._describe(exc, "read")) from exc
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _build(self, event: str, fields: dict[str, Any]) -> Record:
+        record: Record = {
+            "ts": format_timestamp(self._clock()),
+            "event": event,
+            "sweep_id": None,
+            "host": self._host,
+            "version": self._version,
+        }
+        record.update(fields)
+        record["prev"] = self._head
+        return record
+
+    def _ready_fd(self) -> int:
+        """The open descriptor; after a failed write, first re-reads the chain head from the
+        file, since a short or failed write may have left part of a line or a whole one."""
+        if self._fd is None:
+            raise AuditWriteError("audit log is closed")
+        if self._needs_recovery:
+            self._recover(self._fd)
+            self._needs_recovery = False
+        return self._fd
+
+    def _open_and_recover(self) -> int:
+        try:
+            fd = _open_append(self._path)
+        except OSError as exc:
+            raise AuditWriteError(self._describe(exc, "open")) from exc
+        try:
+            self._recover(fd)
+        except AuditWriteError:
+            os.close(fd)
+            raise
+        return fd
+
+    def _recover(self, fd: int) -> None:
+        """Chain to the file's last JSON line, ending a torn last line with a newline first. An
+        empty file keeps the current head (GENESIS, or the chain from before rotation); a file
+        of fragments only starts a new chain, which is what verify accepts after fragments."""
+        try:
+            head, torn = find_chain_head(fd)
+            if head is None and os.fstat(fd).st_size > 0:
+                head = GENESIS
+            if torn:
+                self._write_line(fd, b"\n")
+        except OSError as exc:
+            raise AuditWriteError(self._describe(exc, "recover")) from exc
+        self._head = head if head is not None else self._head
+
+    def _write_line(self, fd: int, line: bytes) -> None:
+        """One write, then fsync. Raises AuditWriteError (and marks the file for recovery) on
+        an OS error or a short write."""
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise AuditWriteError(
+                    f"short write to audit log {self._path}: {written} of {len(line)} bytes"
+                )
+            os.fsync(fd)
+        except (OSError, AuditWriteError) as exc:
+            self._needs_recovery = True
+            if isinstance(exc, AuditWriteError):
+                raise
+            raise AuditWriteError(self._describe(exc, "write")) from exc
+
+    def _describe(self, exc: OSError, action: str) -> str:
+        return f"cannot {action} audit log {self._path}: {exc.strerror or exc}"

@@ -1,0 +1,252 @@
+"""Reading the audit log (DESIGN.md §5): lines forwards and backwards, records, queries.
+
+The file format, shared with the writer in `reaper/audit.py`:
+
+* One JSON object per line, ended by `\\n`. Each record's `prev` is the sha256 (lower-case hex)
+  of the previous record's line bytes without the newline; the first record of a chain has
+  `prev` = 64 zeros (`GENESIS`).
+* A *fragment* is a line that is not a JSON object: the remains of a write cut short by power
+  loss (a prefix of a line, or NUL bytes where the file system had not written the data yet).
+  A prefix of a JSON object is never a JSON object, so a fragment cannot pass for a record.
+* Recovery rule: a writer that finds fragments at the end of the file ends them with a newline
+  and chains its next record to the last line that *is* a JSON object, skipping the fragments.
+  A file holding only fragments gets a new chain (GENESIS). Readers therefore accept a run of
+  fragments that the next record's `prev` skips (reported as recovered; at the start of a file
+  that record's `prev` must be GENESIS), and a run of fragments at the end of the file (reported
+  as a torn last line). Any other fragment is corruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+GENESIS = "0" * 64
+BLOCK_SIZE = 64 * 1024
+RECENT_CANCEL_WINDOW = timedelta(minutes=10)
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of an audit file."""
+
+    number: int  # 1-based
+    raw: bytes  # without the newline
+    record: Record | None  # None: a fragment (not a JSON object)
+    terminated: bool  # False only for a last line without its newline
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReadResult:
+    """Records of one audit file, in file order, with what could not be read."""
+
+    records: list[Record]
+    line_numbers: list[int]  # 1-based line of each record
+    torn_line: int | None  # first line of the fragments at the end of the file
+    errors: list[str]  # "line N: ..." for fragments in the middle that no record skips
+    recovered_lines: list[int] = field(default_factory=list)  # fragments a later record skips
+
+
+def hash_line(raw: bytes) -> str:
+    """sha256 hex of a line's bytes without its newline: the next record's `prev`."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def decode_line(raw: bytes) -> Record | None:
+    """The JSON object on this line, or None if the line is a fragment."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_valid_prev(value: object) -> bool:
+    """True for 64 lower-case hex digits, the only form a writer produces."""
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def iter_lines(path: Path) -> Iterator[Line]:
+    """Stream the lines of an audit file from first to last. Raises OSError."""
+    with path.open("rb") as file:
+        for number, chunk in enumerate(file, start=1):
+            terminated = chunk.endswith(b"\n")
+            raw = chunk[:-1] if terminated else chunk
+            yield Line(number, raw, decode_line(raw), terminated)
+
+
+def iter_lines_backward(
+    file: BinaryIO, block_size: int = BLOCK_SIZE
+) -> Iterator[tuple[bytes, bool]]:
+    """Yield (line bytes, terminated) from the last line to the first, reading `block_size`
+    bytes at a time from the end, so that finding the last record of a 1 GB file reads a block.
+    `terminated` is False only for a last line without its newline."""
+    pos = file.seek(0, os.SEEK_END)
+    carry = b""
+    at_tail = True  # the next piece is the text after the file's last newline
+    while pos > 0:
+        step = min(block_size, pos)
+        pos -= step
+        file.seek(pos)
+        pieces = (file.read(step) + carry).split(b"\n")
+        carry = pieces[0]
+        for piece in reversed(pieces[1:]):
+            if at_tail:
+                at_tail = False
+                if piece:
+                    yield piece, False
+            else:
+                yield piece, True
+    if not at_tail:
+        yield carry, True
+    elif carry:
+        yield carry, False
+
+
+def read_audit(path: Path, keep: Callable[[Record], bool] | None = None) -> AuditReadResult:
+    """Read one audit file in a single streaming pass, keeping the records `keep` accepts (all
+    by default). Fragments are classified by the recovery rule in this module's docstring; a
+    torn last line is reported in `torn_line`, not as an error. Raises OSError."""
+    records: list[Record] = []
+    numbers: list[int] = []
+    errors: list[str] = []
+    recovered: list[int] = []
+    last_hash: str | None = None  # None: no record yet in this file
+    run: list[int] = []  # fragments since the last record
+    for line in iter_lines(path):
+        if line.record is None:
+            run.append(line.number)
+            continue
+        if run:
+            skipped = line.record.get("prev") == (last_hash or GENESIS)
+            if skipped:
+                recovered.extend(run)
+            else:
+                errors.extend(f"line {n}: not a JSON object" for n in run)
+            run = []
+        last_hash = hash_line(line.raw)
+        if keep is None or keep(line.record):
+            records.append(line.record)
+            numbers.append(line.number)
+    return AuditReadResult(records, numbers, run[0] if run else None, errors, recovered)
+
+
+def parse_record_time(record: Record) -> datetime | None:
+    """The record's `ts` as an aware UTC datetime, or None if it is missing or malformed."""
+    text = record.get("ts")
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else None
+
+
+def read_tail(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> list[Record]:
+    """`read_tail_from` on the file at `path`; a missing file has no records. Raises OSError."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return []
+    with file:
+        return read_tail_from(file, since, block_size)
+
+
+def read_tail_from(file: BinaryIO, since: datetime, block_size: int = BLOCK_SIZE) -> list[Record]:
+    """Records with `ts` >= `since`, in file order, reading backwards from the end only until the
+    first older record. Fragments are skipped. Assumes `ts` never decreases along the file (the
+    writer stamps records under its lock); a clock stepped back may hide a few records."""
+    found: list[Record] = []
+    for raw, _ in iter_lines_backward(file, block_size):
+        record = decode_line(raw)
+        when = parse_record_time(record) if record is not None else None
+        if record is None or when is None:
+            continue
+        if when < since:
+            break
+        found.append(record)
+    found.reverse()
+    return found
+
+
+def filter_records(
+    records: Iterable[Record],
+    since: datetime | None = None,
+    policy: str | None = None,
+    job: str | None = None,
+) -> list[Record]:
+    """Records at or after `since`, of policy `policy`, about job id `job` (each None = any)."""
+    return [r for r in records if matches_filter(r, since, policy, job)]
+
+
+def matches_filter(
+    record: Record, since: datetime | None, policy: str | None, job: str | None
+) -> bool:
+    """The predicate behind `filter_records`, usable as `read_audit(path, keep=...)`."""
+    if policy is not None and record.get("policy") != policy:
+        return False
+    if job is not None and record.get("job_id") != job:
+        return False
+    if since is None:
+        return True
+    when = parse_record_time(record)
+    return when is not None and when >= since
+
+
+def _job_key(record: Record) -> tuple[str, str]:
+    return (str(record.get("backend")), str(record.get("job_id")))
+
+
+def _intent_key(record: Record) -> tuple[str, str, str]:
+    return (str(record.get("sweep_id")), *_job_key(record))
+
+
+def is_cancelled_outcome(outcome: object) -> bool:
+    """`cancelled`, or `unconfirmed→cancelled` written by start-up reconciliation."""
+    return isinstance(outcome, str) and outcome.split("→")[-1] == "cancelled"
+
+
+def unresolved_intents(records: Iterable[Record]) -> list[Record]:
+    """`intent` records (not dry-run) with no later `result` for the same (sweep_id, backend,
+    job_id), in file order: cancels a crash may have interrupted, which start-up reconciles."""
+    open_intents: dict[tuple[str, str, str], Record] = {}
+    for record in records:
+        event = record.get("event")
+        if event == "intent" and not record.get("dry_run"):
+            open_intents[_intent_key(record)] = record
+        elif event == "result":
+            open_intents.pop(_intent_key(record), None)
+    return list(open_intents.values())
+
+
+def recently_cancelled(
+    records: Iterable[Record], now: datetime, window: timedelta = RECENT_CANCEL_WINDOW
+) -> set[tuple[str, str]]:
+    """(backend, job_id) of jobs cancelled within `window` before `now`: a `result` whose outcome
+    is cancelled (or unconfirmed→cancelled), or an `intent` (not dry-run) without a result yet,
+    since an interrupted cancel may have reached the backend. A failed cancel does not count,
+    so the next sweep retries it. Read from the log, this survives restarts (DESIGN.md §4.3)."""
+    recent = [r for r in records if _is_within(r, now - window)]
+    found = {
+        _job_key(r)
+        for r in recent
+        if r.get("event") == "result" and is_cancelled_outcome(r.get("outcome"))
+    }
+    found.update(_job_key(r) for r in unresolved_intents(recent))
+    return found
+
+
+def _is_within(record: Record, start: datetime) -> bool:
+    when = parse_record_time(record)
+    return when is not None and when >= start

@@ -1,0 +1,199 @@
+"""`reaper audit`: query the audit log; `reaper audit verify`: check its hash chain (DESIGN.md §5).
+
+The file is `--file` (repeatable, oldest first for rotated files), else the config's `audit_log`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+from reaper.audit_read import AuditReadResult, Record, matches_filter, read_audit
+from reaper.audit_verify import verify_audit
+from reaper.durations import DurationError, parse_duration
+from reaper.errors import ConfigError, ExitCode
+
+SCHEMA_VERSION = 1
+HEADER = ("TS", "EVENT", "BACKEND", "JOB", "POLICY", "OUTCOME", "REASON")
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="query the audit log, or check its hash chain",
+        description="Show audit records (all, or those matching the filters). "
+        "`reaper audit verify` checks the hash chain and names the first bad line.",
+    )
+    # One path per --file here (repeat it): `--file A verify` must not read `verify` as a path.
+    _add_file_options(parser, None, nargs=None)
+    parser.add_argument(
+        "--since", help="records newer than a duration (24h, 7d) or a time (ISO 8601)"
+    )
+    parser.add_argument("--policy", help="records of this policy only")
+    parser.add_argument("--job", help="records about this job id only")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    actions = parser.add_subparsers(dest="audit_action", metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="check the hash chain",
+        description="Check every line and `prev` link; exit 1 naming FILE:LINE if broken. "
+        "Give rotated files oldest first.",
+    )
+    # SUPPRESS: an option left out after `verify` must not reset one given before it.
+    _add_file_options(verify, argparse.SUPPRESS, nargs="+")
+
+
+def _add_file_options(parser: argparse.ArgumentParser, default: Any, nargs: str | None) -> None:
+    parser.add_argument("--config", default=default, help="reaper.yaml (for `audit_log`)")
+    parser.add_argument(
+        "--file",
+        dest="files",
+        action="append" if nargs is None else "extend",
+        nargs=nargs,
+        type=Path,
+        default=default,
+        metavar="PATH",
+        help="audit file instead of the config's audit_log; several (rotated) files: oldest first",
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run `reaper audit [verify]`; returns an ExitCode."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        files = _audit_files(args)
+    except ConfigError as exc:
+        print(exc, file=err)
+        return ExitCode.CONFIG
+    if args.audit_action == "verify":
+        return _run_verify(files, out, err)
+    return _run_query(args, files, out, err)
+
+
+def _audit_files(args: argparse.Namespace) -> list[Path]:
+    """`--file`, else the config's `audit_log`. Raises ConfigError."""
+    if args.files:
+        return list(args.files)
+    # Imported here: config loading is only needed without --file.
+    from reaper.config import find_config_path, load_config  # noqa: PLC0415
+
+    return [load_config(find_config_path(args.config, os.environ)).audit_log]
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`24h` → now minus 24 hours; `2024-05-01T12:00:00Z` or `2024-05-01` → that time (UTC if
+    no zone is given). Raises ValueError naming both accepted forms."""
+    try:
+        return now - parse_duration(text)
+    except DurationError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give a duration (24h, 7d, 1h30m) or a time (2024-05-01T12:00:00Z)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _run_verify(files: list[Path], out: TextIO, err: TextIO) -> int:
+    try:
+        result = verify_audit(files)
+    except OSError as exc:
+        print(f"reaper audit verify: cannot read {exc.filename}: {exc.strerror}", file=err)
+        return ExitCode.FAILED
+    if not result.ok:
+        print(f"{result.file}:{result.first_bad_line}: {result.message}", file=out)
+        return ExitCode.FAILED
+    print(f"{', '.join(map(str, files))}: {result.message}", file=out)
+    return ExitCode.OK
+
+
+def _run_query(args: argparse.Namespace, files: list[Path], out: TextIO, err: TextIO) -> int:
+    try:
+        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except ValueError as exc:
+        print(f"reaper audit: {exc}", file=err)
+        return ExitCode.USAGE
+    keep = partial(matches_filter, since=since, policy=args.policy, job=args.job)
+    results: list[tuple[Path, AuditReadResult]] = []
+    for path in files:
+        try:
+            results.append((path, read_audit(path, keep)))
+        except OSError as exc:
+            print(f"reaper audit: cannot read {path}: {exc.strerror}", file=err)
+            return ExitCode.FAILED
+    records = [record for _, result in results for record in result.records]
+    if args.json:
+        json.dump(_json_document(results, records), out, ensure_ascii=False)
+        out.write("\n")
+    else:
+        _print_table(records, out, err)
+    return _report_problems(results, err)
+
+
+def _json_document(results: list[tuple[Path, AuditReadResult]], records: list[Record]) -> Any:
+    torn = [{"file": str(p), "line": r.torn_line} for p, r in results if r.torn_line is not None]
+    errors = [_locate(p, e) for p, r in results for e in r.errors]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "files": [str(path) for path, _ in results],
+        "records": records,
+        "torn_line": torn[0] if torn else None,
+        "errors": errors,
+    }
+
+
+def _report_problems(results: list[tuple[Path, AuditReadResult]], err: TextIO) -> int:
+    """Torn last lines are notes; corrupt lines in the middle fail the command."""
+    failed = False
+    for path, result in results:
+        if result.torn_line is not None:
+            print(f"{path}:{result.torn_line}: torn last line (a write cut short)", file=err)
+        for error in result.errors:
+            print(_locate(path, error), file=err)
+            failed = True
+    return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def _locate(path: Path, error: str) -> str:
+    """`line 7: message` → `PATH:7: message`."""
+    return f"{path}:{error.removeprefix('line ')}"
+
+
+def _print_table(records: list[Record], out: TextIO, err: TextIO) -> None:
+    if not records:
+        print("no matching audit records", file=err)
+        return
+    rows = [HEADER, *(_row(record) for record in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
+
+
+def _row(record: Record) -> tuple[str, ...]:
+    outcome = record.get("outcome") or record.get("cause")
+    reason = _cell(record.get("reason"), "")
+    if record.get("error"):
+        reason = f"{reason} (error: {_cell(record['error'], '')})".lstrip()
+    return (
+        _cell(record.get("ts")),
+        _cell(record.get("event")),
+        _cell(record.get("backend")),
+        _cell(record.get("job_id")),
+        _cell(record.get("policy")),
+        _cell(outcome),
+        reason,
+    )
+
+
+def _cell(value: object, missing: str = "-") -> str:
+    """One line of text: a reason with newlines or tabs must not break the table."""
+    return missing if value is None or value == "" else " ".join(str(value).split())
