@@ -1,0 +1,63 @@
+"""Start-up reconciliation (DESIGN.md §5): an `intent` without a `result` means a crash
+interrupted a cancel. Look the job up and write the missing `result` as `unconfirmed→…`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from reaper.audit import AuditLog, read_audit, unconfirmed_outcome, unresolved_intents
+from reaper.backends.base import Backend
+from reaper.errors import BackendError
+from reaper.jobs import Job, Phase, phase_of
+
+log = logging.getLogger(__name__)
+
+CARRIED = (
+    "sweep_id", "policy", "policy_file", "policy_sha256", "policy_commit", "backend", "type",
+    "job_id", "job_name", "queue", "status", "runtime_s", "pending_s", "reason", "dry_run",
+)  # fmt: skip
+
+
+def reconcile(audit: AuditLog, backends: Mapping[str, Backend]) -> int:
+    """Write a `result` for every unresolved intent whose backend answers; returns how many.
+    An intent whose backend is not configured or fails stays open for the next start."""
+    records = read_audit(audit.path, keep=lambda r: r.get("event") in ("intent", "result"))
+    done = 0
+    for intent in unresolved_intents(records.records):
+        backend = backends.get(str(intent.get("backend")))
+        outcome = _look_up(backend, intent) if backend is not None else None
+        if outcome is None:
+            continue
+        fields = {key: intent.get(key) for key in CARRIED}
+        audit.append("result", **fields, outcome=unconfirmed_outcome(outcome), error=None)
+        log.warning("reconciled interrupted cancel of %s/%s: %s", fields["backend"],
+                    fields["job_id"], outcome)  # fmt: skip
+        done += 1
+    return done
+
+
+def _look_up(backend: Backend, intent: Mapping[str, Any]) -> str | None:
+    """`cancelled` if the job is terminal now (the interrupted cancel may have done it, and the
+    re-cancel window must hold), `not_found` if it is gone, `failed` if it is still active (the
+    next sweep evaluates it afresh), None if the backend cannot tell now."""
+    try:
+        fresh = backend.refresh(_stub(backend, intent))
+    except BackendError as exc:
+        log.error("cannot reconcile %s: %s", intent.get("job_id"), exc)
+        return None
+    if fresh is None:
+        return "not_found"
+    return "cancelled" if fresh.phase is Phase.TERMINAL else "failed"
+
+
+def _stub(backend: Backend, intent: Mapping[str, Any]) -> Job:
+    status = str(intent.get("status") or "")
+    return Job(
+        backend=backend.name, type=backend.type, id=str(intent["job_id"]),
+        name=str(intent.get("job_name") or ""), queue=str(intent.get("queue") or ""),
+        status=status, phase=phase_of(backend.type, status) if status else Phase.UNKNOWN,
+        created_at=datetime.fromtimestamp(0, UTC), detailed=False,
+    )  # fmt: skip

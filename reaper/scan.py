@@ -1,0 +1,101 @@
+"""Step 2 of the sweep for one backend: list active jobs page by page, enrich only the jobs a
+tag/where selector (or the protect tag) needs, and evaluate the backend's policies.
+
+Only candidates (jobs some policy matched) are kept; the rest are counted and dropped, so a
+sweep's memory grows with the matches, not with the size of the cluster."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from reaper.backends.base import Backend
+from reaper.decide import Candidate, Listing
+from reaper.errors import BackendError
+from reaper.jobs import Job, Phase
+from reaper.policy import Match, Policy, evaluate, prefilter, render_reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scan:
+    """What one backend's listing produced. `complete` is False when the listing failed part-way:
+    acting on half a picture would break the fraction guard and the dedupe, so nothing may be
+    cancelled on this backend (decide's `listing_incomplete`)."""
+
+    backend: str
+    active: int = 0  # pending or running jobs listed: the fraction guard's denominator
+    unknown_status: int = 0
+    candidates: list[Candidate[Match]] = field(default_factory=list)
+    complete: bool = True
+    error: str | None = None
+
+    def to_listing(self) -> Listing[Match]:
+        return Listing(self.backend, self.active, self.complete, tuple(self.candidates))
+
+
+def evaluate_all(policies: Sequence[Policy], job: Job, now: datetime) -> list[Match]:
+    """Matches of `job`, in policy (file, position) order."""
+    return [m for p in policies if (m := evaluate(p, job, now)) is not None]
+
+
+def scan_backend(backend: Backend, policies: Sequence[Policy], now: datetime) -> Scan:
+    """List, enrich where needed and evaluate. Never raises BackendError: a failure is recorded
+    in the Scan (`complete=False`, `error`)."""
+    scan = Scan(backend.name)
+    undetailed: list[Job] = []
+    try:
+        for page in backend.list_active():
+            for job in page:
+                _consider(job, policies, now, scan, undetailed)
+        _evaluate_enriched(backend, policies, now, undetailed, scan)
+    except BackendError as exc:
+        scan.complete, scan.error = False, str(exc)
+    return scan
+
+
+def _consider(
+    job: Job, policies: Sequence[Policy], now: datetime, scan: Scan, undetailed: list[Job]
+) -> None:
+    if job.phase is Phase.UNKNOWN:
+        scan.unknown_status += 1
+        log.warning("skipping job %s on %s: unknown status %r", job.id, job.backend, job.status)
+        return
+    if job.phase is Phase.TERMINAL:
+        return
+    scan.active += 1
+    if job.detailed:
+        _add_candidate(job, policies, now, scan)
+    elif _may_match(policies, job, now):
+        # Enrich before deciding: a detail selector may match, and a cheap match still needs
+        # the job's tags to honour the protect tag.
+        undetailed.append(job)
+
+
+def _may_match(policies: Sequence[Policy], job: Job, now: datetime) -> bool:
+    for policy in policies:
+        if policy.needs_detail:
+            if prefilter(policy, job, now):
+                return True
+        elif evaluate(policy, job, now) is not None:
+            return True
+    return False
+
+
+def _evaluate_enriched(
+    backend: Backend, policies: Sequence[Policy], now: datetime, jobs: list[Job], scan: Scan
+) -> None:
+    if not jobs:
+        return
+    for job in backend.enrich(jobs):
+        if job.phase in (Phase.PENDING, Phase.RUNNING):
+            _add_candidate(job, policies, now, scan)
+
+
+def _add_candidate(job: Job, policies: Sequence[Policy], now: datetime, scan: Scan) -> None:
+    if matches := evaluate_all(policies, job, now):
+        reason = render_reason(matches[0], now)
+        scan.candidates.append(Candidate(job, tuple(matches), reason))

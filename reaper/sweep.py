@@ -1,0 +1,270 @@
+"""One sweep: list → match → decide → re-check → cancel → audit (DESIGN.md §4).
+
+The only module with side effects on jobs. Every backend is scanned independently and
+concurrently; a backend that fails is reported and the others go on. Dry run is one branch in
+one place (`_cancel_or_pretend`): everything else runs identically."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from time import monotonic
+from typing import Any
+
+from reaper.audit import AuditLog, AuditWriteError, recently_cancelled
+from reaper.backends.base import Backend, CancelOutcome
+from reaper.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, SkipCause, decide
+from reaper.errors import BackendError, ExitCode
+from reaper.jobs import Job
+from reaper.policy import Match, PolicySet, evaluate
+from reaper.scan import Scan, scan_backend
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8  # cancels in flight per backend (DESIGN.md §4 step 5)
+
+
+@dataclass(frozen=True)
+class SweepEnv:
+    """Everything a sweep touches, injected."""
+
+    policies: PolicySet
+    backends: Mapping[str, Backend]
+    audit: AuditLog
+    guards: Guards
+    clock: Callable[[], datetime]
+    pause_file: Path | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
+@dataclass
+class BackendReport:
+    """Counts of one backend in one sweep (feeds metrics, `sweep_end` and the CLI)."""
+
+    backend: str
+    active: int = 0
+    matched: Counter[str] = field(default_factory=Counter)  # policy → jobs it decided
+    outcomes: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+@dataclass
+class SweepReport:
+    sweep_id: str
+    plan: Plan[Match]
+    backends: dict[str, BackendReport]
+    audit_error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.audit_error is not None or any(
+            r.error or r.outcomes[CancelOutcome.FAILED] for r in self.backends.values()
+        )
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when a backend, a cancel or the audit failed; else 3 when a guard refused; else 0."""
+        if self.failed:
+            return ExitCode.FAILED
+        return ExitCode.REFUSED if self.plan.refused else ExitCode.OK
+
+
+def new_sweep_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
+    """Scan the named backends concurrently; never raises for a backend failure."""
+    def scan(name: str) -> Scan:
+        started = monotonic()
+        result = scan_backend(env.backends[name], env.policies.for_backend(name), now)
+        if result.error:
+            log.error("listing %s failed: %s", name, result.error)
+        log.debug("scanned %s in %.2fs", name, monotonic() - started)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="scan") as pool:
+        return list(pool.map(scan, names))
+
+
+def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[Scan], Plan[Match]]:
+    """List and decide without acting or writing: what `reaper plan` shows. Makes no mutating
+    call and writes no audit record."""
+    now = env.clock()
+    scans = scan_all(env, _names(env, names), now)
+    return scans, _decide(env, scans, now)
+
+
+def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
+    """One sweep over the named backends (default: all). Never raises for a backend or a job;
+    raises AuditWriteError only if even `sweep_start` cannot be written (nothing was done)."""
+    now = env.clock()
+    sweep_id = new_sweep_id(now)
+    names = _names(env, names)
+    env.audit.append(
+        "sweep_start", sweep_id=sweep_id, backends=names, policies=len(env.policies.policies),
+        dry_run=env.guards.dry_run, paused=_paused(env),
+    )  # fmt: skip
+    started = monotonic()
+    scans = scan_all(env, names, now)
+    plan = _decide(env, scans, now)
+    report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
+    act = _Actor(env, sweep_id, report)
+    act.record_skips(plan)
+    act.run(plan)
+    for backend_report in report.backends.values():
+        backend_report.duration_s = monotonic() - started
+    _write_sweep_end(env, report)
+    return report
+
+
+def _names(env: SweepEnv, names: Sequence[str] | None) -> list[str]:
+    return list(env.backends) if names is None else list(names)
+
+
+def _paused(env: SweepEnv) -> bool:
+    return env.pause_file is not None and env.pause_file.exists()
+
+
+def _decide(env: SweepEnv, scans: list[Scan], now: datetime) -> Plan[Match]:
+    recent = recently_cancelled(env.audit.tail_records(now - RECANCEL_WINDOW), now)
+    listings = [s.to_listing() for s in scans]
+    return decide(listings, env.guards, paused=_paused(env), recently_cancelled=recent)
+
+
+def _backend_report(scan: Scan) -> BackendReport:
+    return BackendReport(scan.backend, active=scan.active, error=scan.error)
+
+
+def _write_sweep_end(env: SweepEnv, report: SweepReport) -> None:
+    totals = {
+        name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
+               "error": r.error}
+        for name, r in report.backends.items()
+    }  # fmt: skip
+    try:
+        env.audit.append("sweep_end", sweep_id=report.sweep_id, backends=totals,
+                         refused=report.plan.refused, audit_error=report.audit_error)
+    except AuditWriteError as exc:
+        report.audit_error = report.audit_error or str(exc)
+        log.error("could not write sweep_end: %s", exc)
+
+
+def job_fields(decision: Decision[Match]) -> dict[str, Any]:
+    """The audit fields that explain a decision: which policy (file, sha256, commit), which job,
+    which numbers, which reason."""
+    job, match, source = decision.job, decision.match, decision.match.policy.source
+    return {
+        "policy": decision.policy.name, "policy_file": source.file,
+        "policy_sha256": source.sha256, "policy_commit": source.commit,
+        "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
+        "queue": job.queue, "status": job.status, "runtime_s": _seconds(match.runtime_s),
+        "pending_s": _seconds(match.pending_s), "facts": [f.text for f in match.facts],
+        "also_matched": list(decision.also_matched), "reason": decision.reason,
+        "dry_run": decision.dry_run,
+    }  # fmt: skip
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+class _Actor:
+    """Writes skipped records, then re-checks and cancels, per backend concurrently, with at most
+    `env.concurrency` cancels in flight per backend. Once an audit write fails, no further
+    cancel is started anywhere (DESIGN.md §5: if the record cannot be written, nothing is
+    cancelled)."""
+
+    def __init__(self, env: SweepEnv, sweep_id: str, report: SweepReport) -> None:
+        self.env, self.sweep_id, self.report = env, sweep_id, report
+        self.audit_broken = threading.Event()
+        self.lock = threading.Lock()
+
+    def record_skips(self, plan: Plan[Match]) -> None:
+        for decision in plan.decisions:
+            self.count(decision.job.backend, "matched", decision.policy.name)
+            if decision.action is Action.SKIP:
+                assert decision.cause is not None
+                self.skip(decision, decision.cause)
+
+    def run(self, plan: Plan[Match]) -> None:
+        by_backend: dict[str, list[Decision[Match]]] = {}
+        for decision in plan.cancels():
+            by_backend.setdefault(decision.job.backend, []).append(decision)
+        with ThreadPoolExecutor(max_workers=max(1, len(by_backend))) as pool:
+            list(pool.map(self.run_backend, by_backend.values()))
+
+    def run_backend(self, decisions: list[Decision[Match]]) -> None:
+        workers = self.env.concurrency
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
+            list(pool.map(self.act, decisions))
+
+    def act(self, decision: Decision[Match]) -> None:
+        """Re-check, announce, cancel (or pretend), record. Never raises."""
+        if self.audit_broken.is_set():
+            return
+        backend = self.env.backends[decision.job.backend]
+        fresh, cause = self.recheck(backend, decision)
+        if fresh is None:
+            self.skip(decision, cause)
+            return
+        fields = job_fields(decision) | {"status": fresh.status}
+        if not self.write("intent", fields):
+            return
+        outcome, error = _cancel_or_pretend(backend, fresh, decision)
+        self.count(decision.job.backend, "outcomes", outcome)
+        self.write("result", fields | {"outcome": outcome, "error": error})
+
+    def recheck(self, backend: Backend, decision: Decision[Match]) -> tuple[Job | None, str]:
+        """The job's current state, or None and why to skip it: gone, no longer matching,
+        protected since, or unreadable (DESIGN.md §4 step 4)."""
+        try:
+            fresh = backend.refresh(decision.job)
+        except BackendError as exc:
+            log.error("re-check of %s failed: %s", decision.job.id, exc)
+            return None, "recheck_failed"
+        if fresh is None or evaluate(decision.match.policy, fresh, self.env.clock()) is None:
+            return None, SkipCause.CHANGED
+        if self.env.guards.protect_tag in fresh.tags:
+            return None, SkipCause.PROTECTED
+        return fresh, ""
+
+    def skip(self, decision: Decision[Match], cause: str) -> None:
+        self.count(decision.job.backend, "skipped", str(cause))
+        self.write("skipped", job_fields(decision) | {"cause": str(cause)})
+
+    def count(self, backend: str, kind: str, key: str) -> None:
+        with self.lock:
+            getattr(self.report.backends[backend], kind)[key] += 1
+
+    def write(self, event: str, fields: dict[str, Any]) -> bool:
+        try:
+            self.env.audit.append(event, sweep_id=self.sweep_id, **fields)
+            return True
+        except AuditWriteError as exc:
+            if not self.audit_broken.is_set():
+                log.critical("audit log write failed, cancelling nothing more: %s", exc)
+            self.audit_broken.set()
+            self.report.audit_error = str(exc)
+            return False
+
+
+def _cancel_or_pretend(
+    backend: Backend, job: Job, decision: Decision[Match]
+) -> tuple[str, str | None]:
+    """The one place where dry run differs from a real run."""
+    if decision.dry_run:
+        log.info("dry run: would cancel %s/%s (%s)", job.backend, job.id, decision.policy.name)
+        return "dry_run", None
+    result = backend.cancel(job, decision.reason)
+    log.info("cancel %s/%s by %s: %s", job.backend, job.id, decision.policy.name, result.outcome)
+    return str(result.outcome), result.error
