@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reaper import __version__
-from reaper.errors import ExitCode
+from reaper.errors import ConfigError, ExitCode, ReaperError
 
 # Command name → module. Add a line here for a new command.
 COMMANDS: dict[str, str] = {
@@ -51,6 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return int(_command_module(args.command).run(args))
+    except ConfigError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return ExitCode.CONFIG
+    except ReaperError as exc:  # e.g. the audit log cannot be opened: nothing was done
+        print(f"reaper: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
     except KeyboardInterrupt:
         return 130
 

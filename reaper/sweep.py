@@ -18,7 +18,7 @@ from pathlib import Path
 from time import monotonic
 from typing import Any
 
-from reaper.audit import AuditLog, AuditWriteError, recently_cancelled
+from reaper.audit import AuditLog, AuditWriteError, read_tail, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome
 from reaper.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, SkipCause, decide
 from reaper.errors import BackendError, ExitCode
@@ -37,7 +37,8 @@ class SweepEnv:
 
     policies: PolicySet
     backends: Mapping[str, Backend]
-    audit: AuditLog
+    audit: AuditLog | None  # None for `plan`, which writes nothing
+    audit_path: Path  # read for the re-cancel window
     guards: Guards
     clock: Callable[[], datetime]
     pause_file: Path | None = None
@@ -84,6 +85,7 @@ def new_sweep_id(now: datetime) -> str:
 
 def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
     """Scan the named backends concurrently; never raises for a backend failure."""
+
     def scan(name: str) -> Scan:
         started = monotonic()
         result = scan_backend(env.backends[name], env.policies.for_backend(name), now)
@@ -107,10 +109,13 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     """One sweep over the named backends (default: all). Never raises for a backend or a job;
     raises AuditWriteError only if even `sweep_start` cannot be written (nothing was done)."""
+    if env.audit is None:
+        raise ValueError("run_sweep needs an audit log; plan_sweep is the read-only path")
+    audit = env.audit
     now = env.clock()
     sweep_id = new_sweep_id(now)
     names = _names(env, names)
-    env.audit.append(
+    audit.append(
         "sweep_start", sweep_id=sweep_id, backends=names, policies=len(env.policies.policies),
         dry_run=env.guards.dry_run, paused=_paused(env),
     )  # fmt: skip
@@ -118,12 +123,12 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     scans = scan_all(env, names, now)
     plan = _decide(env, scans, now)
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
-    act = _Actor(env, sweep_id, report)
+    act = _Actor(env, audit, sweep_id, report)
     act.record_skips(plan)
     act.run(plan)
     for backend_report in report.backends.values():
         backend_report.duration_s = monotonic() - started
-    _write_sweep_end(env, report)
+    _write_sweep_end(audit, report)
     return report
 
 
@@ -136,7 +141,9 @@ def _paused(env: SweepEnv) -> bool:
 
 
 def _decide(env: SweepEnv, scans: list[Scan], now: datetime) -> Plan[Match]:
-    recent = recently_cancelled(env.audit.tail_records(now - RECANCEL_WINDOW), now)
+    since = now - RECANCEL_WINDOW
+    records = read_tail(env.audit_path, since) if env.audit_path.exists() else []
+    recent = recently_cancelled(records, now)
     listings = [s.to_listing() for s in scans]
     return decide(listings, env.guards, paused=_paused(env), recently_cancelled=recent)
 
@@ -145,15 +152,20 @@ def _backend_report(scan: Scan) -> BackendReport:
     return BackendReport(scan.backend, active=scan.active, error=scan.error)
 
 
-def _write_sweep_end(env: SweepEnv, report: SweepReport) -> None:
+def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
                "error": r.error}
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
-        env.audit.append("sweep_end", sweep_id=report.sweep_id, backends=totals,
-                         refused=report.plan.refused, audit_error=report.audit_error)
+        audit.append(
+            "sweep_end",
+            sweep_id=report.sweep_id,
+            backends=totals,
+            refused=report.plan.refused,
+            audit_error=report.audit_error,
+        )
     except AuditWriteError as exc:
         report.audit_error = report.audit_error or str(exc)
         log.error("could not write sweep_end: %s", exc)
@@ -184,8 +196,8 @@ class _Actor:
     cancel is started anywhere (DESIGN.md §5: if the record cannot be written, nothing is
     cancelled)."""
 
-    def __init__(self, env: SweepEnv, sweep_id: str, report: SweepReport) -> None:
-        self.env, self.sweep_id, self.report = env, sweep_id, report
+    def __init__(self, env: SweepEnv, audit: AuditLog, sweep_id: str, report: SweepReport) -> None:
+        self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
 
@@ -248,7 +260,7 @@ class _Actor:
 
     def write(self, event: str, fields: dict[str, Any]) -> bool:
         try:
-            self.env.audit.append(event, sweep_id=self.sweep_id, **fields)
+            self.audit.append(event, sweep_id=self.sweep_id, **fields)
             return True
         except AuditWriteError as exc:
             if not self.audit_broken.is_set():

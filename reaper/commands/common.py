@@ -1,0 +1,28 @@
+"""Pieces several commands share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reaper.config import Config
+    from reaper.policy import PolicySet
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="reaper.yaml (default: $REAPER_CONFIG, ./reaper.yaml, /etc/reaper/reaper.yaml)",
+    )
+
+
+def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
+    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies.
+    Raises ConfigError (cli.main prints it and exits 78)."""
+    from reaper.config import find_config_path, load_all
+
+    return load_all(find_config_path(args.config, os.environ, Path.cwd()))

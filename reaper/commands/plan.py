@@ -1,0 +1,78 @@
+"""`reaper plan`: list jobs and show what would be cancelled, by which policy, and why.
+Never cancels, never writes the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from reaper import report
+from reaper.commands.common import add_config_option, load
+from reaper.decide import Decision, Plan
+from reaper.errors import ExitCode
+from reaper.policy import Match
+from reaper.scan import Scan
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("plan", help="show what a sweep would cancel, and why")
+    add_config_option(parser)
+    parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
+    parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reaper.runtime import open_backends, sweep_env
+    from reaper.sweep import plan_sweep
+
+    config, policies = load(args)
+    unknown = set(args.backend or ()) - set(config.backends)
+    if unknown:
+        print(f"reaper plan: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.policy and policies.by_name(args.policy) is None:
+        print(f"reaper plan: unknown policy {args.policy!r}", file=sys.stderr)
+        return ExitCode.USAGE
+    opened = open_backends(config, args.backend)
+    try:
+        env = sweep_env(config, policies, opened.backends, audit=None)
+        scans, plan = plan_sweep(env)
+    finally:
+        opened.close()
+    now = env.clock()
+    decisions = [d for d in plan.decisions if _involves(d, args.policy)]
+    if args.json:
+        body = report.plan_json(scans, plan, now)
+        body["decisions"] = [report.decision_json(d, now) for d in decisions]
+        body["backend_errors"] = opened.errors
+        json.dump(body, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        _print_human(scans, plan, decisions, opened.errors, now)
+    failed = opened.errors or any(s.error for s in scans)
+    return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
+
+
+def _involves(decision: Decision[Match], policy: str | None) -> bool:
+    return policy is None or decision.policy.name == policy or policy in decision.also_matched
+
+
+def _print_human(
+    scans: Sequence[Scan],
+    plan: Plan[Match],
+    decisions: Sequence[Decision[Match]],
+    errors: dict[str, str],
+    now: datetime,
+) -> None:
+    table = report.format_table([report.decision_row(d, now) for d in decisions])
+    print(table or "no job matches any policy")
+    print()
+    for name, error in errors.items():
+        print(f"{name}: not reachable: {error}")
+    for line in report.plan_summary(scans, plan):
+        print(line)
