@@ -19,8 +19,12 @@ from reaper.emulators.base import EmulatorServer, Knobs
 
 TYPE = "aws_batch"
 QUEUE = "gpu-a"
-STATUSES = {"pending": "RUNNABLE", "running": "RUNNING", "terminal": "SUCCEEDED",
-            "finished": "SUCCEEDED"}  # fmt: skip
+STATUSES = {
+    "pending": "RUNNABLE",
+    "running": "RUNNING",
+    "terminal": "SUCCEEDED",
+    "finished": "SUCCEEDED",
+}
 HAS_TAGS = True
 REASON_REACHES_JOB = True
 
@@ -30,18 +34,18 @@ def start_emulator(knobs: Knobs) -> AwsBatchEmulator:
 
 
 def make_client(
-    emulator: EmulatorServer,
+    endpoint: EmulatorServer | str,
     config: Config | None = None,
     access_key_id: str = ACCESS_KEY_ID,
     secret_access_key: str = SECRET_ACCESS_KEY,
     session_token: str | None = None,
 ) -> Any:
-    """A boto3 `batch` client pointed at `emulator`, with explicit credentials (so the host's
-    AWS configuration plays no part)."""
+    """A boto3 `batch` client pointed at an emulator (or a URL), with explicit credentials, so
+    that the host's AWS configuration plays no part."""
     return boto3.Session().client(
         "batch",
         region_name=REGION,
-        endpoint_url=emulator.url,
+        endpoint_url=endpoint if isinstance(endpoint, str) else endpoint.url,
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,
         aws_session_token=session_token,

@@ -3,7 +3,8 @@ TerminateJob(s) to cancel (DESIGN.md §2.3, §4 step 5).
 
 Retries and timeouts are botocore's alone (standard retry mode, explicit connect/read timeouts):
 no second retry layer is stacked on top. This module is imported only when an `aws_batch`
-backend is configured (reaper.backends.REGISTRY)."""
+backend is configured (reaper.backends.REGISTRY); client construction and message redaction live
+in reaper.backends.aws_client."""
 
 from __future__ import annotations
 
@@ -13,25 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.session
+import botocore
 from botocore.config import Config
-from botocore.credentials import (
-    AssumeRoleCredentialFetcher,
-    CredentialProvider,
-    CredentialResolver,
-    Credentials,
-    DeferredRefreshableCredentials,
-)
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from reaper.backends.base import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_READ_TIMEOUT_S,
-    CancelOutcome,
-    CancelResult,
-    truncate_reason,
-)
+from reaper.backends.aws_client import client_config, describe_error, make_client, redact
+from reaper.backends.base import CancelOutcome, CancelResult, truncate_reason
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
 
@@ -40,29 +28,11 @@ LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, max
 QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum
 DESCRIBE_CHUNK = 100  # DescribeJobs takes "a list of up to 100 job IDs"
 TERMINATE_CHUNK = 50  # TerminateJobs takes "an array of up to 50 Batch job IDs"
-# botocore's Config `max_attempts` counts retries, so a call is made at most 6 times.
-MAX_RETRIES = 5
-ROLE_SESSION_NAME = "reaper"
 # Codes a service answers with when it does not know an operation (moto answers a bare 404).
 _UNKNOWN_OPERATION = frozenset({"UnknownOperationException", "UnknownOperation", "404"})
 # Per-job TerminateJobs errors worth one more try through TerminateJob and botocore's retries.
 _TRANSIENT_JOB_ERRORS = frozenset({"ThrottlingException", "ServerException"})
 _NOT_FOUND_MESSAGE = re.compile(r"not found|does not exist", re.IGNORECASE)
-_MAX_MESSAGE_CHARS = 300
-
-
-def client_config(
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-    max_retries: int = MAX_RETRIES,
-) -> Config:
-    """botocore client settings: explicit timeouts (botocore's default is 60 s each) and the
-    `standard` retry mode (backoff with jitter on throttling, 5xx and connection errors)."""
-    return Config(
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
-        retries={"mode": "standard", "max_attempts": max_retries},
-    )
 
 
 class AwsCallError(BackendError):
@@ -70,9 +40,13 @@ class AwsCallError(BackendError):
     answer when there was one; the message names the operation and never holds a credential."""
 
     def __init__(
-        self, backend: str, operation: str, message: str, code: str | None = None,
+        self,
+        backend: str,
+        operation: str,
+        message: str,
+        code: str | None = None,
         http_status: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(backend, f"{operation} failed: {message}")
         self.operation, self.code, self.http_status = operation, code, http_status
 
@@ -89,11 +63,20 @@ class AwsBatchBackend:
         # Older botocore releases lack TerminateJobs: then there is no bulk call to make.
         self._bulk = "TerminateJobs" in client.meta.service_model.operation_names
 
+    @property
+    def client(self) -> Any:
+        """The boto3 `batch` client this backend calls through."""
+        return self._client
+
     @classmethod
     def from_config(
-        cls, name: str, section: Mapping[str, Any], base_dir: Path, *,
+        cls,
+        name: str,
+        section: Mapping[str, Any],
+        base_dir: Path,
+        *,
         config: Config | None = None,
-    ) -> AwsBatchBackend:  # fmt: skip
+    ) -> AwsBatchBackend:
         """Build from a `reaper.yaml` backend section (region, profile, role_arn, endpoint_url,
         queues). Credentials come from the SDK's own chain, never from the section.
         Raises BackendError when no client can be built (unknown profile, no region)."""
@@ -123,7 +106,11 @@ class AwsBatchBackend:
         params: dict[str, Any] = {"maxResults": QUEUE_PAGE_SIZE}
         names: list[str] = []
         for page in self._pages("DescribeJobQueues", "jobQueues", params):
-            names.extend(str(queue["jobQueueName"]) for queue in page if "jobQueueName" in queue)
+            names.extend(
+                str(queue["jobQueueName"])
+                for queue in page
+                if isinstance(queue, Mapping) and "jobQueueName" in queue
+            )
         return names
 
     def _list_pages(self, queue: str, status: str) -> Iterator[list[Any]]:
@@ -238,8 +225,11 @@ class AwsBatchBackend:
     ) -> dict[str, CancelResult]:
         """Per-job outcomes of a TerminateJobs answer: `successful` ids were accepted, `errors`
         failed (throttled or 5xx ones get one more try through TerminateJob)."""
-        results = {job_id: CancelResult(CancelOutcome.CANCELLED)
-                   for job_id in response.get("successful") or [] if job_id in ids}  # fmt: skip
+        results = {
+            job_id: CancelResult(CancelOutcome.CANCELLED)
+            for job_id in response.get("successful") or []
+            if job_id in ids
+        }
         for error in response.get("errors") or []:
             job_id, code = str(error.get("job")), str(error.get("code"))
             if job_id not in ids:
@@ -299,6 +289,8 @@ def job_from_record(backend: str, queue: str, record: Mapping[str, Any], *, deta
     if created_at is None:
         raise ValueError(f"job {job_id} has no createdAt")
     tags = record.get("tags") or {}
+    if not isinstance(tags, Mapping):
+        raise ValueError(f"job {job_id} has tags that are not an object")
     return Job(
         backend=backend,
         type=TYPE,
@@ -321,83 +313,7 @@ def ms_to_utc(value: Any) -> datetime | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"a time is not a number: {value!r}")
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
-
-
-# -- client construction ------------------------------------------------------------------------
-def make_client(section: Mapping[str, Any], config: Config) -> Any:
-    """A boto3 `batch` client for a backend section; `role_arn` adds STS AssumeRole credentials
-    that botocore refreshes before they expire."""
-    core = botocore.session.Session(profile=section.get("profile"))
-    if section.get("region"):
-        core.set_config_variable("region", section["region"])
-    if section.get("role_arn"):
-        core = _assume_role_session(core, str(section["role_arn"]))
-    session = boto3.Session(botocore_session=core, region_name=section.get("region"))
-    return session.client("batch", endpoint_url=section.get("endpoint_url"), config=config)
-
-
-class _FixedProvider(CredentialProvider):  # type: ignore[misc]
-    METHOD = "assume-role"
-    CANONICAL_NAME = "reaper-assume-role"
-
-    def __init__(self, credentials: Credentials) -> None:
-        super().__init__()
-        self._credentials = credentials
-
-    def load(self) -> Credentials:
-        return self._credentials
-
-
-def _assume_role_session(source: Any, role_arn: str) -> Any:
-    """A botocore session whose credentials come from AssumeRole with `source`'s credentials;
-    the role is assumed on first use and again shortly before the credentials expire."""
-    source_credentials = source.get_credentials()
-    if source_credentials is None:
-        raise NoCredentialsError()
-    fetcher = AssumeRoleCredentialFetcher(
-        client_creator=source.create_client,
-        source_credentials=source_credentials,
-        role_arn=role_arn,
-        extra_args={"RoleSessionName": ROLE_SESSION_NAME},
-    )
-    assumed = DeferredRefreshableCredentials(
-        refresh_using=fetcher.fetch_credentials, method=_FixedProvider.METHOD
-    )
-    session = botocore.session.Session(profile=source.profile)
-    session.set_config_variable("region", source.get_config_variable("region"))
-    session.register_component("credential_provider", CredentialResolver([_FixedProvider(assumed)]))
-    return session
-
-
-# -- messages without secrets -------------------------------------------------------------------
-_SECRET_PATTERNS = (
-    # access key ids (AKIA… long-term, ASIA… temporary, and the other documented prefixes)
-    re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|ABIA|ACCA|AGPA|ANPA|ANVA|APKA|AIPA)[A-Z0-9]{12,}\b"),
-    # labelled values: Authorization headers, Credential=/Signature= parts, token headers
-    re.compile(
-        r"(?i)\b(authorization|credential|signature|x-amz-security-token|aws_secret_access_key"
-        r"|aws_session_token|secret_?key|session_?token)(\"?\s*[:=]\s*\"?)[^\s,;\"]+"
-    ),
-    # secret access keys are 40 base64 characters; session tokens are long base64 runs
-    re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])"),
-    re.compile(r"[A-Za-z0-9/+=]{80,}"),
-)
-
-
-def redact(text: str) -> str:
-    """`text` cut to a sane length with anything shaped like an AWS credential replaced."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(_mask, text)
-    return text[:_MAX_MESSAGE_CHARS]  # cut after masking, so no secret is left half-cut
-
-
-def _mask(match: re.Match[str]) -> str:
-    if match.lastindex == 2:  # a labelled value: keep the label
-        return f"{match[1]}{match[2]}[redacted]"
-    return "[redacted]"
-
-
-def describe_error(exc: BotoCoreError) -> str:
-    """`ReadTimeoutError: Read timeout on endpoint URL: …`, redacted."""
-    return f"{type(exc).__name__}: {redact(str(exc))}"
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    except (OverflowError, OSError):
+        raise ValueError(f"a time is out of range: {value!r}") from None

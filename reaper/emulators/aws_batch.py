@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
+from reaper.emulators.sigv4 import AuthError, check_sigv4
 from reaper.jobs import Phase, phase_of
 
 ACCESS_KEY_ID = "AKIAEMULATOR00000000"
@@ -50,10 +48,22 @@ _ROUTES = {
     "/v1/describejobqueues": "DescribeJobQueues",
 }
 _SUMMARY_FIELDS = (
-    "jobArn", "jobId", "jobName", "createdAt", "status", "statusReason", "startedAt",
-    "stoppedAt", "jobDefinition", "isCancelled", "isTerminated", "container",
-    "arrayProperties", "nodeProperties", "shareIdentifier",
-)  # fmt: skip
+    "jobArn",
+    "jobId",
+    "jobName",
+    "createdAt",
+    "status",
+    "statusReason",
+    "startedAt",
+    "stoppedAt",
+    "jobDefinition",
+    "isCancelled",
+    "isTerminated",
+    "container",
+    "arrayProperties",
+    "nodeProperties",
+    "shareIdentifier",
+)
 
 
 class ApiError(Exception):
@@ -128,8 +138,8 @@ class AwsBatchEmulator(EmulatorServer):
             )
         try:
             check_sigv4(request, self.credentials, self.region, "batch")
-        except ApiError as exc:
-            failure = error_response(exc.status, exc.code, exc.message)
+        except AuthError as exc:
+            failure = error_response(403, exc.code, exc.message)
             return operation, lambda: failure
         handler = getattr(self, f"_op_{operation}")
         return operation, lambda: self._answer(handler, request)
@@ -291,9 +301,15 @@ class AwsBatchEmulator(EmulatorServer):
         return job_id
 
     def seed_jobs(
-        self, queue: str, status: str, count: int, *, age_s: float = 3600.0,
-        tags: Mapping[str, str] | None = None, name_prefix: str = "job",
-    ) -> list[str]:  # fmt: skip
+        self,
+        queue: str,
+        status: str,
+        count: int,
+        *,
+        age_s: float = 3600.0,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "job",
+    ) -> list[str]:
         """Add `count` jobs in one queue and status, submitted `age_s` ago (running ones
         started a minute later). Returns their ids in listing order."""
         now = self.clock()
@@ -376,59 +392,3 @@ def _require_ids(body: Mapping[str, Any], limit: int) -> list[str]:
     if len(ids) > limit:
         raise ApiError(400, "ClientException", f"at most {limit} job ids per request")
     return ids
-
-
-# -- SigV4 verification -----------------------------------------------------------------------
-# The algorithm botocore's SigV4Auth signs with (botocore/auth.py; AWS "Create a signed AWS API
-# request"): canonical request → string to sign → HMAC chain over date/region/service.
-_AUTH_RE = re.compile(
-    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/,\s]+)/(?P<scope>[^,\s]+),\s*"
-    r"SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<signature>[0-9a-f]+)"
-)
-
-
-def check_sigv4(
-    request: Request, credentials: Mapping[str, str], region: str, service: str
-) -> None:
-    """Raise ApiError (403) unless `request` is signed with SigV4 by a key in `credentials`."""
-    match = _AUTH_RE.fullmatch(request.headers.get("authorization", "").strip())
-    if match is None:
-        raise ApiError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
-    secret = credentials.get(match["key"])
-    if secret is None:
-        raise ApiError(
-            403,
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid.",
-        )
-    scope = match["scope"].split("/")
-    if len(scope) != 4 or scope[1:] != [region, service, "aws4_request"]:
-        raise ApiError(403, "InvalidSignatureException", "Credential should be scoped correctly.")
-    expected = _signature(request, secret, match["scope"], match["signed"].split(";"))
-    if not hmac.compare_digest(expected, match["signature"]):
-        raise ApiError(
-            403,
-            "InvalidSignatureException",
-            "The request signature we calculated does not match the signature you provided.",
-        )
-
-
-def _signature(request: Request, secret: str, scope: str, signed: list[str]) -> str:
-    canonical = "\n".join(
-        [
-            request.method.upper(),
-            request.path,
-            "",  # the Batch operations carry no query string
-            "".join(f"{h}:{' '.join(request.headers.get(h, '').split())}\n" for h in signed),
-            ";".join(signed),
-            hashlib.sha256(request.body).hexdigest(),
-        ]
-    )
-    amz_date = request.headers.get("x-amz-date", "")
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    key = ("AWS4" + secret).encode()
-    for part in scope.split("/"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
