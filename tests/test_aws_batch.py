@@ -110,8 +110,7 @@ def test_a_job_without_a_creation_time_fails_the_listing(emulator, backend) -> N
 def test_discovers_queues_when_none_are_configured(emulator) -> None:
     emulator.knobs.page_size = 1  # DescribeJobQueues pages too
     ids = [emulator.seed_jobs(q, "RUNNING", 1)[0] for q in ("a", "b", "c")]
-    backend = make_backend(emulator, "b")
-    backend._queues = None  # the harness configures one; this test wants discovery
+    backend = AwsBatchBackend("b", make_client(emulator), queues=None)
     jobs = listed(backend)
     assert sorted(j.id for j in jobs) == sorted(ids)
     assert {j.queue for j in jobs} == {"a", "b", "c"}

@@ -181,6 +181,8 @@ def test_from_config_assumes_a_role_through_sts(moto_url, batch, monkeypatch, tm
     }
     backend = AwsBatchBackend.from_config("moto", section, Path("."))
     assert [j.id for j in listed(backend)] == [job_id]
+    # botocore offers no public accessor for a client's credentials; this test peeks to prove
+    # that the batch calls were signed with the assumed role's keys, not the source keys.
     credentials = backend.client._request_signer._credentials.get_frozen_credentials()
     assert credentials.access_key != CREDS["aws_access_key_id"]  # the assumed role's keys
     assert credentials.token
