@@ -1,0 +1,394 @@
+"""Loopback emulator of the AWS Batch job API, speaking the REST-JSON protocol botocore uses
+(botocore/data/batch/2016-08-10/service-2.json): POST /v1/listjobs, /v1/describejobs,
+/v1/terminatejob, /v1/terminatejobs, /v1/canceljob, /v1/describejobqueues.
+
+Requests must carry a valid SigV4 `Authorization` header for a known access key. Errors are
+JSON `{"__type", "message"}` with the `x-amzn-ErrorType` header, as botocore's rest-json parser
+reads them. Behaviour copied from the real service, with sources:
+- TerminateJob/CancelJob on an unknown job id answer 200 `{}`
+  (https://github.com/aws/aws-cli/issues/2551); DescribeJobs leaves unknown ids out.
+- CancelJob succeeds on a STARTING/RUNNING job and does nothing to it
+  (https://docs.aws.amazon.com/batch/latest/APIReference/API_CancelJob.html).
+- TerminateJobs treats unknown ids as successful and reports per-job errors in `errors`
+  (service-2.json, TerminateJobs documentation).
+- ListJobs without `jobStatus` lists RUNNING jobs only; pages hold at most 1000 summaries."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
+from reaper.emulators.sigv4 import AuthError, check_sigv4
+from reaper.jobs import Phase, phase_of
+
+ACCESS_KEY_ID = "AKIAEMULATOR00000000"
+SECRET_ACCESS_KEY = "emulator-secret-access-key-not-a-real-one"
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+
+MAX_PAGE = 1000  # ListJobs returns at most 1000 summaries per page
+MAX_DESCRIBE_IDS = 100
+MAX_BULK_IDS = 50
+MAX_REASON = 1024
+MUTATING_OPERATIONS = ("TerminateJob", "CancelJob", "TerminateJobs")
+
+_ROUTES = {
+    "/v1/listjobs": "ListJobs",
+    "/v1/describejobs": "DescribeJobs",
+    "/v1/terminatejob": "TerminateJob",
+    "/v1/terminatejobs": "TerminateJobs",
+    "/v1/canceljob": "CancelJob",
+    "/v1/describejobqueues": "DescribeJobQueues",
+}
+_SUMMARY_FIELDS = (
+    "jobArn",
+    "jobId",
+    "jobName",
+    "createdAt",
+    "status",
+    "statusReason",
+    "startedAt",
+    "stoppedAt",
+    "jobDefinition",
+    "isCancelled",
+    "isTerminated",
+    "container",
+    "arrayProperties",
+    "nodeProperties",
+    "shareIdentifier",
+)
+
+
+class ApiError(Exception):
+    """An error the API answers with: HTTP status, `__type` code, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """An AWS REST-JSON error as botocore parses it (code from the header and `__type`)."""
+    return Response(status, {"__type": code, "message": message}, {"x-amzn-ErrorType": code})
+
+
+@dataclass
+class _Job:
+    record: dict[str, Any]  # JobDetail fields, as DescribeJobs returns them
+    queue: str
+    stop_at: float | None = None  # when a terminated STARTING/RUNNING job turns FAILED
+
+
+@dataclass
+class _Page:
+    offset: int
+    number: int  # 1-based
+
+    def token(self) -> str:
+        raw = json.dumps({"o": self.offset, "p": self.number}).encode()
+        return base64.urlsafe_b64encode(raw).decode()
+
+    @classmethod
+    def parse(cls, token: str | None) -> _Page:
+        if not token:
+            return cls(0, 1)
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token.encode()))
+            return cls(int(data["o"]), int(data["p"]))
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise ApiError(400, "ClientException", "Invalid nextToken") from None
+
+
+class AwsBatchEmulator(EmulatorServer):
+    """AWS Batch job API on 127.0.0.1. `credentials` maps access key id → secret key.
+    `bulk_terminate = False` makes /v1/terminatejobs unknown (a service without TerminateJobs);
+    `job_errors` maps a job id → (code, message) that TerminateJobs reports for it."""
+
+    def __init__(
+        self,
+        knobs: Knobs | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(knobs or Knobs(page_size=MAX_PAGE), clock)
+        self.credentials = dict(credentials or {ACCESS_KEY_ID: SECRET_ACCESS_KEY})
+        self.region = REGION
+        self.account_id = ACCOUNT_ID
+        self.bulk_terminate = True
+        self.job_errors: dict[str, tuple[str, str]] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._queues: dict[str, None] = {}  # insertion-ordered set of queue names
+
+    # -- protocol hooks -------------------------------------------------------------------------
+    def route(self, request: Request) -> Route:
+        operation = _ROUTES.get(request.path) if request.method == "POST" else None
+        if operation == "TerminateJobs" and not self.bulk_terminate:
+            operation = None
+        if operation is None:
+            return "Unknown", lambda: error_response(
+                404, "UnknownOperationException", f"Unknown operation {request.path}"
+            )
+        try:
+            check_sigv4(request, self.credentials, self.region, "batch")
+        except AuthError as exc:
+            failure = error_response(403, exc.code, exc.message)
+            return operation, lambda: failure
+        handler = getattr(self, f"_op_{operation}")
+        return operation, lambda: self._answer(handler, request)
+
+    def throttle_response(self) -> Response:
+        return error_response(429, "TooManyRequestsException", "Too Many Requests")
+
+    def error_response(self) -> Response:
+        return error_response(500, "ServerException", "Internal server error")
+
+    def is_list_operation(self, operation: str) -> bool:
+        return operation == "ListJobs"
+
+    def list_page_number(self, request: Request) -> int:
+        try:
+            return _Page.parse(request.json().get("nextToken")).number
+        except (ApiError, ValueError, AttributeError):
+            return 1
+
+    def _answer(self, handler: Callable[[dict[str, Any]], Any], request: Request) -> Response:
+        try:
+            body = request.json()
+            if not isinstance(body, dict):
+                raise ApiError(400, "SerializationException", "request body is not an object")
+            return Response(200, handler(body))
+        except json.JSONDecodeError:
+            return error_response(400, "SerializationException", "request body is not JSON")
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+
+    # -- operations -----------------------------------------------------------------------------
+    def _op_ListJobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queue_name(_require_str(body, "jobQueue"))
+        status = body.get("jobStatus") or "RUNNING"
+        limit = min(int(body.get("maxResults") or MAX_PAGE), MAX_PAGE, self.knobs.page_size)
+        page = _Page.parse(body.get("nextToken"))
+        matching = [
+            job for job in self._jobs.values() if job.queue == queue and self._status(job) == status
+        ]
+        chunk = matching[page.offset : page.offset + limit]
+        result: dict[str, Any] = {"jobSummaryList": [_summary(job.record) for job in chunk]}
+        if page.offset + limit < len(matching):
+            result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
+        return result
+
+    def _op_DescribeJobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        ids = _require_ids(body, MAX_DESCRIBE_IDS)
+        found = [self._jobs[i] for i in ids if i in self._jobs]
+        for job in found:
+            self._settle(job)
+        return {"jobs": [dict(job.record) for job in found]}
+
+    def _op_TerminateJob(self, body: dict[str, Any]) -> dict[str, Any]:
+        job_id, reason = _require_str(body, "jobId"), _require_reason(body)
+        if job_id in self._jobs:
+            self._terminate(self._jobs[job_id], reason)
+        return {}
+
+    def _op_CancelJob(self, body: dict[str, Any]) -> dict[str, Any]:
+        job_id, reason = _require_str(body, "jobId"), _require_reason(body)
+        job = self._jobs.get(job_id)
+        if job is not None and phase_of("aws_batch", self._status(job)) == Phase.PENDING:
+            self._terminate(job, reason)  # STARTING/RUNNING: success, and nothing happens
+        return {}
+
+    def _op_TerminateJobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        ids, reason = _require_ids(body, MAX_BULK_IDS), _require_reason(body)
+        successful, errors = [], []
+        for job_id in ids:
+            if job_id in self.job_errors:
+                code, message = self.job_errors[job_id]
+                errors.append({"job": job_id, "code": code, "message": message})
+                continue
+            if job_id in self._jobs:
+                self._terminate(self._jobs[job_id], reason)
+            successful.append(job_id)  # unknown ids count as processed, as documented
+        return {"successful": successful, "errors": errors}
+
+    def _op_DescribeJobQueues(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted = body.get("jobQueues") or list(self._queues)
+        names = [self._queue_name(q) for q in wanted if self._queue_name(q) in self._queues]
+        limit = min(int(body.get("maxResults") or 100), 100, self.knobs.page_size)
+        page = _Page.parse(body.get("nextToken"))
+        result: dict[str, Any] = {
+            "jobQueues": [self._queue_detail(n) for n in names[page.offset : page.offset + limit]]
+        }
+        if page.offset + limit < len(names):
+            result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
+        return result
+
+    # -- state transitions ----------------------------------------------------------------------
+    def _terminate(self, job: _Job, reason: str) -> None:
+        """Pending jobs fail at once; STARTING/RUNNING jobs fail after `cancel_delay_s`."""
+        phase = phase_of("aws_batch", self._status(job))
+        if phase == Phase.TERMINAL or job.stop_at is not None:
+            return
+        now = self.clock()
+        job.record["statusReason"] = reason
+        if phase == Phase.PENDING:
+            job.record.update(status="FAILED", isCancelled=True, stoppedAt=_ms(now))
+            return
+        job.record["isTerminated"] = True
+        job.stop_at = now + self.knobs.cancel_delay_s
+        self._settle(job)
+
+    def _settle(self, job: _Job) -> None:
+        if job.stop_at is not None and self.clock() >= job.stop_at:
+            job.record.update(status="FAILED", stoppedAt=_ms(job.stop_at))
+            job.stop_at = None
+
+    def _status(self, job: _Job) -> str:
+        self._settle(job)
+        return str(job.record["status"])
+
+    def _queue_name(self, queue: str) -> str:
+        return queue.rsplit("job-queue/", 1)[-1]
+
+    def _queue_arn(self, name: str) -> str:
+        return f"arn:aws:batch:{self.region}:{self.account_id}:job-queue/{name}"
+
+    def _queue_detail(self, name: str) -> dict[str, Any]:
+        return {
+            "jobQueueName": name,
+            "jobQueueArn": self._queue_arn(name),
+            "state": "ENABLED",
+            "status": "VALID",
+            "priority": 1,
+            "computeEnvironmentOrder": [],
+        }
+
+    # -- job table ------------------------------------------------------------------------------
+    def add_queue(self, name: str) -> None:
+        """Declare a queue (queues of seeded jobs are declared automatically)."""
+        with self.lock:
+            self._queues[name] = None
+
+    def add_job(self, spec: JobSpec) -> str:
+        job_id = spec.id or str(uuid.uuid4())
+        queue = spec.queue or "default"
+        record: dict[str, Any] = {
+            "jobArn": f"arn:aws:batch:{self.region}:{self.account_id}:job/{job_id}",
+            "jobId": job_id,
+            "jobName": spec.name,
+            "jobQueue": self._queue_arn(queue),
+            "status": spec.status.upper(),
+            "createdAt": _ms(spec.created_at),
+            "jobDefinition": f"arn:aws:batch:{self.region}:{self.account_id}:job-definition/d:1",
+            "tags": dict(spec.tags),
+            "attempts": [],
+            "dependsOn": [],
+            "parameters": {},
+        }
+        if spec.started_at is not None:
+            record["startedAt"] = _ms(spec.started_at)
+        record.update(spec.extra)
+        with self.lock:
+            self._queues[queue] = None
+            self._jobs[job_id] = _Job(record, queue)
+        return job_id
+
+    def seed_jobs(
+        self,
+        queue: str,
+        status: str,
+        count: int,
+        *,
+        age_s: float = 3600.0,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "job",
+    ) -> list[str]:
+        """Add `count` jobs in one queue and status, submitted `age_s` ago (running ones
+        started a minute later). Returns their ids in listing order."""
+        now = self.clock()
+        started = now - age_s + 60 if phase_of("aws_batch", status) == Phase.RUNNING else None
+        specs = (
+            JobSpec(f"{name_prefix}-{i}", status, now - age_s, started, queue, dict(tags or {}))
+            for i in range(count)
+        )
+        return self.add_jobs(specs)
+
+    def add_jobs(self, specs: Iterable[JobSpec]) -> list[str]:
+        return [self.add_job(spec) for spec in specs]
+
+    def status_of(self, job_id: str) -> str | None:
+        with self.lock:
+            job = self._jobs.get(job_id)
+            return None if job is None else self._status(job)
+
+    def set_status(self, job_id: str, status: str) -> None:
+        """Move a job to `status`, stamping startedAt/stoppedAt the way the service would."""
+        with self.lock:
+            job = self._jobs[job_id]
+            job.stop_at = None
+            job.record["status"] = status.upper()
+            phase = phase_of("aws_batch", status)
+            if phase in (Phase.RUNNING, Phase.TERMINAL) and "startedAt" not in job.record:
+                job.record["startedAt"] = _ms(self.clock())
+            if phase == Phase.TERMINAL:
+                job.record["stoppedAt"] = _ms(self.clock())
+
+    def remove_job(self, job_id: str) -> None:
+        with self.lock:
+            self._jobs.pop(job_id, None)
+
+    def reason_of(self, job_id: str) -> str | None:
+        with self.lock:
+            job = self._jobs.get(job_id)
+            return None if job is None else job.record.get("statusReason")
+
+    def record_of(self, job_id: str) -> dict[str, Any] | None:
+        """A copy of the JobDetail record as DescribeJobs would return it now."""
+        with self.lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            self._settle(job)
+            return dict(job.record)
+
+    def mutating_calls(self) -> int:
+        with self.lock:
+            return sum(self.calls[op] for op in MUTATING_OPERATIONS)
+
+
+def _ms(epoch_s: float) -> int:
+    return int(epoch_s * 1000)
+
+
+def _summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in _SUMMARY_FIELDS if k in record}
+
+
+def _require_str(body: Mapping[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "ClientException", f"'{key}' is a required field")
+    return value
+
+
+def _require_reason(body: Mapping[str, Any]) -> str:
+    reason = _require_str(body, "reason")
+    if len(reason) > MAX_REASON:
+        raise ApiError(400, "ClientException", f"reason is longer than {MAX_REASON} characters")
+    return reason
+
+
+def _require_ids(body: Mapping[str, Any], limit: int) -> list[str]:
+    ids = body.get("jobs")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ApiError(400, "ClientException", "'jobs' must be a list of job ids")
+    if len(ids) > limit:
+        raise ApiError(400, "ClientException", f"at most {limit} job ids per request")
+    return ids
