@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
 
@@ -60,28 +61,35 @@ def decode_cursor(cursor: str) -> tuple[float, str] | None:
 
 
 class SutroEmulator(EmulatorServer):
-    """Sutro's job API in memory. Knobs beyond the base: `lowercase_status` (answer statuses in
-    lower case like older Sutro documents) and `not_found_status` (the HTTP status of job-cancel
-    for an unknown job: 200 with `cancelled: false` as documented, or 404)."""
+    """Sutro's job API in memory. Knobs beyond the base, changeable while it runs:
+    `lowercase_status` answers statuses in lower case like older Sutro documents;
+    `not_found_status` is the HTTP status of job-cancel for an unknown job (200 with
+    `cancelled: false` as documented, or 404); `paging=False` ignores `limit` like a deployment
+    without paging; `retry_after` adds a Retry-After header (seconds) to throttling answers."""
 
     def __init__(
         self,
         knobs: Knobs | None = None,
         clock: Callable[[], float] = time.time,
+        *,
         api_key: str | None = None,
         lowercase_status: bool = False,
         not_found_status: int = 200,
+        paging: bool = True,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(knobs, clock)
         self.api_key = api_key or "sk_emu_" + secrets.token_urlsafe(16)
         self.lowercase_status = lowercase_status
         self.not_found_status = not_found_status
+        self.paging = paging
+        self.retry_after = retry_after
         self._jobs: dict[str, _Job] = {}
         self._ids = itertools.count(1)
 
     # -- routing --------------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
-        parts = [p for p in request.path.split("/") if p]
+        parts = [unquote(p) for p in request.path.split("/") if p]
         if parts[:1] == ["v1"]:
             parts = parts[1:]
         method = request.method
@@ -100,13 +108,14 @@ class SutroEmulator(EmulatorServer):
     def _authorised(
         self, request: Request, handler: Callable[[], Response]
     ) -> Callable[[], Response]:
-        if request.headers.get("authorization") == f"Key {self.api_key}":
+        given = request.headers.get("authorization", "")
+        if secrets.compare_digest(given.encode(), f"Key {self.api_key}".encode()):
             return handler
         return lambda: Response(401, {"detail": "Invalid or missing API key"})
 
     def list_page_number(self, request: Request) -> int:
         cursor = request.arg("cursor")
-        if not cursor or request.arg("limit") is None:
+        if not cursor or request.arg("limit") is None or not self.paging:
             return 1
         key = decode_cursor(cursor)
         if key is None:
@@ -115,13 +124,17 @@ class SutroEmulator(EmulatorServer):
             served = sum(1 for job in self._jobs.values() if job.key <= key)
         return served // self._page_limit(request) + 1
 
+    def throttle_response(self) -> Response:
+        headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
+        return Response(429, {"detail": "Too Many Requests"}, headers)
+
     def is_list_operation(self, operation: str) -> bool:
         return operation == "ListJobs"
 
     # -- operations -----------------------------------------------------------------------------
     def _list(self, request: Request) -> Response:
         jobs = sorted(self._jobs.values(), key=lambda job: job.key)
-        if request.arg("limit") is None:  # documented: no limit, no paging, every job
+        if request.arg("limit") is None or not self.paging:  # documented: no limit, every job
             records = [self._wire(job) for job in jobs]
             return Response(200, {"message": "Jobs retrieved successfully.", "jobs": records})
         if cursor := request.arg("cursor"):
