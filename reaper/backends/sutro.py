@@ -153,14 +153,15 @@ class SutroBackend:
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Ask Sutro to cancel the job. `reason` is not sent: job-cancel has no field for it,
         so it is recorded only in the audit log. Never raises for a per-job problem."""
-        path = f"job-cancel/{quote(job.id, safe='')}"
+        path, method = f"job-cancel/{quote(job.id, safe='')}", "POST"
         try:
-            response = self._request("POST", path)
+            response = self._request(method, path)
             if response.status_code == 405:  # the official SDK sends GET; some deployments want it
-                response = self._request("GET", path)
+                method = "GET"
+                response = self._request(method, path)
             if response.status_code == 404:
                 return CancelResult(CancelOutcome.NOT_FOUND)
-            body = self._parse(response, f"POST {path}")
+            body = self._parse(response, f"{method} {path}")
         except BackendError as exc:
             return CancelResult(CancelOutcome.FAILED, str(exc))
         return classify_cancel(body)
