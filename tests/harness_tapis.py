@@ -39,6 +39,4 @@ def make_backend(
 ) -> TapisBackend:
     assert isinstance(emulator, TapisEmulator)
     client = make_client(emulator.url, access_token=token or emulator.token)
-    return TapisBackend(
-        name, client, retry=retry or RetryPolicy(sleep=no_sleep), timeout=timeout
-    )
+    return TapisBackend(name, client, retry=retry or RetryPolicy(sleep=no_sleep), timeout=timeout)
