@@ -255,6 +255,9 @@ def test_from_config_with_token_env(
     monkeypatch.setenv("TAPIS_TOKEN", f"  {emulator.token}\n")
     backend = create_backend("tacc", _section(emulator, token_env="TAPIS_TOKEN"), tmp_path)
     assert isinstance(backend, TapisBackend) and isinstance(backend, Backend)
+    assert backend._client.tenant_id == emulator.tenant  # from the token's claims, offline
+    section = _section(emulator, token_env="TAPIS_TOKEN", tenant="tacc")
+    assert TapisBackend.from_config("tacc", section, tmp_path)._client.tenant_id == "tacc"
     seed(emulator)
     assert len(listed(backend)) == 1
 

@@ -154,6 +154,29 @@ def test_a_bad_token(emulator: TapisEmulator) -> None:
     assert_secret_free(str(raised.value) + (result.error or ""), wrong, emulator.token)
 
 
+class OddShapeEmulator(TapisEmulator):
+    """Answers searches with JSON that parses but is no list of job objects."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+    def dispatch(self, request: Request) -> Response:
+        if "search" not in request.path:
+            return super().dispatch(request)
+        return Response(200, {"status": "success", "message": "", "result": self.result})
+
+
+@pytest.mark.parametrize(
+    "result", [[[1, 2]], [{"uuid": 7}], "jobs", {"search": "none"}, [{"tags": [[1]]}]]
+)
+def test_an_answer_of_the_wrong_shape(result: Any) -> None:
+    with OddShapeEmulator(result) as emulator:
+        assert isinstance(emulator, TapisEmulator)
+        with pytest.raises(BackendError, match="malformed response"):
+            listed(backend_for(emulator))
+
+
 class EchoingEmulator(TapisEmulator):
     """A careless server that quotes the request's token in its error messages."""
 

@@ -99,17 +99,22 @@ class TapisBackend:
 
     @classmethod
     def from_config(cls, name: str, section: Mapping[str, Any], base_dir: Path) -> TapisBackend:
-        """Build from a `reaper.yaml` section: `base_url`, and a token from `token_env` or
-        `token_file` (read now, whitespace stripped), else `username_env`/`password_env` traded
-        for a token through the Authenticator. Raises BackendError, never with a secret."""
-        base_url = section.get("base_url")
+        """Build from a `reaper.yaml` section: `base_url`, optional `tenant`, and a token from
+        `token_env` or `token_file` (read now, whitespace stripped), else `username_env` and
+        `password_env` traded for a token through the Authenticator. Raises BackendError, never
+        with a secret in its message."""
+        base_url, tenant = section.get("base_url"), section.get("tenant")
         if not isinstance(base_url, str) or not base_url:
             raise BackendError(name, "base_url is required")
         token = read_token(name, section, base_dir)
         if token is not None:
-            return cls(name, client_with_token(name, base_url, token))
-        username, password = read_login(name, section)
-        return cls(name, client_with_login(name, base_url, username, password))
+            client = client_with_token(name, base_url, token)
+        else:
+            username, password = read_login(name, section)
+            client = client_with_login(name, base_url, username, password)
+        if tenant:
+            client.tenant_id = str(tenant)
+        return cls(name, client)
 
     # -- Backend --------------------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:
@@ -118,11 +123,11 @@ class TapisBackend:
         seen: set[str] = set()
         skip = 0
         while records := self._search_page(skip):
-            skip += len(records)
             fresh = [r for r in records if r["uuid"] not in seen]
             if not fresh:
                 raise self._malformed("getJobSearchList", f"skip={skip} repeated earlier jobs")
             seen.update(r["uuid"] for r in fresh)
+            skip += len(records)
             page = [job for job in map(self._to_job, fresh) if job.phase in _ACTIVE_PHASES]
             if page:
                 yield page
@@ -203,6 +208,11 @@ class TapisBackend:
                 return call(**kwargs)
             except BaseTapyException as exc:
                 error = self._call_error(operation, exc)
+            except (TypeError, AttributeError, KeyError, ValueError) as exc:
+                # tapipy turns the JSON `result` into TapisResult objects with `**item`; an
+                # answer of an unexpected shape ([[1, 2]]) fails there with a plain TypeError.
+                what = f"tapipy could not read the answer ({type(exc).__name__})"
+                raise self._malformed(operation, what) from None
             if error.http_status in RETRYABLE_STATUS:
                 raise RetryableError(error)
             raise error

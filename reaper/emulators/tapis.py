@@ -151,7 +151,8 @@ class TapisEmulator(EmulatorServer):
         super().__init__(knobs, clock)
         self.tenant, self.username = tenant, username
         self.password = password or secrets.token_urlsafe(16)
-        self.token = make_token(tenant, username, clock())
+        # Real time, not `clock`: tapipy compares the token's `exp` with its own clock.
+        self.token = make_token(tenant, username, time.time())
         self.dialect = Dialect(dialect)
         self.record_exchanges = record_exchanges
         self.exchanges: list[Exchange] = []
@@ -184,7 +185,7 @@ class TapisEmulator(EmulatorServer):
     def _authorised(
         self, request: Request, handler: Callable[[], Response]
     ) -> Callable[[], Response]:
-        if secrets.compare_digest(request.headers.get("x-tapis-token", ""), self.token):
+        if _same(request.headers.get("x-tapis-token", ""), self.token):
             return handler
         return lambda: error(401, "TAPIS_SECURITY_JWT_INVALID Invalid or missing Tapis JWT.")
 
@@ -398,7 +399,7 @@ class TapisEmulator(EmulatorServer):
         valid = (
             payload.get("grant_type") == "password"
             and payload.get("username") == self.username
-            and secrets.compare_digest(str(payload.get("password", "")), self.password)
+            and _same(str(payload.get("password", "")), self.password)
         )
         if not valid:
             return error(401, "Invalid username/password combination.")
@@ -425,6 +426,11 @@ def _not_found(job_uuid: str) -> Response:
     # tapis-jobs answers an unknown job with 404 and status "success" (JobCancelResource).
     message = f"TAPIS_NOT_FOUND Job {job_uuid} not found."
     return error(404, message, {"name": job_uuid}, status="success")
+
+
+def _same(given: str, secret: str) -> bool:
+    """Constant-time comparison that also copes with non-ASCII input."""
+    return secrets.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8"))
 
 
 def _truthy(value: str | None) -> bool:
