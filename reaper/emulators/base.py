@@ -213,7 +213,11 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
                 response = emulator.dispatch(request)
             except Exception as exc:  # an emulator bug must surface as a 500, not a hung socket
                 response = Response(500, {"message": f"emulator error: {exc!r}"})
-            self._send(response)
+            try:
+                self._send(response)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up first (a timeout test against `hang`): nobody to answer.
+                self.close_connection = True
 
         def _send(self, response: Response) -> None:
             body = response.body

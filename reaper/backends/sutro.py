@@ -1,0 +1,375 @@
+"""Sutro batch-inference backend, over Sutro's REST API with `requests`.
+
+What Sutro documents (read 2025; docs.sutro.sh "Batch API reference" and the official SDK,
+github.com/sutro-sh/sutro `sutro/sdk.py`):
+- Every call carries `Authorization: Key <api key>`.
+- `GET list-jobs` answers `{"message", "jobs": [...]}` with every job, newest first. With
+  `limit` (1..100) it pages: `{"jobs", "next_cursor"}`, the cursor opaque and null on the last
+  page (docs.sutro.sh/batch-api-reference/list-jobs). Older deployments ignore `limit`; then
+  the one answer holds every job and there is no cursor to follow.
+- A job record has `job_id`, `status`, `model`, `name`, `description`, `job_priority`,
+  `datetime_created`, `datetime_started` (null before start), `datetime_completed`, `job_cost`,
+  `num_rows`, `input_tokens`, `output_tokens`, `cost_estimate`, `failure_reason`, ISO 8601 times.
+  Older documents name the times `created_at`/`completed_at`; both are read.
+- Statuses (SDK `JobStatus`): QUEUED STARTING RUNNING SUCCEEDED FAILED CANCELLING CANCELLED
+  UNKNOWN; the SDK counts CANCELLING as terminal. Older documents spell them in lower case and
+  also list `pending`/`submitted`, which the phase table does not know: such jobs are skipped and
+  logged like UNKNOWN, never acted on (reaper.jobs.phase_of).
+- `GET jobs/{job_id}` answers `{"job": {...}}`, the full record, and 404 for an unknown job
+  (docs.sutro.sh/batch-api-reference/fetch-job). `refresh` uses it rather than
+  `GET job-status/{job_id}`, which carries only the status string: a re-check needs
+  `datetime_started` and the `where` fields too.
+- `POST job-cancel/{job_id}` answers `{"cancelled": bool, "message": str}`; documented messages
+  are "Job X has been successfully cancelled", "... could not be cancelled because it has already
+  completed" and "Job X not found" (docs.sutro.sh/batch-api-reference/cancel-job). The
+  cancellation is asynchronous. The request takes no reason, so the reason reaches only the audit.
+
+What is assumed: that a 404 on `job-cancel` means the job is unknown; that a deployment which
+answers the documented POST with 405 takes GET instead (the official SDK sends GET); that 429 and
+5xx are transient (retried, honouring `Retry-After`); that the cursor, when offered, never repeats
+(a repeat is an error: a listing that cannot finish must not be acted on, DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from reaper.backends.base import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    CancelOutcome,
+    CancelResult,
+)
+from reaper.backends.retry import (
+    RETRYABLE_STATUS,
+    RetryableError,
+    RetryPolicy,
+    call_with_retries,
+)
+from reaper.errors import BackendError
+from reaper.jobs import Job, Phase, phase_of
+
+logger = logging.getLogger(__name__)
+
+TYPE = "sutro"
+DEFAULT_API_URL = "https://api.sutro.sh"
+PAGE_LIMIT = 100  # the documented maximum of `limit` on list-jobs
+RETRY_AFTER_CAP_S = 30.0  # honour a server's Retry-After, but never stall a sweep for longer
+AUTH_FAILURE = frozenset({401, 403})
+
+_NOT_FOUND = re.compile(r"not\s+found|does\s+not\s+exist|no\s+such\s+job", re.IGNORECASE)
+_ALREADY_TERMINAL = re.compile(
+    r"\balready\b"
+    r"|\b(?:has|have|had|is|was|it)\s+(?:been\s+)?"
+    r"(?:completed|finished|succeeded|failed|cancell?ed|canceled|done)\b(?!\s+to\b)"
+    r"|\bterminal\s+state\b",
+    re.IGNORECASE,
+)
+
+
+class SutroBackend:
+    """Lists, re-reads and cancels Sutro jobs. Raises only `BackendError` from list/refresh;
+    `cancel` never raises for a per-job problem. No message carries the API key."""
+
+    type = TYPE
+
+    def __init__(  # noqa: PLR0917 (the signature the backends share)
+        self,
+        name: str,
+        session: requests.Session,
+        api_url: str,
+        api_key: str,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S),
+    ) -> None:
+        self.name = name
+        self._session = session
+        self._base = api_url.rstrip("/") + "/"
+        self._api_key = api_key
+        self._headers = {"Authorization": f"Key {api_key}", "Accept": "application/json"}
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+
+    @classmethod
+    def from_config(
+        cls,
+        name: str,
+        section: Mapping[str, Any],
+        base_dir: Path,
+        environ: Mapping[str, str] | None = None,
+    ) -> SutroBackend:
+        """Build from a `reaper.yaml` section: `api_url`, and `api_key_env` or `api_key_file`
+        (relative to `base_dir`). Raises BackendError when the key cannot be read."""
+        api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
+        api_url = str(section.get("api_url") or DEFAULT_API_URL)
+        return cls(name, requests.Session(), api_url, api_key)
+
+    # -- the Backend interface ------------------------------------------------------------------
+    def list_active(self) -> Iterator[list[Job]]:
+        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`.
+        Jobs with an unknown status or an unreadable record are skipped and logged."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            params = {"limit": str(PAGE_LIMIT)} | ({"cursor": cursor} if cursor else {})
+            body = self._get_json("list-jobs", params)
+            records = body.get("jobs")
+            if not isinstance(records, list):
+                raise BackendError(self.name, "list-jobs answered without a `jobs` list")
+            page = self._active_jobs(records)
+            if page:
+                yield page
+            cursor = self._next_cursor(body, seen)
+            if cursor is None:
+                return
+
+    def enrich(self, jobs: Sequence[Job]) -> list[Job]:
+        """list-jobs already carries the full record: nothing to add."""
+        return list(jobs)
+
+    def refresh(self, job: Job) -> Job | None:
+        """The job's full current record (`GET jobs/{id}`), or None when Sutro no longer knows
+        it. Raises BackendError when the answer cannot be had or read."""
+        path = f"jobs/{quote(job.id, safe='')}"
+        response = self._request("GET", path)
+        if response.status_code == 404:
+            return None
+        body = self._parse(response, f"GET {path}")
+        record = body.get("job", body)
+        try:
+            return parse_job(self.name, record)
+        except ValueError as exc:
+            raise BackendError(self.name, f"GET {path}: unreadable job record: {exc}") from None
+
+    def cancel(self, job: Job, reason: str) -> CancelResult:
+        """Ask Sutro to cancel the job. `reason` is not sent: job-cancel has no field for it,
+        so it is recorded only in the audit log. Never raises for a per-job problem."""
+        path, method = f"job-cancel/{quote(job.id, safe='')}", "POST"
+        try:
+            response = self._request(method, path)
+            if response.status_code == 405:  # the official SDK sends GET; some deployments want it
+                method = "GET"
+                response = self._request(method, path)
+            if response.status_code == 404:
+                return CancelResult(CancelOutcome.NOT_FOUND)
+            body = self._parse(response, f"{method} {path}")
+        except BackendError as exc:
+            return CancelResult(CancelOutcome.FAILED, str(exc))
+        return classify_cancel(body)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- listing helpers ------------------------------------------------------------------------
+    def _active_jobs(self, records: list[Any]) -> list[Job]:
+        jobs = []
+        for record in records:
+            job = self._job_or_none(record)
+            if job is not None and job.phase in (Phase.PENDING, Phase.RUNNING):
+                jobs.append(job)
+        return jobs
+
+    def _job_or_none(self, record: Any) -> Job | None:
+        """The record as a Job; None (and a warning) for one that cannot be read or whose status
+        the phase table does not know, so that it is never acted on."""
+        job_id = record.get("job_id") if isinstance(record, dict) else None
+        try:
+            job = parse_job(self.name, record)
+        except ValueError as exc:
+            logger.warning("skipping unreadable Sutro job %s on %s: %s", job_id, self.name, exc)
+            return None
+        if job.phase == Phase.UNKNOWN:
+            logger.warning(
+                "skipping Sutro job %s on %s: unknown status %r", job.id, self.name, job.status
+            )
+            return None
+        return job
+
+    def _next_cursor(self, body: Mapping[str, Any], seen: set[str]) -> str | None:
+        cursor = body.get("next_cursor")
+        if cursor is None or cursor == "":
+            return None
+        if not isinstance(cursor, str):
+            raise BackendError(self.name, "list-jobs answered with a non-string `next_cursor`")
+        if cursor in seen:
+            raise BackendError(self.name, "list-jobs repeated a cursor; the listing cannot end")
+        seen.add(cursor)
+        return cursor
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def _get_json(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        return self._parse(self._request("GET", path, params), f"GET {path}")
+
+    def _request(
+        self, method: str, path: str, params: Mapping[str, str] | None = None
+    ) -> requests.Response:
+        """One call, retried on 429/5xx with backoff and jitter. Returns the final response
+        (any other status). Raises BackendError on network failure, timeout, or when the retry
+        budget is spent."""
+        numbers = itertools.count()
+
+        def attempt() -> requests.Response:
+            response = self._send(method, path, params)
+            if response.status_code in RETRYABLE_STATUS:
+                self._honour_retry_after(response, next(numbers))
+                raise RetryableError(f"HTTP {response.status_code}")
+            return response
+
+        try:
+            return call_with_retries(attempt, self._retry)
+        except RetryableError as exc:
+            tries = self._retry.attempts
+            raise BackendError(self.name, f"{method} {path}: {exc} after {tries} tries") from None
+
+    def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> requests.Response:
+        try:
+            return self._session.request(
+                method,
+                self._base + path,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+            )
+        except requests.Timeout:
+            message = f"{method} {path}: no answer within {self._timeout[1]:g} s (timeout)"
+        except requests.RequestException as exc:
+            message = self._redact(f"{method} {path}: {type(exc).__name__}: {exc}")
+        # `from None`: the requests exception holds the prepared request, headers included.
+        raise BackendError(self.name, message) from None
+
+    def _honour_retry_after(self, response: requests.Response, attempt: int) -> None:
+        """Sleep what the server asked for (capped) before the helper's own jittered backoff;
+        not after the last attempt, which is not retried."""
+        wait = parse_retry_after(response.headers.get("Retry-After"))
+        if wait and attempt < self._retry.attempts - 1:
+            self._retry.sleep(min(wait, RETRY_AFTER_CAP_S))
+
+    def _parse(self, response: requests.Response, what: str) -> dict[str, Any]:
+        """The JSON object of a 2xx answer. Raises BackendError for auth failures, other error
+        statuses, and bodies that are not a JSON object."""
+        status = response.status_code
+        if status in AUTH_FAILURE:
+            raise BackendError(self.name, f"{what}: authentication failed (HTTP {status})")
+        if not 200 <= status < 300:
+            detail = self._redact(error_detail(response))
+            raise BackendError(self.name, f"{what}: HTTP {status}: {detail}")
+        try:
+            body = response.json()
+        except ValueError:  # requests.JSONDecodeError is a ValueError
+            raise BackendError(self.name, f"{what}: malformed JSON in the answer") from None
+        if not isinstance(body, dict):
+            raise BackendError(self.name, f"{what}: answer is not a JSON object")
+        return body
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+# -- pure helpers ---------------------------------------------------------------------------------
+def parse_job(backend: str, record: Any) -> Job:
+    """A Sutro job record as a Job; the status is upper-cased (older deployments answer in lower
+    case) and the record kept as `raw`. Raises ValueError when a needed field is missing."""
+    if not isinstance(record, dict):
+        raise ValueError("job record is not an object")
+    job_id, status = record.get("job_id"), record.get("status")
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError("no job_id")
+    if not isinstance(status, str):
+        raise ValueError("no status")
+    created = parse_time(record.get("datetime_created", record.get("created_at")))
+    if created is None:
+        raise ValueError("no datetime_created")
+    status = status.upper()
+    return Job(
+        backend=backend,
+        type=TYPE,
+        id=job_id,
+        name=str(record.get("name") or ""),
+        queue="",
+        status=status,
+        phase=phase_of(TYPE, status),
+        created_at=created,
+        started_at=parse_time(record.get("datetime_started")),
+        raw=record,
+        detailed=True,
+    )
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 string (or epoch seconds) as an aware UTC datetime; naive times are taken as
+    UTC. None for null. Raises ValueError for anything else."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str):
+        raise ValueError(f"not a time: {value!r}")
+    parsed = datetime.fromisoformat(value)  # Python 3.11 reads a trailing "Z"
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def classify_cancel(body: Mapping[str, Any]) -> CancelResult:
+    """The outcome of a job-cancel answer `{cancelled, message}`. Sutro reports a job it cannot
+    cancel only in the message, so the message decides between not found, already terminal and
+    a real failure; an unrecognised message is a failure, never silently a success."""
+    cancelled, message = body.get("cancelled"), str(body.get("message") or "")
+    if cancelled is True:
+        return CancelResult(CancelOutcome.CANCELLED)
+    if cancelled is not False:
+        return CancelResult(CancelOutcome.FAILED, "job-cancel answered without `cancelled`")
+    if _NOT_FOUND.search(message):
+        return CancelResult(CancelOutcome.NOT_FOUND)
+    if _ALREADY_TERMINAL.search(message):
+        return CancelResult(CancelOutcome.ALREADY_TERMINAL)
+    return CancelResult(CancelOutcome.FAILED, message or "Sutro refused the cancel")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds; None if absent or an HTTP date
+    (rare for APIs; the jittered backoff covers it)."""
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None
+
+
+def error_detail(response: requests.Response) -> str:
+    """The `message` or `detail` of an error answer, else its first 200 characters."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("detail") or body)[:200]
+    return str(body)[:200]
+
+
+def read_api_key(
+    name: str, section: Mapping[str, Any], base_dir: Path, environ: Mapping[str, str]
+) -> str:
+    """The API key from `api_key_env` or `api_key_file`. Raises BackendError naming the
+    variable or file, never the key."""
+    if env := section.get("api_key_env"):
+        key = environ.get(str(env), "").strip()
+        if not key:
+            raise BackendError(name, f"environment variable {env} holds no API key")
+        return key
+    if file := section.get("api_key_file"):
+        path = base_dir / Path(str(file))
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise BackendError(name, f"cannot read api_key_file {path}: {exc.strerror}") from None
+        if not key:
+            raise BackendError(name, f"api_key_file {path} is empty")
+        return key
+    raise BackendError(name, "set api_key_env or api_key_file")

@@ -1,0 +1,449 @@
+"""Tapis Jobs v3 backend on tapipy (DESIGN.md §2.3, §4 step 5).
+
+What Tapis does, and where that is written down:
+- `GET /v3/jobs/search` takes search conditions as query parameters `<attr>.<op>=<value>`
+  (`status.in=RUNNING,QUEUED`) beside the reserved limit, skip, startAfter, orderBy, computeTotal,
+  select and listType (tapis-shared-java `SearchUtils.buildListFromQueryParms`; tapis-jobs
+  `JobSearchResource.getJobSearchList`). `select=allAttributes` returns full Job records, and
+  `orderBy` takes `attr(asc|desc)` items separated by commas (tapipy README).
+- The spec shipped in tapipy (`resources/openapi_v3-jobs.yml`, RespJobSearchAllAttributes) says
+  the search `result` is the array of jobs; the service serialises `RespSearch`, whose `result`
+  is `{"search": [...], "metadata": {...}}` (tapis-shared-java `ResultSearch`). Both are read.
+- `POST /v3/jobs/{uuid}/cancel` answers 200 when the cancel is accepted (it completes
+  asynchronously), 404 for an unknown job and 409 for a job already in a terminal state (spec;
+  tapis-jobs `JobCancelResource`).
+- `POST /v3/jobs/{uuid}/sendEvent` with `{"eventData", "eventDetail"}` adds a JOB_USER_EVENT to
+  the job's history; eventData must be non-blank, eventDetail is `[a-zA-Z0-9_]+`; an unknown or
+  terminated job answers 400 (tapis-jobs `ReqUserEvent.validate`, `JobSubmitResource.sendEvent`).
+- tapipy sends the token as `X-Tapis-Token` and decodes it, unverified, as a JWT to read `exp`;
+  given a base_url without a tenant_id it calls the Tenants API while constructing the client.
+  It raises `tapipy.errors.*` for any non-2xx answer, wraps transport failures (timeouts
+  included) in `BaseTapyException`, returns raw bytes when a JSON body does not parse, and sets
+  no timeout of its own (tapipy/tapis.py, `Tapis.__init__`, `Operation.__call__`).
+
+Known limits: the search returns only jobs the token's identity owns, created or administers
+(listType MY_JOBS), so the identity decides the reach. Paging is by offset (`skip`), ordered by
+creation time: a job that ends mid-listing shifts later jobs forward and one of them may be
+missed this sweep (never acted on wrongly, only later). Cancels are asynchronous."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jwt  # PyJWT, which tapipy uses to read the token's claims
+import requests
+from requests.adapters import HTTPAdapter
+from tapipy.errors import BaseTapyException
+from tapipy.tapis import Tapis, TapisResult
+
+from reaper.backends.base import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    CancelOutcome,
+    CancelResult,
+    truncate_reason,
+)
+from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
+from reaper.errors import BackendError
+from reaper.jobs import Job, Phase, active_statuses, phase_of
+
+logger = logging.getLogger(__name__)
+
+TYPE = "tapis"
+PAGE_LIMIT = 100
+ORDER_BY = "created(asc),uuid(asc)"  # a total order, so that offset paging is stable
+EVENT_DETAIL = "REAPER_CANCEL"  # eventDetail allows only [a-zA-Z0-9_]
+DEFAULT_TIMEOUT = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
+MAX_DETAIL_CHARS = 300  # server messages quoted in errors are cut to this length
+_ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
+_CANCEL_OUTCOMES = {409: CancelOutcome.ALREADY_TERMINAL, 404: CancelOutcome.NOT_FOUND}
+
+
+class TapisCallError(BackendError):
+    """One Jobs API call failed (after retries where they apply). `http_status` is the
+    service's answer when there was one; the message never holds the token."""
+
+    def __init__(
+        self, backend: str, operation: str, message: str, http_status: int | None = None
+    ) -> None:
+        super().__init__(backend, f"{operation} failed: {message}")
+        self.operation, self.detail, self.http_status = operation, message, http_status
+
+
+class TapisBackend:
+    """Lists, re-reads and cancels Tapis jobs through a ready tapipy `Tapis` client. Raises only
+    `BackendError` from list/refresh; `cancel` returns an outcome instead of raising."""
+
+    type = TYPE
+
+    def __init__(
+        self,
+        name: str,
+        client: Any,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] | None = None,
+        page_limit: int = PAGE_LIMIT,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._retry = retry or RetryPolicy()
+        self._page_limit = page_limit
+        session = client.requests_session
+        if timeout is not None or not isinstance(session.get_adapter("https://"), TimeoutAdapter):
+            install_timeout(session, timeout or DEFAULT_TIMEOUT)
+
+    @classmethod
+    def from_config(cls, name: str, section: Mapping[str, Any], base_dir: Path) -> TapisBackend:
+        """Build from a `reaper.yaml` section: `base_url`, optional `tenant`, and a token from
+        `token_env` or `token_file` (read now, whitespace stripped), else `username_env` and
+        `password_env` traded for a token through the Authenticator. Raises BackendError, never
+        with a secret in its message."""
+        base_url, tenant = section.get("base_url"), section.get("tenant")
+        if not isinstance(base_url, str) or not base_url:
+            raise BackendError(name, "base_url is required")
+        token = read_token(name, section, base_dir)
+        if token is not None:
+            client = client_with_token(name, base_url, token)
+        else:
+            username, password = read_login(name, section)
+            client = client_with_login(name, base_url, username, password)
+        if tenant:
+            client.tenant_id = str(tenant)
+        return cls(name, client)
+
+    # -- Backend --------------------------------------------------------------------------------
+    def list_active(self) -> Iterator[list[Job]]:
+        """Yield the non-terminal jobs one search page at a time. Raises TapisCallError when a
+        page fails or does not parse; the pages already yielded are then not the whole picture."""
+        seen: set[str] = set()
+        skip = 0
+        while records := self._search_page(skip):
+            fresh = [r for r in records if r["uuid"] not in seen]
+            if not fresh:
+                raise self._malformed("getJobSearchList", f"skip={skip} repeated earlier jobs")
+            seen.update(r["uuid"] for r in fresh)
+            skip += len(records)
+            page = [job for job in map(self._to_job, fresh) if job.phase in _ACTIVE_PHASES]
+            if page:
+                yield page
+
+    def enrich(self, jobs: Sequence[Job]) -> list[Job]:
+        """The search already returns every attribute (select=allAttributes)."""
+        return list(jobs)
+
+    def refresh(self, job: Job) -> Job | None:
+        """The job as `GET /jobs/{uuid}` returns it now, or None when the service no longer
+        knows it (404)."""
+        try:
+            result = self._invoke("getJob", jobUuid=job.id)
+        except TapisCallError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        if not isinstance(result, TapisResult):
+            raise self._malformed("getJob", "the result is not a job record")
+        return self._to_job(to_plain(result))
+
+    def cancel(self, job: Job, reason: str) -> CancelResult:
+        """Record `reason` on the job with sendEvent, then ask for the cancel. 409 is
+        ALREADY_TERMINAL, 404 NOT_FOUND; any other failure is FAILED with the error."""
+        self._record_reason(job, reason)
+        try:
+            result = self._invoke("cancelJob", jobUuid=job.id)
+        except TapisCallError as exc:
+            outcome = _CANCEL_OUTCOMES.get(exc.http_status or 0, CancelOutcome.FAILED)
+            return CancelResult(outcome, str(exc) if outcome == CancelOutcome.FAILED else None)
+        if not isinstance(result, TapisResult | dict):
+            error = self._malformed("cancelJob", "the answer did not parse; cancel unconfirmed")
+            return CancelResult(CancelOutcome.FAILED, str(error))
+        return CancelResult(CancelOutcome.CANCELLED)
+
+    def close(self) -> None:
+        self._client.requests_session.close()
+
+    # -- calls ----------------------------------------------------------------------------------
+    def _search_page(self, skip: int) -> list[dict[str, Any]]:
+        result = self._invoke(
+            "getJobSearchList",
+            limit=self._page_limit,
+            skip=skip,
+            orderBy=ORDER_BY,
+            select="allAttributes",
+            _tapis_query_parameters={"status.in": ",".join(active_statuses(TYPE))},
+        )
+        items = result.search if isinstance(getattr(result, "search", None), list) else result
+        if not isinstance(items, list) or not all(isinstance(i, TapisResult) for i in items):
+            raise self._malformed("getJobSearchList", "the result is not a list of jobs")
+        records = [to_plain(item) for item in items]
+        if not all(isinstance(r.get("uuid"), str) for r in records):
+            raise self._malformed("getJobSearchList", "a job record has no uuid")
+        return records
+
+    def _record_reason(self, job: Job, reason: str) -> None:
+        # Best effort: the audit log holds the reason anyway. A job that ended or vanished
+        # answers 400 here, and the cancel call that follows reports it properly.
+        try:
+            self._invoke(
+                "sendEvent",
+                jobUuid=job.id,
+                eventData=truncate_reason(reason.strip() or "cancelled by reaper"),
+                eventDetail=EVENT_DETAIL,
+            )
+        except TapisCallError as exc:
+            level = logging.DEBUG if exc.http_status == 400 else logging.WARNING
+            logger.log(level, "reason not recorded on Tapis job %s: %s", job.id, exc)
+
+    def _invoke(self, operation: str, **kwargs: Any) -> Any:
+        """Call one Jobs operation through tapipy, retrying 429 and 5xx with backoff and jitter.
+        Raises TapisCallError for everything else, and when the retries are spent."""
+        call = getattr(self._client.jobs, operation)
+
+        def attempt() -> Any:
+            try:
+                return call(**kwargs)
+            except BaseTapyException as exc:
+                error = self._call_error(operation, exc)
+            except (TypeError, AttributeError, KeyError, ValueError) as exc:
+                # tapipy turns the JSON `result` into TapisResult objects with `**item`; an
+                # answer of an unexpected shape ([[1, 2]]) fails there with a plain TypeError.
+                what = f"tapipy could not read the answer ({type(exc).__name__})"
+                raise self._malformed(operation, what) from None
+            if error.http_status in RETRYABLE_STATUS:
+                raise RetryableError(error)
+            raise error
+
+        try:
+            return call_with_retries(attempt, self._retry)
+        except RetryableError as exc:
+            last: TapisCallError = exc.args[0]
+            raise TapisCallError(
+                self.name,
+                operation,
+                f"{last.detail} (gave up after {self._retry.attempts} attempts)",
+                last.http_status,
+            ) from None
+
+    def _call_error(self, operation: str, exc: BaseTapyException) -> TapisCallError:
+        response = getattr(exc, "response", None)
+        status = response.status_code if response is not None else None
+        detail = self._redact(_text(exc.message))[:MAX_DETAIL_CHARS]
+        if status is None:
+            message = f"no answer from the Jobs service: {detail}"
+        elif status in (401, 403):
+            message = f"HTTP {status}, authentication failed (check the token): {detail}"
+        else:
+            message = f"HTTP {status}: {detail}"
+        return TapisCallError(self.name, operation, message, status)
+
+    def _to_job(self, record: dict[str, Any]) -> Job:
+        try:
+            return job_from_record(self.name, record)
+        except ValueError as exc:
+            raise self._malformed("job record", str(exc)) from None
+
+    def _malformed(self, operation: str, what: str) -> TapisCallError:
+        return TapisCallError(self.name, operation, f"malformed response: {what}")
+
+    def _redact(self, text: str) -> str:
+        token = self._client.get_access_jwt()
+        return text.replace(token, "[redacted]") if isinstance(token, str) and token else text
+
+
+# -- records ------------------------------------------------------------------------------------
+def job_from_record(backend: str, record: Mapping[str, Any]) -> Job:
+    """The normalised Job of one Tapis job record (a plain dict). Raises ValueError, naming the
+    job and the field, when a required field is missing or unreadable."""
+    uuid, status = record.get("uuid"), record.get("status")
+    if not isinstance(uuid, str) or not isinstance(status, str):
+        raise ValueError(f"job {uuid!r}: uuid and status must be strings")
+    created = parse_time(record.get("created"), uuid, "created")
+    if created is None:
+        raise ValueError(f"job {uuid}: no `created` time")
+    owner = record.get("owner")
+    return Job(
+        backend=backend,
+        type=TYPE,
+        id=uuid,
+        name=str(record.get("name") or ""),
+        queue=str(record.get("execSystemLogicalQueue") or ""),
+        status=status,
+        phase=phase_of(TYPE, status),
+        created_at=created,
+        started_at=parse_time(record.get("remoteStarted"), uuid, "remoteStarted"),
+        tags=parse_tags(record.get("tags"), uuid),
+        owner=owner if isinstance(owner, str) and owner else None,
+        raw=dict(record),
+        detailed=True,
+    )
+
+
+def parse_tags(tags: Any, uuid: str = "?") -> dict[str, str]:
+    """Tapis tags are a list of strings: `k=v` → {k: v}, `k` → {k: ""}."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f"job {uuid}: tags must be a list of strings")
+    parsed: dict[str, str] = {}
+    for tag in tags:
+        key, _, value = tag.partition("=")
+        parsed[key] = value
+    return parsed
+
+
+def parse_time(value: Any, uuid: str = "?", field: str = "time") -> datetime | None:
+    """An ISO 8601 time as aware UTC (naive means UTC); None for a missing value."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"job {uuid}: {field} is not a string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"job {uuid}: {field} {value[:40]!r} is not an ISO 8601 time") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def to_plain(value: Any) -> Any:
+    """tapipy's TapisResult objects (and lists of them) as plain dicts and lists."""
+    if isinstance(value, TapisResult):
+        return {key: to_plain(item) for key, item in vars(value).items()}
+    if isinstance(value, list):
+        return [to_plain(item) for item in value]
+    return value
+
+
+def _text(message: Any) -> str:
+    if isinstance(message, bytes):
+        return message.decode("utf-8", errors="replace")
+    return "" if message is None else str(message)
+
+
+# -- client construction ------------------------------------------------------------------------
+class TimeoutAdapter(HTTPAdapter):
+    """tapipy sends every request with `requests_session.send(request, verify=...)` and no
+    timeout (tapipy/tapis.py `Operation.__call__`), and requests then waits forever. Mounted on
+    the client's session, this adapter supplies a (connect, read) timeout to every request that
+    does not bring its own. `max_retries=0`: retries are reaper's, one layer only."""
+
+    def __init__(self, timeout: tuple[float, float]) -> None:
+        super().__init__(max_retries=0)
+        self.timeout = timeout
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().send(request, *args, **kwargs)
+
+
+def install_timeout(session: requests.Session, timeout: tuple[float, float]) -> None:
+    """Give every request made through `session` a (connect, read) timeout."""
+    adapter = TimeoutAdapter(timeout)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+
+
+class _OfflineTenants:
+    """Stands in for tapipy's tenant cache so that building a client never calls the Tenants
+    API (tapipy does when given a base_url without a tenant_id). Jobs calls do not need it."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, Any] = {}  # tapipy iterates it after reload_tenants()
+
+    def reload_tenants(self) -> None:
+        """Nothing to load: the Jobs API does not need tenant records."""
+
+    def get_tenant_config(self, tenant_id: str) -> Any:
+        raise BaseTapyException(msg="tenant lookups are disabled in reaper")
+
+
+def make_client(
+    base_url: str,
+    access_token: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> Any:
+    """A tapipy client that works offline until called: the specs bundled with tapipy, no
+    Tenants lookup, tapipy's own retries off, a timeout on every request. Raises whatever
+    tapipy raises for an unreadable token (callers wrap it)."""
+    client = Tapis(
+        base_url=base_url.rstrip("/"),
+        access_token=access_token,
+        username=username,
+        password=password,
+        tenants=_OfflineTenants(),
+        download_latest_specs=False,
+        debug_prints=False,
+        config={"retries": 0},
+        plugins=[],
+    )
+    claims = getattr(client.access_token, "claims", None) or {}
+    client.tenant_id = claims.get("tapis/tenant_id")
+    install_timeout(client.requests_session, timeout)
+    return client
+
+
+def client_with_token(name: str, base_url: str, token: str) -> Any:
+    """A client that sends `token`. Raises BackendError when the token is not a JWT that
+    carries an expiry (tapipy decodes it to read `exp`)."""
+    try:
+        return make_client(base_url, access_token=token)
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError, OSError):
+        # A DecodeError, or a missing or absurd `exp`: the details could quote the token.
+        raise BackendError(
+            name, "the access token is not a well-formed Tapis JWT with an `exp` claim"
+        ) from None
+
+
+def client_with_login(name: str, base_url: str, username: str, password: str) -> Any:
+    """A client holding a fresh token from the Authenticator's password grant."""
+    client = make_client(base_url, username=username, password=password)
+    try:
+        client.get_tokens()
+    except BaseTapyException as exc:
+        response = getattr(exc, "response", None)
+        status = f"HTTP {response.status_code}" if response is not None else "no answer"
+        detail = _text(exc.message).replace(password, "[redacted]")[:MAX_DETAIL_CHARS]
+        raise BackendError(name, f"login as {username} failed ({status}): {detail}") from None
+    if not isinstance(client.get_access_jwt(), str):
+        raise BackendError(name, f"login as {username} returned no access token")
+    return client
+
+
+def read_token(name: str, section: Mapping[str, Any], base_dir: Path) -> str | None:
+    """The token from `token_env` or `token_file` (relative to `base_dir`), stripped; None when
+    neither is configured. Raises BackendError when the configured source is empty or absent."""
+    if env := section.get("token_env"):
+        token = os.environ.get(str(env), "").strip()
+        if not token:
+            raise BackendError(name, f"environment variable {env} (token_env) is empty or unset")
+        return token
+    if file := section.get("token_file"):
+        path = base_dir / str(file)
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise BackendError(name, f"cannot read token_file {path}: {exc.strerror}") from None
+        if not token:
+            raise BackendError(name, f"token_file {path} is empty")
+        return token
+    return None
+
+
+def read_login(name: str, section: Mapping[str, Any]) -> tuple[str, str]:
+    """Username and password from the variables named by `username_env`/`password_env`."""
+    user_env, pass_env = section.get("username_env"), section.get("password_env")
+    if not user_env or not pass_env:
+        raise BackendError(
+            name,
+            "no credentials: set token_env, token_file, or both of username_env and password_env",
+        )
+    username, password = os.environ.get(str(user_env), ""), os.environ.get(str(pass_env), "")
+    if not username or not password:
+        raise BackendError(name, f"environment variables {user_env}/{pass_env} are unset")
+    return username, password

@@ -1,0 +1,269 @@
+"""A loopback emulator of Sutro's job API: list-jobs (with optional `limit`/`cursor` paging),
+jobs/{id}, job-status/{id} and job-cancel/{id}, behind `Authorization: Key <key>`.
+
+It follows Sutro's published API (docs.sutro.sh "Batch API reference"; the official SDK,
+github.com/sutro-sh/sutro `sutro/sdk.py`); see reaper/backends/sutro.py for what is documented
+and what is assumed. Where the two sources differ it accepts both: job-cancel by POST (the docs)
+or GET (the SDK); paths with or without a `/v1` prefix and a trailing slash. job-status answers
+`{"job_status": {job_id: status}}`, the shape the SDK reads (`["job_status"][job_id]`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"})
+STARTED = frozenset({"RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"})
+MAX_LIMIT = 100  # documented maximum of list-jobs `limit`
+
+
+@dataclass
+class _Job:
+    record: dict[str, Any]  # the wire record, status included (canonical upper case)
+    created: float  # epoch seconds, the sort key
+    cancel_at: float | None = None  # when a CANCELLING job becomes CANCELLED
+
+    @property
+    def key(self) -> tuple[float, str]:
+        # Newest first (docs: "reverse chronological order"), ties broken by id. A cursor names
+        # the last job served, so jobs added or removed mid-listing do not shift later pages.
+        return -self.created, str(self.record["job_id"])
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def encode_cursor(key: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str] | None:
+    """The sort key a cursor points after, or None for a cursor this emulator did not issue."""
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created), str(job_id)
+    except (ValueError, TypeError, binascii.Error):
+        return None
+
+
+class SutroEmulator(EmulatorServer):
+    """Sutro's job API in memory. Knobs beyond the base, changeable while it runs:
+    `lowercase_status` answers statuses in lower case like older Sutro documents;
+    `not_found_status` is the HTTP status of job-cancel for an unknown job (200 with
+    `cancelled: false` as documented, or 404); `paging=False` ignores `limit` like a deployment
+    without paging; `retry_after` adds a Retry-After header (seconds) to throttling answers."""
+
+    def __init__(
+        self,
+        knobs: Knobs | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        api_key: str | None = None,
+        lowercase_status: bool = False,
+        not_found_status: int = 200,
+        paging: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(knobs, clock)
+        self.api_key = api_key or "sk_emu_" + secrets.token_urlsafe(16)
+        self.lowercase_status = lowercase_status
+        self.not_found_status = not_found_status
+        self.paging = paging
+        self.retry_after = retry_after
+        self._jobs: dict[str, _Job] = {}
+        self._ids = itertools.count(1)
+
+    # -- routing --------------------------------------------------------------------------------
+    def route(self, request: Request) -> Route:
+        parts = [unquote(p) for p in request.path.split("/") if p]
+        if parts[:1] == ["v1"]:
+            parts = parts[1:]
+        method = request.method
+        if parts == ["list-jobs"] and method == "GET":
+            return "ListJobs", self._authorised(request, lambda: self._list(request))
+        if len(parts) == 2 and parts[0] == "jobs" and method == "GET":
+            return "FetchJob", self._authorised(request, lambda: self._fetch(parts[1]))
+        if len(parts) == 2 and parts[0] == "job-status" and method == "GET":
+            return "JobStatus", self._authorised(request, lambda: self._status(parts[1]))
+        if len(parts) == 2 and parts[0] == "job-cancel":
+            if method in ("POST", "GET"):
+                return "CancelJob", self._authorised(request, lambda: self._cancel(parts[1]))
+            return "CancelJob", lambda: Response(405, {"detail": "Method Not Allowed"})
+        return "NotFound", lambda: Response(404, {"detail": "Not Found"})
+
+    def _authorised(
+        self, request: Request, handler: Callable[[], Response]
+    ) -> Callable[[], Response]:
+        given = request.headers.get("authorization", "")
+        if secrets.compare_digest(given.encode(), f"Key {self.api_key}".encode()):
+            return handler
+        return lambda: Response(401, {"detail": "Invalid or missing API key"})
+
+    def list_page_number(self, request: Request) -> int:
+        cursor = request.arg("cursor")
+        if not cursor or request.arg("limit") is None or not self.paging:
+            return 1
+        key = decode_cursor(cursor)
+        if key is None:
+            return 1
+        with self.lock:
+            served = sum(1 for job in self._jobs.values() if job.key <= key)
+        return served // self._page_limit(request) + 1
+
+    def throttle_response(self) -> Response:
+        headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
+        return Response(429, {"detail": "Too Many Requests"}, headers)
+
+    def is_list_operation(self, operation: str) -> bool:
+        return operation == "ListJobs"
+
+    # -- operations -----------------------------------------------------------------------------
+    def _list(self, request: Request) -> Response:
+        jobs = sorted(self._jobs.values(), key=lambda job: job.key)
+        if request.arg("limit") is None or not self.paging:  # documented: no limit, every job
+            records = [self._wire(job) for job in jobs]
+            return Response(200, {"message": "Jobs retrieved successfully.", "jobs": records})
+        if cursor := request.arg("cursor"):
+            key = decode_cursor(cursor)
+            if key is None:
+                return Response(400, {"detail": "Invalid cursor"})
+            jobs = [job for job in jobs if job.key > key]
+        page = jobs[: self._page_limit(request)]
+        more = len(jobs) > len(page)
+        body = {
+            "jobs": [self._wire(job) for job in page],
+            "next_cursor": encode_cursor(page[-1].key) if more else None,
+        }
+        return Response(200, body)
+
+    def _fetch(self, job_id: str) -> Response:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return Response(404, {"message": f"Job {job_id} not found"})
+        return Response(200, {"job": self._wire(job)})
+
+    def _status(self, job_id: str) -> Response:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return Response(404, {"message": f"Job {job_id} not found"})
+        status = self._wire(job)["status"]
+        return Response(
+            200, {"message": f"Job is {status}", "job_status": {job_id: status}, "metadata": {}}
+        )
+
+    def _cancel(self, job_id: str) -> Response:
+        job = self._jobs.get(job_id)
+        if job is None:
+            body = {"cancelled": False, "message": f"Job {job_id} not found"}
+            return Response(self.not_found_status, body)
+        status = self._settle(job)
+        if status in TERMINAL:
+            return Response(200, {"cancelled": False, "message": _refusal(job_id, status)})
+        now = self.clock()
+        if status == "RUNNING" and self.knobs.cancel_delay_s > 0:
+            job.record["status"] = "CANCELLING"
+            job.cancel_at = now + self.knobs.cancel_delay_s
+        else:
+            self._finish(job, "CANCELLED", now)
+        return Response(
+            200, {"cancelled": True, "message": f"Job {job_id} has been successfully cancelled"}
+        )
+
+    # -- job table ------------------------------------------------------------------------------
+    def add_job(self, spec: JobSpec) -> str:
+        job_id = spec.id or f"job-{next(self._ids):06d}"
+        status = spec.status.upper()
+        record: dict[str, Any] = {
+            "job_id": job_id,
+            "name": spec.name,
+            "description": None,
+            "status": status,
+            "model": "llama-3.1-8b",
+            "job_priority": 1,
+            "datetime_created": _iso(spec.created_at),
+            "datetime_started": _iso(spec.started_at),
+            "datetime_completed": _iso(self.clock()) if status in TERMINAL else None,
+            "job_cost": None,
+            "cost_estimate": None,
+            "num_rows": 0,
+            "input_tokens": None,
+            "output_tokens": None,
+            "failure_reason": None,
+            "dataset_id": None,
+            **spec.extra,
+        }
+        with self.lock:
+            self._jobs[job_id] = _Job(record, spec.created_at)
+        return job_id
+
+    def status_of(self, job_id: str) -> str | None:
+        with self.lock:
+            job = self._jobs.get(job_id)
+            return None if job is None else self._settle(job)
+
+    def set_status(self, job_id: str, status: str) -> None:
+        with self.lock:
+            job = self._jobs[job_id]
+            status = status.upper()
+            now = self.clock()
+            if status in STARTED and job.record.get("datetime_started") is None:
+                job.record["datetime_started"] = _iso(now)
+            if status in TERMINAL:
+                self._finish(job, status, now)
+            else:
+                job.record["status"], job.cancel_at = status, None
+
+    def remove_job(self, job_id: str) -> None:
+        with self.lock:
+            self._jobs.pop(job_id, None)
+
+    def mutating_calls(self) -> int:
+        return self.calls["CancelJob"]
+
+    # -- internals ------------------------------------------------------------------------------
+    def _settle(self, job: _Job) -> str:
+        """Status now: a CANCELLING job becomes CANCELLED once its cancel delay has passed."""
+        if job.cancel_at is not None and self.clock() >= job.cancel_at:
+            self._finish(job, "CANCELLED", job.cancel_at)
+        return str(job.record["status"])
+
+    def _finish(self, job: _Job, status: str, when: float) -> None:
+        job.record["status"], job.cancel_at = status, None
+        job.record["datetime_completed"] = _iso(when)
+
+    def _wire(self, job: _Job) -> dict[str, Any]:
+        status = self._settle(job)
+        return job.record | {"status": status.lower() if self.lowercase_status else status}
+
+    def _page_limit(self, request: Request) -> int:
+        try:
+            asked = int(request.arg("limit") or MAX_LIMIT)
+        except ValueError:
+            asked = MAX_LIMIT
+        return max(1, min(asked, MAX_LIMIT, self.knobs.page_size))
+
+
+def _refusal(job_id: str, status: str) -> str:
+    """job-cancel's refusal for a job already over, worded like the documented example
+    (docs.sutro.sh/batch-api-reference/cancel-job)."""
+    why = {
+        "SUCCEEDED": "it has already completed",
+        "FAILED": "it has already failed",
+        "CANCELLING": "it is already being cancelled",
+        "CANCELLED": "it has already been cancelled",
+    }[status]
+    return f"Job {job_id} could not be cancelled because {why}"

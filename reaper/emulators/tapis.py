@@ -1,0 +1,488 @@
+"""A loopback emulator of the Tapis Jobs v3 API, the subset reaper uses: `GET jobs/search` with
+`<attr>.<op>=<value>` conditions, `select`, `limit`/`skip`/`orderBy`/`computeTotal`;
+`GET jobs/list`; `GET jobs/{uuid}` and `jobs/{uuid}/status`; `POST jobs/{uuid}/cancel` and
+`jobs/{uuid}/sendEvent`; and the Authenticator's `POST oauth2/tokens` password grant. Every call
+but the last needs `X-Tapis-Token` equal to `emulator.token`, an unsigned but well-formed JWT
+(tapipy decodes it to read `exp`).
+
+Answers use Tapis' envelope (`status`, `message`, `version`, `commit`, `build`, `metadata`,
+`result`) with the shapes of the OpenAPI spec that ships in tapipy
+(tapipy/resources/openapi_v3-jobs.yml); tests/test_tapis_openapi.py validates them against it.
+Where the running service differs from that spec, `dialect="server"` answers as the service
+does: a search `result` of `{"search": [...], "metadata": {...}}` (tapis-shared-java
+`RespSearch`/`ResultSearch`) and a sendEvent `result` that is the event's description string
+(tapis-jobs `JobSubmitResource.sendEvent`). Status codes follow tapis-jobs: cancel answers 404
+for an unknown job (with status "success", as `JobCancelResource` does) and 409 for a terminal
+one; sendEvent answers 400 for both."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import itertools
+import json
+import re
+import secrets
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
+
+VERSION = "1.8.0"
+DEFAULT_LIMIT = 100
+TOKEN_TTL_S = 10 * 365 * 24 * 3600  # far beyond any test: tapipy refreshes tokens near expiry
+TERMINAL = frozenset({"FINISHED", "CANCELLED", "FAILED"})
+RUNNING = frozenset({"RUNNING", "ARCHIVING"})
+CONDITION = {"FINISHED": "NORMAL_COMPLETION", "CANCELLED": "CANCELLED_BY_USER"}
+# Reserved query parameters of a dedicated search endpoint (tapis-shared-java SearchUtils),
+# plus listType, which JobSearchResource reads itself.
+RESERVED = frozenset(
+    {"pretty", "select", "search", "orderby", "limit", "skip", "startafter", "computetotal"}
+    | {"listtype"}
+)
+# JobListDTO: the summary a search without `select` and jobs/list return (spec).
+SUMMARY_FIELDS = (
+    "uuid", "name", "owner", "appId", "created", "status", "condition", "remoteStarted",
+    "ended", "tenant", "execSystemId", "archiveSystemId", "appVersion", "lastUpdated",
+)  # fmt: skip
+SEARCH_OPS: dict[str, Callable[[str, str], bool]] = {
+    "eq": lambda have, want: have == want,
+    "neq": lambda have, want: have != want,
+    "in": lambda have, want: have in want.split(","),
+    "nin": lambda have, want: have not in want.split(","),
+    # LIKE wildcards: `*` any run of characters, `!` one character (SearchUtils).
+    "like": lambda have, want: fnmatch.fnmatchcase(have, want.replace("!", "?")),
+    "nlike": lambda have, want: not fnmatch.fnmatchcase(have, want.replace("!", "?")),
+}
+_ORDER_ITEM = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\((asc|desc)\))?$", re.IGNORECASE)
+_EVENT_DETAIL = re.compile(r"^[a-zA-Z0-9_]+$")  # tapis-jobs ReqUserEvent
+
+
+class Dialect(StrEnum):
+    SPEC = "spec"  # shapes as the OpenAPI spec in tapipy declares them
+    SERVER = "server"  # shapes as the tapis-jobs service serialises them
+
+
+@dataclass
+class Exchange:
+    """One request and the answer it got, for tests that check the wire."""
+
+    operation: str
+    request: Request
+    response: Response
+
+
+@dataclass
+class _Job:
+    record: dict[str, Any]
+    cancel_at: float | None = None  # when a cancelled job reaches CANCELLED
+    events: list[dict[str, str]] = field(default_factory=list)
+
+
+def iso(epoch: float) -> str:
+    """Epoch seconds as Tapis writes instants: ISO 8601, microseconds, `Z`."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def make_token(tenant: str, username: str, now: float) -> str:
+    """An unsigned but well-formed Tapis access JWT (random signature bytes)."""
+
+    def segment(data: dict[str, Any] | bytes) -> str:
+        raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    claims = {
+        "jti": str(uuidlib.uuid4()),
+        "iss": f"https://{tenant}.tapis.io/v3/tokens",
+        "sub": f"{username}@{tenant}",
+        "tapis/tenant_id": tenant,
+        "tapis/token_type": "access",
+        "tapis/delegation": False,
+        "tapis/username": username,
+        "tapis/account_type": "user",
+        "iat": int(now),
+        "exp": int(now) + TOKEN_TTL_S,
+    }
+    header = {"alg": "RS256", "typ": "JWT"}
+    return ".".join((segment(header), segment(claims), segment(secrets.token_bytes(64))))
+
+
+def envelope(
+    result: Any = None, message: str = "", status: str = "success", metadata: Any = None
+) -> dict[str, Any]:
+    """Tapis' response stanza. A null result is left out, as the service's Gson does."""
+    body: dict[str, Any] = {
+        "status": status,
+        "message": message,
+        "version": VERSION,
+        "commit": "emulated",
+        "build": "emulated",
+        "metadata": {} if metadata is None else metadata,
+    }
+    if result is not None:
+        body["result"] = result
+    return body
+
+
+def error(http_status: int, message: str, result: Any = None, status: str = "error") -> Response:
+    return Response(http_status, envelope(result, message, status))
+
+
+class TapisEmulator(EmulatorServer):
+    """Tapis Jobs v3 in memory. Beyond the base knobs: `dialect` (see the module docstring),
+    `record_exchanges` (keep every request and answer in `exchanges`), and the identity."""
+
+    def __init__(
+        self,
+        knobs: Knobs | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        tenant: str = "emulated",
+        username: str = "reaper",
+        password: str | None = None,
+        dialect: Dialect | str = Dialect.SPEC,
+        record_exchanges: bool = False,
+    ) -> None:
+        super().__init__(knobs, clock)
+        self.tenant, self.username = tenant, username
+        self.password = password or secrets.token_urlsafe(16)
+        # Real time, not `clock`: tapipy compares the token's `exp` with its own clock.
+        self.token = make_token(tenant, username, time.time())
+        self.dialect = Dialect(dialect)
+        self.record_exchanges = record_exchanges
+        self.exchanges: list[Exchange] = []
+        self._jobs: dict[str, _Job] = {}
+        self._ids = itertools.count(1)
+
+    # -- routing --------------------------------------------------------------------------------
+    def route(self, request: Request) -> Route:
+        parts = [p for p in request.path.split("/") if p]
+        method, tail = request.method, parts[2:]
+        if parts == ["v3", "oauth2", "tokens"] and method == "POST":
+            return "createToken", lambda: self._create_token(request)
+        if parts[:2] != ["v3", "jobs"] or not tail:
+            return "notFound", lambda: error(404, f"no such path: {request.path}")
+        routes: dict[tuple[str, str], tuple[str, Callable[[], Response]]] = {
+            ("GET", "search"): ("searchJobs", lambda: self._search(request)),
+            ("GET", "list"): ("listJobs", lambda: self._list(request)),
+            ("GET", ""): ("getJob", lambda: self._get(tail[0])),
+            ("GET", "status"): ("getJobStatus", lambda: self._status(tail[0])),
+            ("POST", "cancel"): ("cancelJob", lambda: self._cancel(tail[0])),
+            ("POST", "sendEvent"): ("sendEvent", lambda: self._send_event(tail[0], request)),
+        }
+        collection = tail[0] in ("search", "list")
+        key = (method, tail[0] if collection else "/".join(tail[1:]))
+        if len(tail) > (1 if collection else 2) or key not in routes:
+            return "notFound", lambda: error(404, f"no such path: {request.path}")
+        operation, handler = routes[key]
+        return operation, self._authorised(request, handler)
+
+    def _authorised(
+        self, request: Request, handler: Callable[[], Response]
+    ) -> Callable[[], Response]:
+        if _same(request.headers.get("x-tapis-token", ""), self.token):
+            return handler
+        return lambda: error(401, "TAPIS_SECURITY_JWT_INVALID Invalid or missing Tapis JWT.")
+
+    def dispatch(self, request: Request) -> Response:
+        response = super().dispatch(request)
+        if self.record_exchanges:
+            with self.lock:
+                self.exchanges.append(Exchange(self.route(request)[0], request, response))
+        return response
+
+    def throttle_response(self) -> Response:
+        return error(429, "Too Many Requests")
+
+    def error_response(self) -> Response:
+        return error(500, "TAPIS_INTERNAL_ERROR emulated server error")
+
+    def list_page_number(self, request: Request) -> int:
+        try:
+            skip, limit = int(request.arg("skip") or 0), self._page_limit(request)
+        except ValueError:
+            return 1
+        return skip // limit + 1
+
+    # -- job table ------------------------------------------------------------------------------
+    def add_job(self, spec: JobSpec) -> str:
+        job_uuid = spec.id or f"{uuidlib.uuid4()}-007"
+        record = self._record(job_uuid, spec)
+        with self.lock:
+            self._jobs[job_uuid] = _Job(record)
+        return job_uuid
+
+    def status_of(self, job_id: str) -> str | None:
+        with self.lock:
+            job = self._settled(job_id)
+            return None if job is None else str(job.record["status"])
+
+    def set_status(self, job_id: str, status: str) -> None:
+        with self.lock:
+            job = self._jobs[job_id]
+            job.cancel_at = None
+            self._enter(job, status)
+
+    def remove_job(self, job_id: str) -> None:
+        with self.lock:
+            self._jobs.pop(job_id, None)
+
+    def reason_of(self, job_id: str) -> str | None:
+        """The eventData of the job's last user event: reaper sends its reason there."""
+        with self.lock:
+            job = self._jobs.get(job_id)
+            return job.events[-1]["eventData"] if job and job.events else None
+
+    def events_of(self, job_id: str) -> list[dict[str, str]]:
+        with self.lock:
+            job = self._jobs.get(job_id)
+            return [dict(e) for e in job.events] if job else []
+
+    def mutating_calls(self) -> int:
+        with self.lock:
+            return self.calls["cancelJob"] + self.calls["sendEvent"]
+
+    def _record(self, job_uuid: str, spec: JobSpec) -> dict[str, Any]:
+        created = iso(spec.created_at)
+        record: dict[str, Any] = {
+            "id": next(self._ids),
+            "uuid": job_uuid,
+            "name": spec.name,
+            "owner": self.username,
+            "tenant": self.tenant,
+            "description": f"{spec.name} (emulated)",
+            "status": spec.status.upper(),
+            "lastMessage": f"Job in state {spec.status.upper()}",
+            "created": created,
+            "lastUpdated": created,
+            "appId": "emulated-app",
+            "appVersion": "1.0",
+            "execSystemId": "emulated-hpc",
+            "execSystemLogicalQueue": spec.queue,
+            "remoteQueue": spec.queue,
+            "archiveSystemId": "emulated-storage",
+            "nodeCount": 1,
+            "coresPerNode": 1,
+            "memoryMB": 1024,
+            "maxMinutes": 60,
+            "jobType": "BATCH",
+            "visible": True,
+            "createdby": self.username,
+            "createdbyTenant": self.tenant,
+            "tags": [f"{k}={v}" if v else k for k, v in spec.tags.items()],
+        }
+        if spec.started_at is not None:
+            record["remoteStarted"] = iso(spec.started_at)
+        if record["status"] in TERMINAL:
+            self._stamp_end(record)
+        record.update(spec.extra)
+        return record
+
+    def _settled(self, job_uuid: str) -> _Job | None:
+        """The job, with a pending cancel applied once its delay has passed."""
+        job = self._jobs.get(job_uuid)
+        if job is not None and job.cancel_at is not None and self.clock() >= job.cancel_at:
+            job.cancel_at = None
+            if job.record["status"] not in TERMINAL:
+                self._enter(job, "CANCELLED")
+        return job
+
+    def _enter(self, job: _Job, status: str) -> None:
+        record, status = job.record, status.upper()
+        record["status"] = record["lastMessage"] = status
+        record["lastUpdated"] = iso(self.clock())
+        if status in RUNNING and "remoteStarted" not in record:
+            record["remoteStarted"] = record["lastUpdated"]
+        if status in TERMINAL:
+            self._stamp_end(record)
+
+    def _stamp_end(self, record: dict[str, Any]) -> None:
+        record.setdefault("ended", iso(self.clock()))
+        record["condition"] = CONDITION.get(record["status"], "JOB_INTERNAL_ERROR")
+
+    # -- operations -----------------------------------------------------------------------------
+    def _search(self, request: Request) -> Response:
+        try:
+            conditions = parse_conditions(request.query)
+            order = parse_order(request.arg("orderBy"))
+            skip, limit = int(request.arg("skip") or 0), self._page_limit(request)
+        except ValueError as exc:
+            return error(400, f"JOBS_SEARCH_LIST_ERROR {exc}")
+        if request.arg("startAfter"):
+            return error(400, "JOBS_SEARCH_LIST_ERROR startAfter is not emulated; use skip")
+        matching = self._ordered(order, lambda r: all(c(r) for c in conditions))
+        selected = request.arg("select", "summaryAttributes") != "summaryAttributes"
+        # Any select but summaryAttributes returns every attribute: the service's select list
+        # is still a TODO (JobSearchResource, "TODO selectable fields").
+        page = [dict(r) if selected else summary(r) for r in matching[skip : skip + limit]]
+        meta = {
+            "recordCount": len(page),
+            "recordLimit": int(request.arg("limit") or DEFAULT_LIMIT),
+            "recordsSkipped": skip,
+            "orderBy": request.arg("orderBy"),
+            "totalCount": len(matching) if _truthy(request.arg("computeTotal")) else -1,
+        }
+        meta = {k: v for k, v in meta.items() if v is not None}
+        message = f"JOBS_SEARCH_RESULT_LIST_RETRIEVED {len(page)} jobs"
+        if self.dialect == Dialect.SERVER:
+            return Response(200, envelope({"search": page, "metadata": meta}, message))
+        return Response(200, envelope(page, message, metadata=meta))
+
+    def _list(self, request: Request) -> Response:
+        try:
+            order = parse_order(request.arg("orderBy"))
+            skip, limit = int(request.arg("skip") or 0), self._page_limit(request)
+        except ValueError as exc:
+            return error(400, f"JOBS_LIST_ERROR {exc}")
+        page = [summary(r) for r in self._ordered(order, lambda r: True)[skip : skip + limit]]
+        return Response(200, envelope(page, f"JOBS_LIST_RETRIEVED {len(page)} jobs"))
+
+    def _get(self, job_uuid: str) -> Response:
+        job = self._settled(job_uuid)
+        if job is None:
+            return _not_found(job_uuid)
+        return Response(200, envelope(dict(job.record), f"JOBS_JOB_RETRIEVED {job_uuid}"))
+
+    def _status(self, job_uuid: str) -> Response:
+        job = self._settled(job_uuid)
+        if job is None:
+            return _not_found(job_uuid)
+        result = {k: job.record[k] for k in ("status", "condition") if k in job.record}
+        return Response(200, envelope(result, f"JOBS_STATUS_RETRIEVED {job_uuid}"))
+
+    def _cancel(self, job_uuid: str) -> Response:
+        job = self._settled(job_uuid)
+        if job is None:
+            return _not_found(job_uuid)
+        status = job.record["status"]
+        if status in TERMINAL:
+            message = f"JOBSAPI_IN_TERM_STATE Job {job_uuid} is in terminal state {status}."
+            return error(409, message, {"name": job_uuid})
+        if job.cancel_at is None:
+            job.cancel_at = self.clock() + self.knobs.cancel_delay_s
+            self._settled(job_uuid)
+        accepted = f"JOBS_JOB_CANCEL_ACCEPTED Request to cancel job {job_uuid} accepted."
+        return Response(200, envelope({"message": accepted}, accepted))
+
+    def _send_event(self, job_uuid: str, request: Request) -> Response:
+        try:
+            payload = request.json()
+        except ValueError:
+            return error(400, "NET_INVALID_JSON_INPUT job send event")
+        data, detail = payload.get("eventData"), payload.get("eventDetail") or "DEFAULT"
+        if not isinstance(data, str) or not data.strip():
+            return error(400, "TAPIS_NULL_PARAMETER validate eventData")
+        if not isinstance(detail, str) or not _EVENT_DETAIL.match(detail):
+            return error(400, "TAPIS_INVALID_PARAMETER validate eventDetail")
+        job = self._settled(job_uuid)
+        if job is None:
+            return error(400, f"JOBS_JOB_NOT_FOUND Job {job_uuid} not found.")
+        if job.record["status"] in TERMINAL:
+            return error(400, f"JOBSAPI_IN_TERM_STATE Job {job_uuid} is terminal.")
+        job.events.append({"eventData": data, "eventDetail": detail, "created": iso(self.clock())})
+        message = "TAPIS_CREATED event JOB_USER_EVENT"
+        description = f"JOB_USER_EVENT {detail}: {data}"
+        return Response(
+            200, envelope(description if self.dialect == Dialect.SERVER else None, message)
+        )
+
+    def _create_token(self, request: Request) -> Response:
+        try:
+            payload = request.json()
+        except ValueError:
+            return error(400, "Invalid JSON.")
+        valid = (
+            payload.get("grant_type") == "password"
+            and payload.get("username") == self.username
+            and _same(str(payload.get("password", "")), self.password)
+        )
+        if not valid:
+            return error(401, "Invalid username/password combination.")
+        now = self.clock()
+        token = {"access_token": self.token, "expires_in": TOKEN_TTL_S, "jti": "emulated"}
+        token["expires_at"] = iso(now + TOKEN_TTL_S)
+        return Response(201, envelope({"access_token": token}, "Token created successfully."))
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _ordered(
+        self, order: list[tuple[str, bool]], keep: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        for job_uuid in list(self._jobs):
+            self._settled(job_uuid)
+        return sort_records([j.record for j in self._jobs.values() if keep(j.record)], order)
+
+    def _page_limit(self, request: Request) -> int:
+        """The page size served: the requested limit (<= 0: unlimited), capped by the knob."""
+        limit = int(request.arg("limit") or DEFAULT_LIMIT)
+        return min(limit, self.knobs.page_size) if limit > 0 else self.knobs.page_size
+
+
+def _not_found(job_uuid: str) -> Response:
+    # tapis-jobs answers an unknown job with 404 and status "success" (JobCancelResource).
+    message = f"TAPIS_NOT_FOUND Job {job_uuid} not found."
+    return error(404, message, {"name": job_uuid}, status="success")
+
+
+def _same(given: str, secret: str) -> bool:
+    """Constant-time comparison that also copes with non-ASCII input."""
+    return secrets.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8"))
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() == "true"
+
+
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in SUMMARY_FIELDS if k in record}
+
+
+def parse_conditions(query: dict[str, list[str]]) -> list[Callable[[dict[str, Any]], bool]]:
+    """Search conditions from the non-reserved query parameters `<attr>.<op>=<value>`. Raises
+    ValueError for a malformed condition or an operator the emulator does not implement."""
+    conditions: list[Callable[[dict[str, Any]], bool]] = []
+    for key, values in query.items():
+        if key.lower() in RESERVED:
+            continue
+        attr, _, op = key.rpartition(".")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", attr) or op.lower() not in SEARCH_OPS:
+            raise ValueError(f"invalid search condition {key!r}")
+        conditions.extend(_condition(attr, SEARCH_OPS[op.lower()], v) for v in values)
+    return conditions
+
+
+def _condition(
+    attr: str, test: Callable[[str, str], bool], want: str
+) -> Callable[[dict[str, Any]], bool]:
+    return lambda record: test(str(record.get(attr, "")), want)
+
+
+def parse_order(order_by: str | None) -> list[tuple[str, bool]]:
+    """`created(asc),uuid(desc)` → [("created", False), ("uuid", True)]; (attr, descending)."""
+    order = []
+    for item in filter(None, (order_by or "").split(",")):
+        match = _ORDER_ITEM.match(item.strip())
+        if match is None:
+            raise ValueError(f"invalid orderBy item {item!r}")
+        order.append((match.group(1), (match.group(2) or "asc").lower() == "desc"))
+    return order
+
+
+def sort_records(
+    records: Iterable[dict[str, Any]], order: list[tuple[str, bool]]
+) -> list[dict[str, Any]]:
+    """Records sorted by `order` (stable; without an order, in creation order of the table)."""
+    result = list(records)
+    for attr, descending in reversed(order):
+        result.sort(key=lambda r: _sort_key(r.get(attr)), reverse=descending)
+    return result
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, bool) or value is None:
+        return (2, str(value))
+    return (0, value) if isinstance(value, int | float) else (1, str(value))

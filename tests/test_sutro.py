@@ -1,0 +1,306 @@
+"""Sutro backend against its emulator: paging, lower-case statuses, unknown statuses, every
+cancel outcome, refresh, configuration."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from reaper.backends.base import CancelOutcome
+from reaper.backends.sutro import SutroBackend, classify_cancel, parse_job, parse_time
+from reaper.emulators.base import JobSpec, Knobs
+from reaper.emulators.sutro import SutroEmulator
+from reaper.errors import BackendError
+from reaper.jobs import Job, Phase
+from tests.harness_sutro import make_backend, start_emulator
+
+NOW = time.time()
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def emulator() -> Iterator[SutroEmulator]:
+    emu = start_emulator(Knobs(page_size=3))
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def backend(emulator: SutroEmulator) -> Iterator[SutroBackend]:
+    b = make_backend(emulator, "sutro")
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def seed(emulator: SutroEmulator, status: str, n: int = 1, **extra: object) -> list[str]:
+    started = NOW - 60 if status.upper() in ("RUNNING", "SUCCEEDED") else None
+    return [
+        emulator.add_job(
+            JobSpec(f"{status}-{i}", status, NOW - 3600 + i, started, extra=dict(extra))
+        )
+        for i in range(n)
+    ]
+
+
+def listed(backend: SutroBackend) -> list[Job]:
+    return [job for page in backend.list_active() for job in page]
+
+
+# -- listing --------------------------------------------------------------------------------------
+def test_follows_cursor_pages_and_drops_terminal_jobs(emulator, backend) -> None:
+    active = (
+        seed(emulator, "QUEUED", 4) + seed(emulator, "STARTING", 2) + seed(emulator, "RUNNING", 4)
+    )
+    seed(emulator, "SUCCEEDED", 2)
+    seed(emulator, "FAILED", 1)
+    seed(emulator, "CANCELLED", 1)
+    pages = list(backend.list_active())
+    assert emulator.calls["ListJobs"] == 5  # 14 jobs, 3 a page
+    ids = [job.id for page in pages for job in page]
+    assert sorted(ids) == sorted(active)  # each exactly once
+    assert all(len(page) <= 3 for page in pages)
+
+
+def test_a_job_added_mid_listing_shifts_nothing(emulator, backend) -> None:
+    first = seed(emulator, "RUNNING", 6)
+    pages = backend.list_active()
+    seen = [job.id for job in next(pages)]
+    emulator.add_job(JobSpec("newest", "QUEUED", NOW))  # lands on page 1, already served
+    seen += [job.id for page in pages for job in page]
+    assert sorted(seen) == sorted(first)
+
+
+def test_deployment_without_paging_answers_everything_at_once(emulator, backend) -> None:
+    emulator.paging = False
+    ids = seed(emulator, "RUNNING", 7)
+    assert sorted(j.id for j in listed(backend)) == sorted(ids)
+    assert emulator.calls["ListJobs"] == 1
+
+
+def test_job_record_is_normalised(emulator, backend) -> None:
+    (job_id,) = seed(emulator, "RUNNING", job_cost=61.5, model="llama-3.3-70b", description="d")
+    (job,) = listed(backend)
+    assert (job.backend, job.type, job.id, job.name) == ("sutro", "sutro", job_id, "RUNNING-0")
+    assert (job.queue, job.tags, job.owner, job.detailed) == ("", {}, None, True)
+    assert job.phase == Phase.RUNNING
+    assert job.created_at == datetime.fromtimestamp(int(NOW - 3600), UTC)
+    assert job.started_at == datetime.fromtimestamp(int(NOW - 60), UTC)
+    assert job.raw["job_cost"] == 61.5 and job.raw["model"] == "llama-3.3-70b"
+
+
+def test_lower_case_statuses_are_understood(emulator, backend) -> None:
+    emulator.lowercase_status = True
+    queued = seed(emulator, "QUEUED", 2)
+    running = seed(emulator, "RUNNING", 2)
+    seed(emulator, "SUCCEEDED", 2)
+    jobs = {job.id: job for job in listed(backend)}
+    assert sorted(jobs) == sorted(queued + running)
+    assert {jobs[i].phase for i in queued} == {Phase.PENDING}
+    assert {jobs[i].status for i in running} == {"RUNNING"}
+    assert jobs[running[0]].raw["status"] == "running"  # the raw record is kept as served
+
+
+def test_unknown_statuses_are_skipped_and_logged(emulator, backend, caplog) -> None:
+    (unknown,) = seed(emulator, "UNKNOWN")
+    (legacy,) = seed(emulator, "submitted")  # older documents' status the phase table lacks
+    (running,) = seed(emulator, "RUNNING")
+    with caplog.at_level(logging.WARNING, logger="reaper.backends.sutro"):
+        jobs = listed(backend)
+    assert [j.id for j in jobs] == [running]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert unknown in logged and legacy in logged
+
+
+def test_unreadable_records_are_skipped_not_fatal(emulator, backend, caplog) -> None:
+    (running,) = seed(emulator, "RUNNING")
+    (broken,) = seed(emulator, "RUNNING", datetime_created=None)
+    with caplog.at_level(logging.WARNING, logger="reaper.backends.sutro"):
+        assert [j.id for j in listed(backend)] == [running]
+    assert broken in caplog.text
+
+
+# -- refresh --------------------------------------------------------------------------------------
+def test_refresh_reads_the_full_current_record(emulator, backend) -> None:
+    (job_id,) = seed(emulator, "QUEUED", job_cost=3.0)
+    (job,) = listed(backend)
+    assert job.started_at is None
+    emulator.set_status(job_id, "RUNNING")
+    fresh = backend.refresh(job)
+    assert fresh is not None
+    assert fresh.phase == Phase.RUNNING and fresh.started_at is not None
+    assert fresh.raw["job_cost"] == 3.0
+    assert emulator.calls["FetchJob"] == 1
+
+
+def test_refresh_of_a_vanished_job_is_none(emulator, backend) -> None:
+    (job_id,) = seed(emulator, "RUNNING")
+    (job,) = listed(backend)
+    emulator.remove_job(job_id)
+    assert backend.refresh(job) is None
+
+
+# -- cancel ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("status", ["QUEUED", "STARTING", "RUNNING"])
+def test_cancel_active_job(emulator, backend, status) -> None:
+    (job_id,) = seed(emulator, status)
+    (job,) = listed(backend)
+    result = backend.cancel(job, "policy says so")
+    assert result.outcome == CancelOutcome.CANCELLED and result.error is None
+    assert emulator.status_of(job_id) == "CANCELLED"
+    assert emulator.reason_of(job_id) is None  # Sutro has nowhere to put a reason
+
+
+@pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED", "CANCELLED"])
+def test_cancel_of_a_finished_job_is_already_terminal(emulator, backend, final) -> None:
+    (job_id,) = seed(emulator, "RUNNING")
+    (job,) = listed(backend)
+    emulator.set_status(job_id, final)
+    result = backend.cancel(job, "too late")
+    assert result.outcome == CancelOutcome.ALREADY_TERMINAL
+    assert emulator.status_of(job_id) == final
+
+
+def test_a_slow_cancel_passes_through_cancelling() -> None:
+    clock = FakeClock(NOW)
+    with SutroEmulator(Knobs(cancel_delay_s=30), clock) as emu:
+        assert isinstance(emu, SutroEmulator)
+        backend = make_backend(emu, "sutro")
+        (job_id,) = seed(emu, "RUNNING")
+        (job,) = listed(backend)
+        assert backend.cancel(job, "r").outcome == CancelOutcome.CANCELLED
+        assert emu.status_of(job_id) == "CANCELLING"
+        assert listed(backend) == []  # CANCELLING is terminal: never cancelled twice
+        assert backend.cancel(job, "again").outcome == CancelOutcome.ALREADY_TERMINAL
+        clock.now += 31
+        assert emu.status_of(job_id) == "CANCELLED"
+        backend.close()
+
+
+@pytest.mark.parametrize("not_found_status", [200, 404])
+def test_cancel_of_an_unknown_job_is_not_found(emulator, backend, not_found_status) -> None:
+    emulator.not_found_status = not_found_status
+    (job_id,) = seed(emulator, "RUNNING")
+    (job,) = listed(backend)
+    emulator.remove_job(job_id)
+    assert backend.cancel(job, "gone").outcome == CancelOutcome.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        ({"cancelled": True, "message": "Job j has been successfully cancelled"}, "cancelled"),
+        (
+            {
+                "cancelled": False,
+                "message": "Job j could not be cancelled because it has already completed",
+            },
+            "already_terminal",
+        ),
+        ({"cancelled": False, "message": "Job j has already been cancelled"}, "already_terminal"),
+        ({"cancelled": False, "message": "job j is finished"}, "already_terminal"),
+        ({"cancelled": False, "message": "Job j was FAILED"}, "already_terminal"),
+        ({"cancelled": False, "message": "job is in a terminal state"}, "already_terminal"),
+        ({"cancelled": False, "message": "Job j not found"}, "not_found"),
+        ({"cancelled": False, "message": "job j does not exist"}, "not_found"),
+        ({"cancelled": False, "message": "worker unreachable, try later"}, "failed"),
+        ({"cancelled": False, "message": "cancel failed: it failed to reach the worker"}, "failed"),
+        ({"cancelled": False}, "failed"),
+        ({"message": "ok"}, "failed"),  # no `cancelled`: never read as a success
+        ({"cancelled": "yes"}, "failed"),
+    ],
+)
+def test_cancel_outcome_by_message(body, outcome) -> None:
+    result = classify_cancel(body)
+    assert result.outcome == outcome
+    assert (result.error is not None) == (outcome == "failed")
+
+
+def test_cancel_falls_back_to_get_when_post_is_refused(emulator) -> None:
+    """The docs say POST, the official SDK sends GET: a deployment answering 405 gets GET."""
+
+    class PostRefusing(requests.adapters.HTTPAdapter):
+        def send(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if request.method == "POST":
+                response = requests.Response()
+                response.status_code, response.request = 405, request
+                response._content = b'{"detail": "Method Not Allowed"}'
+                return response
+            return super().send(request, *args, **kwargs)
+
+    session = requests.Session()
+    session.mount("http://", PostRefusing())
+    backend = SutroBackend("sutro", session, emulator.url, emulator.api_key)
+    (job_id,) = seed(emulator, "RUNNING")
+    (job,) = listed(backend)
+    assert backend.cancel(job, "r").outcome == CancelOutcome.CANCELLED
+    assert emulator.status_of(job_id) == "CANCELLED"
+    backend.close()
+
+
+# -- pure parsing ---------------------------------------------------------------------------------
+def test_parse_time_forms() -> None:
+    expected = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
+    assert parse_time("2024-01-15T10:30:00Z") == expected
+    assert parse_time("2024-01-15T11:30:00+01:00") == expected
+    assert parse_time("2024-01-15T10:30:00") == expected  # naive is UTC
+    assert parse_time(expected.timestamp()) == expected
+    assert parse_time(None) is None
+    with pytest.raises(ValueError):
+        parse_time("yesterday")
+
+
+def test_parse_job_reads_older_field_names() -> None:
+    job = parse_job("s", {"job_id": "j", "status": "pending", "created_at": "2024-01-15T10:30:00Z"})
+    assert job.created_at == datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
+    assert job.phase == Phase.UNKNOWN  # `pending` is not in Sutro's current status set
+
+
+# -- configuration --------------------------------------------------------------------------------
+def test_from_config_reads_the_key_from_the_environment(emulator) -> None:
+    section = {"type": "sutro", "api_url": emulator.url, "api_key_env": "SUTRO_KEY"}
+    backend = SutroBackend.from_config(
+        "s", section, Path("/"), environ={"SUTRO_KEY": emulator.api_key}
+    )
+    seed(emulator, "RUNNING")
+    assert len(listed(backend)) == 1
+    backend.close()
+
+
+def test_from_config_reads_the_key_from_a_relative_file(emulator, tmp_path) -> None:
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "sutro").write_text(emulator.api_key + "\n")
+    section = {"type": "sutro", "api_url": emulator.url, "api_key_file": "creds/sutro"}
+    backend = SutroBackend.from_config("s", section, tmp_path, environ={})
+    seed(emulator, "QUEUED")
+    assert len(listed(backend)) == 1
+    backend.close()
+
+
+@pytest.mark.parametrize(
+    ("section", "needle"),
+    [
+        ({"api_key_env": "SUTRO_KEY"}, "SUTRO_KEY"),
+        ({"api_key_file": "missing"}, "missing"),
+        ({}, "api_key_env"),
+    ],
+)
+def test_from_config_without_a_key_is_a_backend_error(tmp_path, section, needle) -> None:
+    with pytest.raises(BackendError, match=needle):
+        SutroBackend.from_config("s", {"type": "sutro", **section}, tmp_path, environ={})
