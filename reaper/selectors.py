@@ -56,8 +56,14 @@ class GlobSelector:
         value = str(getattr(job, self.attribute))
         for pattern in self.patterns:
             if pattern.matches(value):
-                return (Fact(self.key, f"{self.attribute} {value} ~ {pattern.text}"),)
+                shown = _quote_empty(value)
+                return (Fact(self.key, f"{self.attribute} {shown} ~ {pattern.text}"),)
         return None
+
+
+def _quote_empty(value: str) -> str:
+    """An empty queue (Sutro) or tag value is shown as `""` so that a fact still reads."""
+    return value or '""'
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +100,8 @@ class TagSelector:
             value = job.tags.get(name)
             if not isinstance(value, str) or not pattern.matches(value):
                 return None
-            facts.append(Fact(self.key, f"tag {name}={value} ~ {pattern.text}"))
+            shown = _quote_empty(value)
+            facts.append(Fact(self.key, f"tag {name}={shown} ~ {pattern.text}"))
         return tuple(facts)
 
 
