@@ -15,7 +15,10 @@ from reaper import __version__
 from reaper.errors import ExitCode
 
 # Command name → module. Add a line here for a new command.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "validate": "reaper.commands.validate",
+    "schema": "reaper.commands.schema",
+}
 
 
 def _command_module(name: str) -> ModuleType:
