@@ -88,8 +88,7 @@ def load_config(path: Path) -> Config:
     """Read and check `reaper.yaml` (not its policies). Raises ConfigError with every problem."""
     doc, _ = load_yaml_file(path)
     problems = check_schema(doc.data, doc.source, load_schema("config"))
-    if not problems:
-        problems = check_config_semantics(doc.data)
+    problems += check_config_semantics(doc.data, broken={p.path[:2] for p in problems})
     if problems:
         raise ConfigError([doc.source.locate(p) for p in problems])
     return build_config(path, doc.data)
@@ -149,21 +148,33 @@ def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnos
 # ---------------------------------------------------------------------------------- the config
 
 
-def check_config_semantics(data: Mapping[str, Any]) -> list[Problem]:
+def check_config_semantics(
+    data: Mapping[str, Any], broken: Collection[NodePath] = ()
+) -> list[Problem]:
     """What the schema cannot say: schedule consistency and cron syntax, listen port range,
-    backend credential options that only make sense together."""
-    problems = _check_schedule(data.get("schedule") or {})
-    listen = (data.get("metrics") or {}).get("listen")
+    backend credential options that only make sense together. A section that holds or lies
+    inside a path in `broken` (schema problems, paths cut to two levels) is skipped."""
+
+    def intact(*path: str) -> bool:
+        return not any(b[: len(path)] == path or path[: len(b)] == b for b in broken if b)
+
+    problems = []
+    if intact("schedule"):
+        problems.extend(_check_schedule(data.get("schedule") or {}))
+    listen = (data.get("metrics") or {}).get("listen") if intact("metrics") else None
     if listen and not 0 < int(listen.rsplit(":", 1)[1]) <= 65535:
         problems.append(Problem(("metrics", "listen"), f"port out of range in {listen!r}"))
-    for name, section in (data.get("backends") or {}).items():
-        problems.extend(_check_credentials(("backends", name), section))
+    backends = data.get("backends") if ("backends",) not in broken else None
+    for name, section in (backends or {}).items():
+        if intact("backends", name):
+            problems.extend(_check_credentials(("backends", name), section))
     return problems
 
 
 def _check_schedule(schedule: Mapping[str, Any]) -> list[Problem]:
     if "every" in schedule and "cron" in schedule:
-        return [Problem(("schedule", "cron"), "give either 'every' or 'cron', not both")]
+        message = "give either 'every' or 'cron', not both"
+        return [Problem(("schedule", "cron"), message, at_key=True)]
     problems = []
     if "every" in schedule:
         problems.extend(_check_duration(("schedule", "every"), schedule["every"]))
@@ -196,12 +207,14 @@ def _check_credentials(path: NodePath, section: Mapping[str, Any]) -> list[Probl
         password = [k for k in ("username_env", "password_env") if k in section]
         if len(password) == 1:
             other = ({"username_env", "password_env"} - set(password)).pop()
-            return [Problem((*path, password[0]), f"{password[0]} needs {other} as well")]
+            message = f"{password[0]} needs {other} as well"
+            return [Problem((*path, password[0]), message, at_key=True)]
         if len(given) + bool(password) > 1:
             message = "give one credential source: token_env, token_file or username/password_env"
             return [Problem(path, message)]
     if section.get("type") == "sutro" and {"api_key_env", "api_key_file"} <= set(section):
-        return [Problem((*path, "api_key_file"), "give api_key_env or api_key_file, not both")]
+        message = "give api_key_env or api_key_file, not both"
+        return [Problem((*path, "api_key_file"), message, at_key=True)]
     return []
 
 

@@ -33,6 +33,7 @@ MAX_NODES = 200_000  # bounds alias expansion ("billion laughs")
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
 _OPENERS = (
     yaml.BlockMappingStartToken,
     yaml.BlockSequenceStartToken,
@@ -176,7 +177,7 @@ def _syntax_diagnostic(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
 
 
 def _build_document(root: Node | None, file: str) -> YamlDocument:
-    if root is None:
+    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
         raise ConfigError([Diagnostic(file, 1, 1, "the file is empty: expected a mapping")])
     if not isinstance(root, MappingNode):
         mark = root.start_mark

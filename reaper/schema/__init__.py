@@ -72,6 +72,10 @@ def _explain(error: ValidationError, source: SourceMap, duration: Any) -> Iterat
         yield from _unknown_keys(error, path)
         return
     explain = _EXPLAINERS.get(str(error.validator), _explain_default)
+    if error.validator == "required":  # located at the mapping: the key's path does not exist
+        missing = _missing_key(error)
+        yield Problem((*path, missing), explain(error, _describe(error, path), source, duration))
+        return
     if "propertyNames" in error.relative_schema_path:  # the instance is a key of `path`
         message = explain(error, f"key {error.instance!r}", source, duration)
         yield Problem((*path, str(error.instance)), message.split("; got ")[0], at_key=True)
@@ -138,7 +142,8 @@ def _kind_of(value: Any) -> str:
         return f"the number {value}"
     if isinstance(value, str):
         return f"the text {value!r}"
-    return {list: "a list", dict: "a mapping"}.get(type(value), f"a {type(value).__name__}")
+    names: dict[type, str] = {list: "a list", dict: "a mapping"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _explain_enum(error: ValidationError, name: str, source: SourceMap, duration: Any) -> str:
@@ -149,9 +154,14 @@ def _explain_enum(error: ValidationError, name: str, source: SourceMap, duration
     return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
+def _missing_key(error: ValidationError) -> str:
+    """jsonschema raises one error per missing key, its message starting with the key's repr."""
+    keys = [str(k) for k in error.validator_value]
+    return next((k for k in keys if error.message.startswith(repr(k))), keys[0])
+
+
 def _explain_required(error: ValidationError, name: str, source: SourceMap, duration: Any) -> str:
-    missing = error.message.split("'")[1] if "'" in error.message else error.message
-    return f"{name} is missing the required key {missing!r}"
+    return f"{name} is missing the required key {_missing_key(error)!r}"
 
 
 def _pattern_text(error: ValidationError) -> str:
