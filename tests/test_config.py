@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Collection, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reaper import config as config_module
 from reaper.config import (
@@ -337,3 +341,46 @@ def test_policy_source_commit_is_none_outside_a_work_tree(tmp_path: Path) -> Non
             patch.setenv(key, value)
         source = load_policies([write(tmp_path / "p.yaml", GPU_POLICY)]).policies[0].source
     assert source.commit is None
+
+
+# ------------------------------------------------------------------------------------- fuzzing
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), st.text(max_size=8)
+)
+KEYS = st.sampled_from(
+    ["name", "queues", "tags", "where", "exclude", "max_runtime", "type", "every", "cron",
+     "backends", "schedule", "metrics", "listen", "limits", "x", "regex", "gt", "in"]
+)  # fmt: skip
+JSONISH = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(KEYS, JSONISH, max_size=4))
+def test_any_config_data_gives_a_config_or_a_config_error(data: dict[str, Any]) -> None:
+    text = yaml.safe_dump({"policies": "p", "audit_log": "a", **data})
+    try:
+        load_config_text(text)
+    except ConfigError as exc:
+        assert all(d.line >= 1 for d in exc.diagnostics)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.dictionaries(KEYS, JSONISH, max_size=5), max_size=3))
+def test_any_policy_data_gives_a_set_or_a_config_error(policies: list[Any]) -> None:
+    text = yaml.safe_dump({"policies": policies})
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder) / "p.yaml", text)
+        try:
+            load_policies([path], {"b": BackendConfig("b", "aws_batch")})
+        except ConfigError as exc:
+            assert all(d.file == str(path) and d.line >= 1 for d in exc.diagnostics)
+
+
+def load_config_text(text: str) -> Config:
+    with tempfile.TemporaryDirectory() as folder:
+        return load_config(write(Path(folder) / "reaper.yaml", text))
