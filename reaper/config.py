@@ -123,26 +123,38 @@ def load_all(config_path: Path) -> tuple[Config, PolicySet]:
 
 
 def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
-    """The policy files named by `paths` (a folder gives its *.yaml / *.yml, sorted, hidden files
-    skipped), and a diagnostic for each path that is missing or an empty folder."""
-    files: list[Path] = []
+    """The policy files named by `paths`, each once (a folder gives its *.yaml / *.yml, sorted,
+    hidden files skipped), and a diagnostic for each path that is missing, unreadable or an
+    empty folder."""
+    files: dict[Path, Path] = {}  # real path → path as named: a file named twice loads once
     diagnostics: list[Diagnostic] = []
     for path in paths:
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix in POLICY_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        try:
+            found = _policy_files_in(path)
+        except OSError as exc:
+            message = f"cannot read: {exc.strerror or exc}"
+            diagnostics.append(Diagnostic(str(path), 1, 1, message))
+            continue
+        if not found:
+            message = (
+                "no policy files (*.yaml, *.yml) in this folder"
+                if path.is_dir()
+                else "no such policy file or folder"
             )
-            if not found:
-                message = "no policy files (*.yaml, *.yml) in this folder"
-                diagnostics.append(Diagnostic(str(path), 1, 1, message))
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            diagnostics.append(Diagnostic(str(path), 1, 1, "no such policy file or folder"))
-    return files, diagnostics
+            diagnostics.append(Diagnostic(str(path), 1, 1, message))
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values()), diagnostics
+
+
+def _policy_files_in(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path] if path.exists() else []
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.suffix in POLICY_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
 
 
 # ---------------------------------------------------------------------------------- the config

@@ -384,3 +384,8 @@ def test_any_policy_data_gives_a_set_or_a_config_error(policies: list[Any]) -> N
 def load_config_text(text: str) -> Config:
     with tempfile.TemporaryDirectory() as folder:
         return load_config(write(Path(folder) / "reaper.yaml", text))
+
+
+def test_a_file_named_twice_is_loaded_once(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.yaml", GPU_POLICY)
+    assert len(load_policies([tmp_path, path]).policies) == 1
