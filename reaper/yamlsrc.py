@@ -103,11 +103,11 @@ class YamlDocument:
     source: SourceMap
 
 
-def load_yaml_file(path: Path, display: str | None = None) -> tuple[YamlDocument, bytes]:
+def load_yaml_file(path: Path) -> tuple[YamlDocument, bytes]:
     """Read and parse one file; returns the document and the raw bytes (for hashing).
 
     Raises ConfigError when the file cannot be read or is not a YAML mapping."""
-    name = display or str(path)
+    name = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -131,6 +131,8 @@ def parse_yaml(raw: bytes | str, file: str) -> YamlDocument:
         raise ConfigError([Diagnostic(file, line, column, message)]) from None
     except yaml.YAMLError as exc:  # any other parser complaint, without a mark
         raise ConfigError([Diagnostic(file, 1, 1, f"YAML error: {exc}")]) from None
+    except UnicodeError:  # lone surrogates in a str given directly, never in a decoded file
+        raise ConfigError([Diagnostic(file, 1, 1, "text that is not valid Unicode")]) from None
     return _build_document(root, file)
 
 
