@@ -16,7 +16,12 @@ from reaper.errors import ConfigError, ExitCode, ReaperError
 
 # Command name → module. Add a line here for a new command.
 COMMANDS: dict[str, str] = {
+    "validate": "reaper.commands.validate",
+    "plan": "reaper.commands.plan",
+    "run": "reaper.commands.run",
     "audit": "reaper.commands.audit",
+    "schema": "reaper.commands.schema",
+    "demo": "reaper.commands.demo",
 }
 
 

@@ -1,0 +1,31 @@
+"""`reaper schema [--config]`: print the JSON Schema (draft-07) of policy files, or of
+reaper.yaml, for editors' YAML language servers (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+
+from reaper.errors import ExitCode
+from reaper.schema import schema_text
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `schema`."""
+    parser = subparsers.add_parser(
+        "schema",
+        help="print the JSON Schema of policy files",
+        description=(
+            "Print the JSON Schema (draft-07) of policy files; with --config, of reaper.yaml. "
+            "Point your editor at it, e.g. `# yaml-language-server: $schema=policy.schema.json`."
+        ),
+    )
+    parser.add_argument("--config", action="store_true", help="print the schema of reaper.yaml")
+
+
+def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    """Print the schema; always succeeds."""
+    out = stdout or sys.stdout
+    out.write(schema_text("config" if args.config else "policy"))
+    return ExitCode.OK

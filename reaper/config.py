@@ -1,0 +1,419 @@
+"""Loading `reaper.yaml` and the policy files: YAML with positions → JSON Schema → semantic checks
+(DESIGN.md §2.1, §2.2). Every problem is reported as `file:line:col` in one `ConfigError`; one bad
+policy file makes the whole set invalid.
+
+Imports stay light: no SDK is imported here, so `reaper validate` never pays for boto3."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from reaper.durations import DurationError, parse_duration
+from reaper.errors import ConfigError, Diagnostic
+from reaper.gitinfo import commit_of
+from reaper.jobs import BACKEND_TYPES
+from reaper.policy import Policy, PolicyCompileError, PolicySet, PolicySource, compile_policy
+from reaper.schema import check_schema, load_schema
+from reaper.yamlsrc import NodePath, Problem, YamlDocument, load_yaml_file
+
+CONFIG_ENV = "REAPER_CONFIG"
+LOCAL_CONFIG = Path("reaper.yaml")
+SYSTEM_CONFIG = Path("/etc/reaper/reaper.yaml")
+POLICY_SUFFIXES = (".yaml", ".yml")
+DEFAULT_EVERY = timedelta(minutes=5)
+FILE_OPTIONS = frozenset({"token_file", "api_key_file"})  # backend options naming a file
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One `backends:` entry; `options` are its other keys (lists as tuples, file paths resolved
+    against the config's folder)."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def section(self) -> dict[str, Any]:
+        """The entry as `reaper.backends.create_backend` takes it: the options plus `type`."""
+        return {"type": self.type, **self.options}
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When the daemon sweeps: `every` or `cron` (crontab, UTC), each delayed by up to `jitter`."""
+
+    every: timedelta | None = DEFAULT_EVERY
+    cron: str | None = None
+    jitter: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated `reaper.yaml`; relative paths are resolved against its folder."""
+
+    path: Path
+    policies_path: Path
+    audit_log: Path
+    schedule: Schedule = field(default_factory=Schedule)
+    max_cancels_per_sweep: int = 100
+    max_match_fraction: float = 0.5
+    protect_tag: str = "reaper:keep"
+    pause_file: Path | None = None
+    dry_run: bool = True  # absent = true: nothing is cancelled until the config says so
+    metrics_listen: str = "127.0.0.1:9464"
+    metrics_textfile: Path | None = None
+    backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def find_config_path(arg: str | None, env: Mapping[str, str], cwd: Path | None = None) -> Path:
+    """The config to use: `--config`, else `$REAPER_CONFIG`, else `./reaper.yaml` when it exists,
+    else `/etc/reaper/reaper.yaml` (which may not exist; loading it then reports that)."""
+    if arg:
+        return Path(arg)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    local = (cwd / LOCAL_CONFIG) if cwd else LOCAL_CONFIG
+    return local if local.is_file() else SYSTEM_CONFIG
+
+
+def load_config(path: Path) -> Config:
+    """Read and check `reaper.yaml` (not its policies). Raises ConfigError with every problem."""
+    doc, _ = load_yaml_file(path)
+    problems = check_schema(doc.data, doc.source, load_schema("config"))
+    problems += check_config_semantics(doc.data, broken={p.path[:2] for p in problems})
+    if problems:
+        raise ConfigError([doc.source.locate(p) for p in problems])
+    return build_config(path, doc.data)
+
+
+def load_policies(
+    paths: Sequence[Path], backends: Mapping[str, BackendConfig] | None = None
+) -> PolicySet:
+    """Load policy files and folders (their *.yaml / *.yml, sorted, not recursive) into one set.
+
+    With `backends` (from a config), referenced backend names must exist and each policy is
+    checked against the types it targets; without, against every backend type. Raises
+    ConfigError with the problems of every file when any file or policy is invalid."""
+    files, diagnostics = expand_policy_paths(paths)
+    loaded = [_load_policy_file(path, backends) for path in files]
+    for item in loaded:
+        diagnostics.extend(item.diagnostics)
+    diagnostics.extend(_duplicate_names(loaded))
+    if diagnostics:
+        raise ConfigError(diagnostics)
+    return PolicySet(policies=tuple(p for item in loaded for p in item.policies))
+
+
+def load_all(config_path: Path) -> tuple[Config, PolicySet]:
+    """The config and the policies it points to. When the config itself is invalid, its policy
+    files are still checked (without backend references) so that every error is reported."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise ConfigError(exc.diagnostics + _policy_diagnostics_of(config_path)) from None
+    return config, load_policies([config.policies_path], config.backends)
+
+
+def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
+    """The policy files named by `paths`, each once (a folder gives its *.yaml / *.yml, sorted,
+    hidden files skipped), and a diagnostic for each path that is missing, unreadable or an
+    empty folder."""
+    files: dict[Path, Path] = {}  # real path → path as named: a file named twice loads once
+    diagnostics: list[Diagnostic] = []
+    for path in paths:
+        try:
+            found = _policy_files_in(path)
+        except OSError as exc:
+            message = f"cannot read: {exc.strerror or exc}"
+            diagnostics.append(Diagnostic(str(path), 1, 1, message))
+            continue
+        if not found:
+            message = (
+                "no policy files (*.yaml, *.yml) in this folder"
+                if path.is_dir()
+                else "no such policy file or folder"
+            )
+            diagnostics.append(Diagnostic(str(path), 1, 1, message))
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values()), diagnostics
+
+
+def _policy_files_in(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path] if path.exists() else []
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.suffix in POLICY_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+
+
+# ---------------------------------------------------------------------------------- the config
+
+
+def check_config_semantics(
+    data: Mapping[str, Any], broken: Collection[NodePath] = ()
+) -> list[Problem]:
+    """What the schema cannot say: schedule consistency and cron syntax, listen port range,
+    backend credential options that only make sense together. A section that holds or lies
+    inside a path in `broken` (schema problems, paths cut to two levels) is skipped."""
+
+    def intact(*path: str) -> bool:
+        return not any(b[: len(path)] == path or path[: len(b)] == b for b in broken if b)
+
+    problems = []
+    if intact("schedule"):
+        problems.extend(_check_schedule(data.get("schedule") or {}))
+    listen = (data.get("metrics") or {}).get("listen") if intact("metrics") else None
+    if listen and not 0 < int(listen.rsplit(":", 1)[1]) <= 65535:
+        problems.append(Problem(("metrics", "listen"), f"port out of range in {listen!r}"))
+    backends = data.get("backends") if ("backends",) not in broken else None
+    for name, section in (backends or {}).items():
+        if intact("backends", name):
+            problems.extend(_check_credentials(("backends", name), section))
+    return problems
+
+
+def _check_schedule(schedule: Mapping[str, Any]) -> list[Problem]:
+    if "every" in schedule and "cron" in schedule:
+        message = "give either 'every' or 'cron', not both"
+        return [Problem(("schedule", "cron"), message, at_key=True)]
+    problems = []
+    if "every" in schedule:
+        problems.extend(_check_duration(("schedule", "every"), schedule["every"]))
+    if "cron" in schedule:
+        problems.extend(_check_cron(("schedule", "cron"), schedule["cron"]))
+    return problems
+
+
+def _check_duration(path: NodePath, text: str) -> list[Problem]:
+    try:
+        parse_duration(text)
+    except DurationError as exc:
+        return [Problem(path, str(exc))]
+    return []
+
+
+def _check_cron(path: NodePath, expression: str) -> list[Problem]:
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - only when cron is used
+
+    try:
+        CronTrigger.from_crontab(expression, timezone="UTC")
+    except ValueError as exc:
+        return [Problem(path, f"invalid cron expression {expression!r}: {exc}")]
+    return []
+
+
+def _check_credentials(path: NodePath, section: Mapping[str, Any]) -> list[Problem]:
+    if section.get("type") == "tapis":
+        given = [k for k in ("token_env", "token_file") if k in section]
+        password = [k for k in ("username_env", "password_env") if k in section]
+        if len(password) == 1:
+            other = ({"username_env", "password_env"} - set(password)).pop()
+            message = f"{password[0]} needs {other} as well"
+            return [Problem((*path, password[0]), message, at_key=True)]
+        if len(given) + bool(password) > 1:
+            message = "give one credential source: token_env, token_file or username/password_env"
+            return [Problem(path, message)]
+    if section.get("type") == "sutro" and {"api_key_env", "api_key_file"} <= set(section):
+        message = "give api_key_env or api_key_file, not both"
+        return [Problem((*path, "api_key_file"), message, at_key=True)]
+    return []
+
+
+def build_config(path: Path, data: Mapping[str, Any]) -> Config:
+    """A Config from data that passed the schema and the semantic checks."""
+    base = path.parent
+    limits = data.get("limits") or {}
+    metrics = data.get("metrics") or {}
+    return Config(
+        path=path,
+        policies_path=_resolve(base, data["policies"]),
+        audit_log=_resolve(base, data["audit_log"]),
+        schedule=_build_schedule(data.get("schedule") or {}),
+        max_cancels_per_sweep=int(limits.get("max_cancels_per_sweep", 100)),
+        max_match_fraction=float(limits.get("max_match_fraction", 0.5)),
+        protect_tag=str(data.get("protect_tag", "reaper:keep")),
+        pause_file=_resolve_optional(base, data.get("pause_file")),
+        dry_run=bool(data.get("dry_run", True)),
+        metrics_listen=str(metrics.get("listen", "127.0.0.1:9464")),
+        metrics_textfile=_resolve_optional(base, metrics.get("textfile")),
+        backends=MappingProxyType(
+            {
+                name: _build_backend(name, s, base)
+                for name, s in (data.get("backends") or {}).items()
+            }
+        ),
+    )
+
+
+def _build_schedule(schedule: Mapping[str, Any]) -> Schedule:
+    cron = schedule.get("cron")
+    every = parse_duration(schedule["every"]) if "every" in schedule else None
+    jitter_text = str(schedule.get("jitter", "0"))
+    jitter = timedelta(0) if set(jitter_text) <= set("0wdhms") else parse_duration(jitter_text)
+    return Schedule(every=every if every or cron else DEFAULT_EVERY, cron=cron, jitter=jitter)
+
+
+def _build_backend(name: str, section: Mapping[str, Any], base: Path) -> BackendConfig:
+    options = {k: _freeze_option(k, v, base) for k, v in section.items() if k != "type"}
+    return BackendConfig(name=name, type=section["type"], options=MappingProxyType(options))
+
+
+def _freeze_option(key: str, value: Any, base: Path) -> Any:
+    if key in FILE_OPTIONS:
+        return str(_resolve(base, value))
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def _resolve_optional(base: Path, value: str | None) -> Path | None:
+    return None if value is None else _resolve(base, value)
+
+
+def _policy_diagnostics_of(config_path: Path) -> list[Diagnostic]:
+    """Diagnostics of the policies an invalid config points to, if it names them readably."""
+    try:
+        doc, _ = load_yaml_file(config_path)
+    except ConfigError:
+        return []
+    value = doc.data.get("policies")
+    if not isinstance(value, str) or not value:
+        return []
+    try:
+        load_policies([_resolve(config_path.parent, value)], None)
+    except ConfigError as exc:
+        return exc.diagnostics
+    return []
+
+
+# -------------------------------------------------------------------------------- the policies
+
+
+@dataclass
+class _PolicyFile:
+    """One policy file as loaded: its document (None when unreadable), compiled policies, and
+    the problems found in it."""
+
+    path: Path
+    doc: YamlDocument | None = None
+    policies: list[Policy] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def _load_policy_file(path: Path, backends: Mapping[str, BackendConfig] | None) -> _PolicyFile:
+    result = _PolicyFile(path)
+    try:
+        result.doc, raw = load_yaml_file(path)
+    except ConfigError as exc:
+        result.diagnostics = exc.diagnostics
+        return result
+    problems = check_schema(result.doc.data, result.doc.source, load_schema("policy"))
+    raw_policies = result.doc.data.get("policies")
+    if isinstance(raw_policies, list):
+        problems.extend(_check_backend_names(raw_policies, backends))
+        broken = {p.path[1] for p in problems if len(p.path) > 1 and p.path[0] == "policies"}
+        source = _PolicySourceFactory(path, raw)
+        for position, policy in enumerate(raw_policies):
+            if position not in broken:
+                problems.extend(_compile(result, policy, source(position), backends))
+    result.diagnostics.extend(result.doc.source.locate(p) for p in problems)
+    return result
+
+
+class _PolicySourceFactory:
+    """Builds PolicySource for each policy of one file, hashing it and asking git only once."""
+
+    def __init__(self, path: Path, raw: bytes) -> None:
+        self.path = path
+        self.sha256 = hashlib.sha256(raw).hexdigest()
+        self.commit: str | None = None
+        self.asked = False
+
+    def __call__(self, position: int) -> PolicySource:
+        if not self.asked:
+            self.commit, self.asked = commit_of(self.path), True
+        return PolicySource(str(self.path), self.sha256, self.commit, position)
+
+
+def _compile(
+    result: _PolicyFile,
+    raw: Mapping[str, Any],
+    source: PolicySource,
+    backends: Mapping[str, BackendConfig] | None,
+) -> list[Problem]:
+    try:
+        result.policies.append(compile_policy(raw, source, _target_types(raw, backends)))
+    except PolicyCompileError as exc:
+        prefix: NodePath = ("policies", source.position)
+        return [Problem((*prefix, *path), message) for path, message in exc.problems]
+    return []
+
+
+def _target_types(
+    raw: Mapping[str, Any], backends: Mapping[str, BackendConfig] | None
+) -> Collection[str]:
+    """The backend types a policy can meet: those of the backends it names (or of every
+    configured backend); every type when no config or no backends are known."""
+    if not backends:
+        return BACKEND_TYPES
+    names = raw.get("backends") or list(backends)
+    types = {backends[n].type for n in names if n in backends}
+    return sorted(types) or BACKEND_TYPES
+
+
+def _check_backend_names(
+    raw_policies: Sequence[Any], backends: Mapping[str, BackendConfig] | None
+) -> list[Problem]:
+    if backends is None:
+        return []
+    problems = []
+    for position, policy in enumerate(raw_policies):
+        names = policy.get("backends") if isinstance(policy, Mapping) else None
+        for index, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in backends:
+                path = ("policies", position, "backends", index)
+                problems.append(Problem(path, _unknown_backend_message(name, backends)))
+    return problems
+
+
+def _unknown_backend_message(name: str, backends: Mapping[str, BackendConfig]) -> str:
+    message = f"unknown backend {name!r}"
+    close = difflib.get_close_matches(name, list(backends), n=1, cutoff=0.6)
+    if close:
+        return f"{message}; did you mean {close[0]!r}?"
+    known = ", ".join(sorted(backends)) or "none"
+    return f"{message}: the config defines {known}"
+
+
+def _duplicate_names(loaded: Sequence[_PolicyFile]) -> list[Diagnostic]:
+    """A diagnostic at every later use of a policy name, naming where it was first used."""
+    first: dict[str, Diagnostic] = {}
+    diagnostics = []
+    for item in loaded:
+        raw_policies = item.doc.data.get("policies") if item.doc else None
+        for position, policy in enumerate(raw_policies if isinstance(raw_policies, list) else []):
+            name = policy.get("name") if isinstance(policy, Mapping) else None
+            if not isinstance(name, str) or item.doc is None:
+                continue
+            here = item.doc.source.locate(Problem(("policies", position, "name"), ""))
+            if name in first:
+                where = f"{first[name].file}:{first[name].line}:{first[name].column}"
+                message = f"policy name {name!r} is already used at {where}"
+                diagnostics.append(Diagnostic(here.file, here.line, here.column, message))
+            else:
+                first[name] = here
+    return diagnostics

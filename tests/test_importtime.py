@@ -1,0 +1,49 @@
+"""`reaper validate` must stay light: no SDK, scheduler, metrics or HTTP client import
+(DESIGN.md §3: "no network, no credentials, no SDK imports")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = ("boto3", "botocore", "tapipy", "apscheduler", "prometheus_client", "requests")
+
+
+def imported_modules(*args: str) -> set[str]:
+    """Top-level names of every module imported by `python -X importtime -m reaper ARGS`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("REAPER_CONFIG", None)
+    command = [sys.executable, "-X", "importtime", "-m", "reaper", *args]
+    done = subprocess.run(
+        command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    names = {line.rsplit("|", 1)[-1].strip() for line in lines[1:]}  # [0] is the header
+    assert "reaper.config" in names  # the trace is real
+    return {name.split(".")[0] for name in names}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "policies/"],
+        ["validate", "policies/gpu-runtime-cap.yaml"],
+        ["validate", "--config", "examples/reaper.yaml"],
+    ],
+)
+def test_validate_imports_no_sdk(args: list[str]) -> None:
+    assert imported_modules(*args) & set(FORBIDDEN) == set()
+
+
+def test_the_trace_does_see_a_lazy_import(tmp_path: Path) -> None:
+    # A cron schedule is checked with APScheduler, imported only then: proof the check can fail.
+    (tmp_path / "p.yaml").write_text("policies: []\n")
+    config = tmp_path / "reaper.yaml"
+    config.write_text('policies: p.yaml\naudit_log: a.jsonl\nschedule: {cron: "* * * * *"}\n')
+    assert "apscheduler" in imported_modules("validate", "--config", str(config))
