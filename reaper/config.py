@@ -204,7 +204,7 @@ def _check_duration(path: NodePath, text: str) -> list[Problem]:
 
 
 def _check_cron(path: NodePath, expression: str) -> list[Problem]:
-    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - only when cron is used
+    from apscheduler.triggers.cron import CronTrigger
 
     try:
         CronTrigger.from_crontab(expression, timezone="UTC")

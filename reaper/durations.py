@@ -1,4 +1,5 @@
-"""Durations as operators write them (`90s`, `15m`, `1h30m`, `2d`, `1w`) and as reaper prints them."""
+"""Durations as operators write them (`90s`, `15m`, `1h30m`, `2d`, `1w`) and as reaper prints
+them."""
 
 from __future__ import annotations
 

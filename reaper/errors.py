@@ -34,7 +34,7 @@ class ReaperError(Exception):
 
 
 class ConfigError(ReaperError):
-    """The config or the policies are invalid; carries every diagnostic found, not just the first."""
+    """The config or the policies are invalid; carries every diagnostic, not just the first."""
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))

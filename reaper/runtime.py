@@ -54,9 +54,7 @@ def open_backends(config: Config, only: Iterable[str] | None = None) -> OpenedBa
         if name not in wanted:
             continue
         try:
-            opened.backends[name] = create_backend(
-                name, section.type, section.options, config.path.parent
-            )
+            opened.backends[name] = create_backend(name, section.section, config.path.parent)
         except BackendError as exc:
             log.error("%s", exc)
             opened.errors[name] = str(exc)

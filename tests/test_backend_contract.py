@@ -45,7 +45,9 @@ def backend(harness: ModuleType, emulator: EmulatorServer) -> Iterator[Backend]:
         b.close()
 
 
-def _seed(harness: ModuleType, emulator: EmulatorServer, status_key: str, n: int, **kw: object) -> list[str]:
+def _seed(
+    harness: ModuleType, emulator: EmulatorServer, status_key: str, n: int, **kw: object
+) -> list[str]:
     now = time.time()
     ids = []
     for i in range(n):
@@ -123,7 +125,9 @@ def test_job_that_vanished(harness, emulator, backend) -> None:
 
 
 def test_refresh_sees_current_state(harness, emulator, backend) -> None:
-    (job_id,) = _seed(harness, emulator, "pending", 1, tags={"env": "dev"} if harness.HAS_TAGS else {})
+    (job_id,) = _seed(
+        harness, emulator, "pending", 1, tags={"env": "dev"} if harness.HAS_TAGS else {}
+    )
     (job,) = _listed(backend)
     emulator.set_status(job_id, harness.STATUSES["running"])
     fresh = backend.refresh(job)

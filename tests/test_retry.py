@@ -6,7 +6,9 @@ from reaper.backends.retry import RetryableError, RetryPolicy, call_with_retries
 
 
 def _policy(sleeps: list[float], attempts: int = 4) -> RetryPolicy:
-    return RetryPolicy(attempts=attempts, base_s=1, cap_s=3, sleep=sleeps.append, rng=random.Random(1))
+    return RetryPolicy(
+        attempts=attempts, base_s=1, cap_s=3, sleep=sleeps.append, rng=random.Random(1)
+    )
 
 
 def test_retries_until_success() -> None:

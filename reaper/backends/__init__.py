@@ -23,10 +23,8 @@ def backend_class(type_name: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def create_backend(
-    name: str, type_name: str, options: Mapping[str, Any], base_dir: Path
-) -> Backend:
-    """Build the backend named `name` of `type_name` from its `reaper.yaml` options. Raises
-    BackendError when it cannot be built (missing credentials, unreadable token file, …)."""
-    backend: Backend = backend_class(type_name).from_config(name, options, base_dir)
+def create_backend(name: str, section: Mapping[str, Any], base_dir: Path) -> Backend:
+    """Build the backend named `name` from its `reaper.yaml` section (which holds `type`)."""
+    cls = backend_class(section["type"])
+    backend: Backend = cls.from_config(name, section, base_dir)
     return backend

@@ -81,7 +81,7 @@ def _audit_files(args: argparse.Namespace) -> list[Path]:
     if args.files:
         return list(args.files)
     # Imported here: config loading is only needed without --file.
-    from reaper.config import find_config_path, load_config  # noqa: PLC0415
+    from reaper.config import find_config_path, load_config
 
     return [load_config(find_config_path(args.config, os.environ)).audit_log]
 

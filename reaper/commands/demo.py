@@ -13,7 +13,9 @@ from reaper.errors import ExitCode
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="plan and one sweep against local emulators")
     parser.add_argument(
-        "--dir", type=Path, help="where to write the demo config and audit log (default: a new temp dir)"
+        "--dir",
+        type=Path,
+        help="where to write the demo config and audit log (default: a new temp dir)",
     )
 
 

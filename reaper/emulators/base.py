@@ -180,9 +180,12 @@ class EmulatorServer:
         if k.fail_first > 0:
             k.fail_first -= 1
             return self.error_response()
-        if k.fail_list_page is not None and self.is_list_operation(operation):
-            if self.list_page_number(request) == k.fail_list_page:
-                return self.error_response()
+        if (
+            k.fail_list_page is not None
+            and self.is_list_operation(operation)
+            and self.list_page_number(request) == k.fail_list_page
+        ):
+            return self.error_response()
         if k.throttle_rate and self._rng.random() < k.throttle_rate:
             return self.throttle_response()
         if k.error_rate and self._rng.random() < k.error_rate:
