@@ -21,10 +21,10 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reaper.cli import main as cli_main
-    from reaper.demo import demo_world
+    from reaper.emulators.world import emulated_world
 
     folder = args.dir or Path(tempfile.mkdtemp(prefix="reaper-demo-"))
-    with demo_world(folder) as world:
+    with emulated_world(folder) as world:
         config = str(world.config_path)
         _banner("reaper plan: what a sweep would do, and why (nothing is cancelled)")
         planned = cli_main(["plan", "--config", config])
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         swept = cli_main(["run", "--once", "--config", config])
         _banner("what the emulators report now")
         for name, emulator in world.emulators.items():
-            print(f"{name}: {emulator.mutating_calls()} cancel calls received")
+            print(f"{name}: {emulator.mutating_calls()} mutating calls received (cancel, event)")
     _banner(f"audit log: {world.audit_path}")
     verified = cli_main(["audit", "verify", "--file", str(world.audit_path)])
     print(f"\nconfig and policies kept in {folder}; query with:\n"
