@@ -19,8 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -113,11 +112,12 @@ def parse_day(text: str) -> int:
     raise ValueError(f"day of week {text!r}: expected 0-7 or sun..sat")
 
 
-def build_trigger(schedule: Schedule, timezone: tzinfo | None = None) -> BaseTrigger:
+def build_trigger(schedule: Schedule, timezone: tzinfo = UTC) -> BaseTrigger:
     """The APScheduler trigger for `schedule`. Raises ValueError for a bad cron expression.
 
-    Cron expressions are read as crontab(5) (five fields, Sunday = 0) in `timezone` (default:
-    the scheduler's, i.e. the host's local time, as cron does)."""
+    Cron expressions are read as crontab(5) (five fields, Sunday = 0) in `timezone`: UTC, as
+    the config schema documents for `schedule.cron`, so a host's time zone (or its DST
+    changes) never moves a sweep."""
     jitter = schedule.jitter.total_seconds() or None
     if schedule.every is not None:
         return IntervalTrigger(seconds=schedule.every.total_seconds(), jitter=jitter)
@@ -146,7 +146,7 @@ class SweepScheduler:
         cron: str | None = None,
         jitter: timedelta = timedelta(0),
         *,
-        timezone: tzinfo | None = None,
+        timezone: tzinfo = UTC,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_backend = run_backend
@@ -155,8 +155,7 @@ class SweepScheduler:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._started_at: dict[str, float] = {}  # backend → monotonic start of its current run
-        options: dict[str, Any] = {} if timezone is None else {"timezone": timezone}
-        self._scheduler = BackgroundScheduler(**options)
+        self._scheduler = BackgroundScheduler(timezone=timezone)
         self._scheduler.add_listener(
             self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )

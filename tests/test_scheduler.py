@@ -262,3 +262,9 @@ def test_schedule_validation(kwargs, message):
 def test_misfire_grace_is_half_a_period_within_bounds(every, grace):
     assert Schedule(every=every).misfire_grace_s == grace
     assert Schedule(cron="*/5 * * * *").misfire_grace_s == 60
+
+
+def test_cron_is_read_in_utc_by_default():
+    trigger = build_trigger(Schedule(cron="0 2 * * *"))
+    fire = trigger.get_next_fire_time(None, datetime(2024, 7, 1, 3, 0, tzinfo=UTC))
+    assert fire == datetime(2024, 7, 2, 2, 0, tzinfo=UTC)
