@@ -28,8 +28,11 @@ from typing import Any, TextIO
 REDACTED = "[REDACTED]"
 SDK_LOGGERS = ("botocore", "boto3", "urllib3", "tapipy", "requests", "s3transfer")
 SDK_FLOOR = logging.INFO
-# Chatty at INFO ("Running job ...", "Added job ..."): shown only when the root is at DEBUG.
+# APScheduler: INFO is chatter ("Running job ...") and its WARNINGs (a run skipped or missed)
+# are logged again, with the backend's name, by reaper.scheduler's listener. Its ERRORs (a job
+# raised, with the traceback) still show; everything shows when the root is at DEBUG.
 QUIET_LOGGERS = ("apscheduler",)
+QUIET_FLOOR = logging.ERROR
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}  # fmt: skip
 # sd-daemon(3) priority prefixes, read by journald from a stream (SyslogLevelPrefix=yes).
@@ -268,7 +271,7 @@ def configure_logging(
     for name in SDK_LOGGERS:
         logging.getLogger(name).setLevel(max(SDK_FLOOR, root_level))
     for name in QUIET_LOGGERS:
-        quiet = root_level if root_level == logging.DEBUG else max(logging.WARNING, root_level)
+        quiet = root_level if root_level == logging.DEBUG else max(QUIET_FLOOR, root_level)
         logging.getLogger(name).setLevel(quiet)
     return redactor
 

@@ -263,6 +263,6 @@ def test_levels_are_parsed_by_name_only():
 
 def test_apscheduler_chatter_is_hidden_unless_debugging():
     configure("INFO")
-    assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.ERROR
     configure("DEBUG")
     assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.DEBUG
