@@ -54,7 +54,9 @@ _KEY = rf"(?<![A-Za-z0-9-])(?:{_SECRET_KEYS})(?![\w-])"
 _HEADER_KEY = r"(?<![\w-])(?:proxy-)?authorization(?![\w-])"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # 'Authorization': b'AWS4-HMAC-SHA256 Credential=..., Signature=...'  /  "token": "..."
-    (re.compile(rf"({_KEY})([\"']?\s*[:=]\s*b?)([\"'])(?:(?!\3)[^\\]|\\.)*\3", re.I),
+    # (a quote left open by a truncated message runs to the end of the text)
+    (re.compile(rf"({_KEY})([\"']?\s*[:=]\s*b?)([\"'])(?:(?!\3)[^\\]|\\[\s\S]?)*(?:\3|$)",
+                re.I),
      rf"\1\2\3{REDACTED}\3"),
     # Authorization: Bearer abc  (a header value runs to the end of the line; `\r\n` escaped
     # in a bytes repr counts as the end too)

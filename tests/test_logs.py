@@ -125,6 +125,8 @@ def test_real_botocore_debug_output_is_kept_out(monkeypatch):
         f"refreshed token {JWT} for tenant tacc",
         f"SUTRO_API_KEY={SUTRO_KEY}",
         f"request failed: Key {SUTRO_KEY} rejected",
+        f"headers={{'X-Amz-Security-Token': b'{SESSION_TOKEN}",  # cut off mid-value
+        f"{{'X-Amz-Security-Token': b'{SESSION_TOKEN}\\'x', 'Authorization': b'{AUTH_HEADER}'}}",
     ],
 )
 def test_credential_shapes_are_masked(line):
