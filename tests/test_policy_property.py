@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from reaper.globs import PatternError, compile_glob
 from reaper.jobs import PHASES, Job, phase_of
-from reaper.policy import PolicySource, compile_policy, evaluate, prefilter
+from reaper.policy import PolicyCompileError, PolicySource, compile_policy, evaluate, prefilter
 
 PROPERTY = settings(max_examples=max(300, settings.default.max_examples), deadline=None)
 
@@ -269,3 +269,33 @@ def test_where_agrees_with_the_reference(
     policy = compile_policy({"name": "p", "where": {path: ops}}, SOURCE, TYPES)
     expected = all(ref_clause(ref_lookup(record, path), op, operand) for op, operand in ops.items())
     assert (evaluate(policy, job, NOW) is not None) == expected
+
+
+json_values = st.recursive(
+    scalar | st.sampled_from(["1h", "*", "running", "RUNNING", "{policy}", "(?=x)", "[z-a]"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["eq", "gt", "in", "glob", "regex", "exists", "a.b"]), inner, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+
+
+@PROPERTY
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [*SELECTORS, "name", "exclude", "reason", "backends", "dry_run", "max_cancels", "x"]
+        ),
+        json_values,
+    )
+)
+def test_compile_policy_only_ever_raises_policy_compile_error(raw: dict[str, Any]) -> None:
+    """Whatever reaches it (the schema should have caught most of it), compile_policy either
+    returns a Policy or reports problems; it never crashes with a TypeError."""
+    try:
+        compile_policy(raw, SOURCE, TYPES)
+    except PolicyCompileError as exc:
+        assert exc.problems
