@@ -207,10 +207,15 @@ def compile_block(
     `problems` instead of raising. Keys that are not selectors are ignored here."""
     selectors: list[Selector] = []
     for key in SELECTOR_KEYS:
-        if key in raw:
-            selector = _compile_one(key, raw[key], (*path, key), target_types, problems)
-            if selector is not None:
-                selectors.append(selector)
+        if key not in raw:
+            continue
+        before = len(problems)
+        selector = _compile_one(key, raw[key], (*path, key), target_types, problems)
+        if selector is not None:
+            selectors.append(selector)
+        elif len(problems) == before:
+            # Fail closed: a selector dropped without a problem would widen the policy.
+            problems.append(((*path, key), f"{key} could not be compiled"))
     return SelectorBlock(tuple(selectors))
 
 
@@ -275,10 +280,10 @@ def _compile_globs(
 def _compile_statuses(
     value: Any, path: tuple[PathPart, ...], target_types: Collection[str], problems: Problems
 ) -> StatusSelector | None:
+    before = len(problems)
     groups: set[Phase] = set()
     natives: list[tuple[str, str]] = []
-    entries = _string_list(value, path, problems)
-    for index, status in enumerate(entries):
+    for index, status in enumerate(_string_list(value, path, problems)):
         if status in GROUPS:
             groups.add(Phase(status))
             continue
@@ -286,7 +291,7 @@ def _compile_statuses(
         if problem:
             problems.append(((*path, index), problem))
         natives.append((status, status.upper()))
-    if not entries or len(natives) + len(groups) < len(entries):
+    if len(problems) > before:
         return None
     return StatusSelector(frozenset(groups), tuple(natives))
 
