@@ -31,7 +31,10 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(int(n) * UNIT_SECONDS[u] for n, u in parts)
     if seconds == 0:
         raise DurationError(f"invalid duration {text!r}: must be longer than zero")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # timedelta stops at 999,999,999 days
+        raise DurationError(f"invalid duration {text!r}: too long") from None
 
 
 def format_duration(value: timedelta | float) -> str:

@@ -242,7 +242,10 @@ class _Actor:
         try:
             fresh = backend.refresh(decision.job)
         except BackendError as exc:
+            # A backend failing at the re-check has failed this sweep (exit 1), as much as one
+            # failing its listing: nothing was cancelled, and it must not look like success.
             log.error("re-check of %s failed: %s", decision.job.id, exc)
+            self.fail_backend(decision.job.backend, str(exc))
             return None, "recheck_failed"
         if fresh is None or evaluate(decision.match.policy, fresh, self.env.clock()) is None:
             return None, SkipCause.CHANGED
@@ -253,6 +256,12 @@ class _Actor:
     def skip(self, decision: Decision[Match], cause: str) -> None:
         self.count(decision.job.backend, "skipped", str(cause))
         self.write("skipped", job_fields(decision) | {"cause": str(cause)})
+
+    def fail_backend(self, backend: str, error: str) -> None:
+        """Record the backend's first error of this sweep."""
+        with self.lock:
+            report = self.report.backends[backend]
+            report.error = report.error or error
 
     def count(self, backend: str, kind: str, key: str) -> None:
         with self.lock:

@@ -10,6 +10,7 @@ jobs do while terminating. Time (not a number of calls) because what reacts to i
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -43,7 +44,9 @@ class MemoryBackend:
     - `cancel_delay` with `clock`: how long a cancelled job keeps its status.
 
     `calls` counts calls per operation (`list_active`, `list_page`, `enrich`, `refresh`,
-    `cancel`, `close`); `mutating_calls` counts cancel calls, whatever their outcome."""
+    `cancel`, `close`); `mutating_calls` counts cancel calls, whatever their outcome.
+
+    Thread-safe: a sweep re-checks and cancels up to 8 jobs of one backend at once."""
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class MemoryBackend:
         self.fail_enrich = False
         self.calls: Counter[str] = Counter()
         self.closed = False
+        self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
         self._cancel_due: dict[str, datetime] = {}  # job id → when its cancel lands
         self._reasons: dict[str, str] = {}
@@ -88,24 +92,28 @@ class MemoryBackend:
         """Add (or replace) a job. It is re-labelled with this backend's name and type, and its
         phase is recomputed from its status with this type's phase table."""
         phase = phase_of(self.type, job.status)
-        self._jobs[job.id] = replace(
-            job, backend=self.name, type=self.type, phase=phase, detailed=True
-        )
+        with self._lock:
+            self._jobs[job.id] = replace(
+                job, backend=self.name, type=self.type, phase=phase, detailed=True
+            )
 
     def remove(self, job_id: str) -> None:
         """Make a job vanish (purged, or never visible to this identity)."""
-        self._jobs.pop(job_id, None)
-        self._cancel_due.pop(job_id, None)
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            self._cancel_due.pop(job_id, None)
 
     def set_status(self, job_id: str, status: str) -> None:
         """Change a job's native status (and so its phase), as the backend itself would."""
-        job = self._jobs[job_id]
-        self._jobs[job_id] = replace(job, status=status, phase=phase_of(self.type, status))
+        with self._lock:
+            job = self._jobs[job_id]
+            self._jobs[job_id] = replace(job, status=status, phase=phase_of(self.type, status))
 
     def job(self, job_id: str) -> Job | None:
         """The stored state of a job, after any cancel that has landed."""
-        self._settle()
-        return self._jobs.get(job_id)
+        with self._lock:
+            self._settle()
+            return self._jobs.get(job_id)
 
     def reason_of(self, job_id: str) -> str | None:
         """The reason of the last accepted cancel of a job."""
@@ -116,33 +124,41 @@ class MemoryBackend:
     def list_active(self) -> Iterator[list[Job]]:
         """Yield the non-terminal jobs present when listing starts, `page_size` at a time.
         Raises BackendError at page `fail_list_on_page`."""
-        self.calls["list_active"] += 1
-        self._settle()
-        active = [self._listed(j) for j in self._jobs.values() if _is_active(j)]
+        with self._lock:
+            self.calls["list_active"] += 1
+            self._settle()
+            active = [self._listed(j) for j in self._jobs.values() if _is_active(j)]
         pages = [active[i : i + self.page_size] for i in range(0, len(active), self.page_size)]
         for number, page in enumerate(pages or [[]], start=1):
-            self.calls["list_page"] += 1
+            with self._lock:
+                self.calls["list_page"] += 1
             if number == self.fail_list_on_page:
                 raise BackendError(self.name, f"injected failure listing page {number}")
             yield page
 
     def enrich(self, jobs: Sequence[Job]) -> list[Job]:
         """Detailed copies of `jobs`, in order; vanished jobs are left out."""
-        self.calls["enrich"] += 1
-        self._raise_if(self.fail_enrich, "enrich")
-        self._settle()
-        return [self._jobs[j.id] for j in jobs if j.id in self._jobs]
+        with self._lock:
+            self.calls["enrich"] += 1
+            self._raise_if(self.fail_enrich, "enrich")
+            self._settle()
+            return [self._jobs[j.id] for j in jobs if j.id in self._jobs]
 
     def refresh(self, job: Job) -> Job | None:
         """The current detailed state of `job` (terminal included), or None if it is gone."""
-        self.calls["refresh"] += 1
-        self._raise_if(self.fail_refresh, "refresh")
-        self._settle()
-        return self._jobs.get(job.id)
+        with self._lock:
+            self.calls["refresh"] += 1
+            self._raise_if(self.fail_refresh, "refresh")
+            self._settle()
+            return self._jobs.get(job.id)
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Cancel `job`: CANCELLED (again, while a cancel is still landing, as the real APIs
         accept a repeated cancel), ALREADY_TERMINAL, NOT_FOUND, or FAILED for `fail_cancel_ids`."""
+        with self._lock:
+            return self._cancel(job, reason)
+
+    def _cancel(self, job: Job, reason: str) -> CancelResult:
         self.calls["cancel"] += 1
         self._settle()
         if job.id in self.fail_cancel_ids:
@@ -158,8 +174,9 @@ class MemoryBackend:
         return CancelResult(CancelOutcome.CANCELLED)
 
     def close(self) -> None:
-        self.calls["close"] += 1
-        self.closed = True
+        with self._lock:
+            self.calls["close"] += 1
+            self.closed = True
 
     # --- internals ----------------------------------------------------------------------
 
