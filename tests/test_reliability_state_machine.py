@@ -225,8 +225,9 @@ TAGS: list[dict[str, str]] = [
     {}, {"team": "ml"}, {"env": "dev"}, {"env": "dev", "team": "ml"}, {"env": "dev-x"},
     {"team": ""}, {KEEP: ""}, {KEEP: "no", "env": "dev"}, {"team": "ml", KEEP: "x"},
 ]  # fmt: skip
-AGES = [timedelta(0), 30 * M, 2 * H, 7 * H, 13 * H, 49 * H, 3 * D + M, 5 * D]
-STARTED = [None, timedelta(0), 30 * M, 61 * M, 13 * H, 5 * D]
+# The limits themselves are in the pools: "more than 12h" must not hold at exactly 12h.
+AGES = [timedelta(0), 30 * M, 2 * H, 6 * H, 7 * H, 13 * H, 2 * D, 49 * H, 3 * D, 3 * D + M, 5 * D]
+STARTED = [None, timedelta(0), 30 * M, H, 61 * M, 12 * H, 13 * H, 5 * D]
 MODELS = [None, "llama-3", "llama-", "qwen", True]
 COSTS = [None, 10, 50, 50.5, 120, "120", True]
 STEPS = [M, 5 * M, 10 * M, 11 * M, H, 6 * H, 13 * H, D, 3 * D]
@@ -318,10 +319,12 @@ class WatchedBackend:
         self.raced: set[str] = set()
         self.listing_failed = self.refresh_failed = False
         self.cancels: list[tuple[str, CancelOutcome]] = []
+        self.mutating_before = 0
 
     def start_sweep(self) -> None:
         self.listing_failed = self.refresh_failed = False
         self.cancels, self.raced = [], set()
+        self.mutating_before = self.inner.mutating_calls
 
     def list_active(self) -> Iterator[list[Job]]:
         try:
@@ -442,7 +445,7 @@ class SweepMachine(RuleBasedStateMachine):
         if job is None:
             return
         if change == "status":
-            inner.set_status(job.id, data.draw(st.sampled_from(statuses_of(inner.type))))
+            inner.set_status(job.id, data.draw(STATUSES[inner.type]))
         elif change == "tags":
             inner.add(replace(job, tags=data.draw(st.sampled_from(TAGS))))
         else:
@@ -611,6 +614,7 @@ class SweepMachine(RuleBasedStateMachine):
         assert len(ids) == len(set(ids)), f"a job decided twice on {name}: {ids}"
         real = [r for r in mine if r["event"] == "intent" and not r["dry_run"]]
         assert len(backend.cancels) == len(real), (backend.cancels, real)
+        assert backend.inner.mutating_calls - backend.mutating_before == len(backend.cancels)
         if paused or self.guards.dry_run:
             assert backend.cancels == [], f"cancel calls on {name} in dry run or while paused"
         if backend.listing_failed:
@@ -662,7 +666,9 @@ class SweepMachine(RuleBasedStateMachine):
         cancels = report.plan.cancels() + report.plan.skips(SkipCause.PAUSED)
         per_policy = Counter(d.policy.name for d in cancels)
         maximum = self.guards.max_cancels_per_sweep
+        calls = sum(len(backend.cancels) for backend in self.backends.values())
         assert maximum is None or len(cancels) <= maximum
+        assert maximum is None or calls <= maximum
         for policy in self.policies:
             assert policy.max_cancels is None or per_policy[policy.name] <= policy.max_cancels
         for decision in report.plan.skips(SkipCause.LIMIT):
