@@ -104,8 +104,8 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         assert self._server is not None, "emulator not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def start(self) -> EmulatorServer:
         handler = _make_handler(self)
