@@ -325,13 +325,20 @@ def _load_policy_file(path: Path, backends: Mapping[str, BackendConfig] | None) 
     raw_policies = result.doc.data.get("policies")
     if isinstance(raw_policies, list):
         problems.extend(_check_backend_names(raw_policies, backends))
-        broken = {p.path[1] for p in problems if len(p.path) > 1 and p.path[0] == "policies"}
         source = _PolicySourceFactory(path, raw)
         for position, policy in enumerate(raw_policies):
-            if position not in broken:
-                problems.extend(_compile(result, policy, source(position), backends))
+            if isinstance(policy, Mapping):
+                known = [p.path for p in problems if p.path[:2] == ("policies", position)]
+                found = _compile(result, policy, source(position), backends, bool(known))
+                problems.extend(p for p in found if not _overlaps(p.path, known))
     result.diagnostics.extend(result.doc.source.locate(p) for p in problems)
     return result
+
+
+def _overlaps(path: NodePath, others: Iterable[NodePath]) -> bool:
+    """True if `path` is, holds or lies inside one of `others`: the compiler's view of a node the
+    schema already reported would only repeat it in other words."""
+    return any(path[: len(o)] == o or o[: len(path)] == path for o in others)
 
 
 class _PolicySourceFactory:
@@ -354,12 +361,20 @@ def _compile(
     raw: Mapping[str, Any],
     source: PolicySource,
     backends: Mapping[str, BackendConfig] | None,
+    schema_invalid: bool,
 ) -> list[Problem]:
+    """Compile one policy into `result`; its problems, located from the file's root. A policy
+    the schema rejected is still compiled, so that every error is reported at once."""
     try:
         result.policies.append(compile_policy(raw, source, _target_types(raw, backends)))
     except PolicyCompileError as exc:
         prefix: NodePath = ("policies", source.position)
         return [Problem((*prefix, *path), message) for path, message in exc.problems]
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        # compile_policy's contract is a schema-valid mapping; outside it, a crash only means
+        # the compiler has nothing to add to what the schema already reported.
+        if not schema_invalid:
+            raise
     return []
 
 
@@ -370,8 +385,9 @@ def _target_types(
     configured backend); every type when no config or no backends are known."""
     if not backends:
         return BACKEND_TYPES
-    names = raw.get("backends") or list(backends)
-    types = {backends[n].type for n in names if n in backends}
+    names = raw.get("backends")
+    names = names if isinstance(names, list) and names else list(backends)
+    types = {backends[n].type for n in names if isinstance(n, str) and n in backends}
     return sorted(types) or BACKEND_TYPES
 
 
