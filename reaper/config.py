@@ -21,7 +21,7 @@ from reaper.gitinfo import commit_of
 from reaper.jobs import BACKEND_TYPES
 from reaper.policy import Policy, PolicyCompileError, PolicySet, PolicySource, compile_policy
 from reaper.schema import check_schema, load_schema
-from reaper.yamlsrc import NodePath, Problem, YamlDocument, load_yaml_file
+from reaper.yamlsrc import NodePath, Problem, SourceMap, YamlDocument, load_yaml_file
 
 CONFIG_ENV = "REAPER_CONFIG"
 LOCAL_CONFIG = Path("reaper.yaml")
@@ -86,12 +86,16 @@ def find_config_path(arg: str | None, env: Mapping[str, str], cwd: Path | None =
 
 def load_config(path: Path) -> Config:
     """Read and check `reaper.yaml` (not its policies). Raises ConfigError with every problem."""
+    return _read_config(path)[0]
+
+
+def _read_config(path: Path) -> tuple[Config, SourceMap]:
     doc, _ = load_yaml_file(path)
     problems = check_schema(doc.data, doc.source, load_schema("config"))
     problems += check_config_semantics(doc.data, broken={p.path[:2] for p in problems})
     if problems:
         raise ConfigError([doc.source.locate(p) for p in problems])
-    return build_config(path, doc.data)
+    return build_config(path, doc.data), doc.source
 
 
 def load_policies(
@@ -116,9 +120,12 @@ def load_all(config_path: Path) -> tuple[Config, PolicySet]:
     """The config and the policies it points to. When the config itself is invalid, its policy
     files are still checked (without backend references) so that every error is reported."""
     try:
-        config = load_config(config_path)
+        config, source = _read_config(config_path)
     except ConfigError as exc:
         raise ConfigError(exc.diagnostics + _policy_diagnostics_of(config_path)) from None
+    if not config.policies_path.exists():  # named at the config's line, not as a bare path
+        message = f"no such policy file or folder: {config.policies_path}"
+        raise ConfigError([source.locate(Problem(("policies",), message))])
     return config, load_policies([config.policies_path], config.backends)
 
 
@@ -291,7 +298,7 @@ def _policy_diagnostics_of(config_path: Path) -> list[Diagnostic]:
     except ConfigError:
         return []
     value = doc.data.get("policies")
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not _resolve(config_path.parent, value).exists():
         return []
     try:
         load_policies([_resolve(config_path.parent, value)], None)

@@ -406,3 +406,10 @@ def load_config_text(text: str) -> Config:
 def test_a_file_named_twice_is_loaded_once(tmp_path: Path) -> None:
     path = write(tmp_path / "p.yaml", GPU_POLICY)
     assert len(load_policies([tmp_path, path]).policies) == 1
+
+
+def test_a_missing_policies_path_is_reported_at_the_config_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "reaper.yaml", "audit_log: a.jsonl\npolicies: nowhere/\n")
+    with pytest.raises(ConfigError) as caught:
+        load_all(path)
+    assert messages(caught) == [f"{path}:2:11: no such policy file or folder: {tmp_path}/nowhere"]
