@@ -51,6 +51,9 @@ LANES = 2
 KILLS_PER_LANE = 25
 MAX_ROUNDS_PER_LANE = 45  # rounds whose child finished before the kill do not count
 LATENCY_S = {"batch": 0.02, "hpc": 0.03, "inference": 0.05}
+# Cancels take effect at once (cancel_delay_s 0): with asynchronous cancels a job whose cancel
+# reached the backend is still running when the next start-up looks it up, reconciliation
+# records `unconfirmed→failed`, and `assert_reconciled_truthfully` could not hold.
 UNCONFIRMED = "unconfirmed→"
 # What a reconciled result must carry over from its intent, so that it explains itself.
 EXPLAINED = ("policy", "policy_file", "policy_sha256", "job_name", "queue", "reason", "type")
