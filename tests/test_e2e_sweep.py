@@ -175,3 +175,15 @@ def test_plan_filters_by_backend_and_policy(tmp_path: Path) -> None:
     document = json.loads(result.out)
     assert list(document["backends"]) == ["hpc"]
     assert [d["job_id"] for d in document["decisions"]] == [job_id("hpc", "stale-1")]
+
+
+def test_run_once_for_one_backend_and_a_misspelt_backend(tmp_path: Path) -> None:
+    with standard_world(tmp_path) as world:
+        typo = run_once(world, "--backend", "hcp")
+        assert typo.code == ExitCode.USAGE, typo.out + typo.err
+        assert "hcp" in typo.err
+        assert not world.audit_path.exists()  # refused before the sweep started
+        only = run_once(world, "--backend", "hpc")
+        assert only.code == ExitCode.OK, only.out + only.err
+        assert mutating_calls(world) == {"batch": 0, "hpc": 6, "inference": 0}
+        assert job_keys(audit_records(world), "result") == expected_cancels(["hpc"])

@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from reaper.sweep import run_sweep
 
     config, policies = load(args)
+    unknown = set(args.backend or ()) - set(config.backends)
+    if unknown:  # a misspelt --backend must not sweep nothing and exit 0
+        print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return ExitCode.USAGE
     opened = open_backends(config, args.backend)
     try:
         with AuditLog(config.audit_log) as audit:
