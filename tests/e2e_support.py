@@ -22,7 +22,7 @@ import yaml
 
 from reaper.backends.base import Backend, CancelResult
 from reaper.cli import main
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs
+from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Route
 from reaper.emulators.world import World, child_environ, emulated_world
 from reaper.jobs import Job
 
@@ -250,3 +250,22 @@ class FinishBeforeRecheck:
 
     def __getattr__(self, name: str) -> Any:  # list_active, enrich, close
         return getattr(self.inner, name)
+
+
+@contextmanager
+def failing_requests(emulator: EmulatorServer, operation: str, job: str) -> Iterator[None]:
+    """While open, every `operation` request about `job` (named in its path) gets a 5xx, as
+    many times as it is retried; every other request is served as usual."""
+    route = emulator.route
+
+    def failing_route(request: Request) -> Route:
+        name, handler = route(request)
+        if name == operation and job in request.path:
+            return name, emulator.error_response
+        return name, handler
+
+    emulator.route = failing_route  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del emulator.route

@@ -19,6 +19,7 @@ from tests.e2e_support import (
     audit_records,
     expected_cancels,
     job_id,
+    mutating_calls,
     run_cli,
     run_once,
     standard_world,
@@ -141,3 +142,31 @@ def test_audit_queries_find_the_records_and_verify_names_an_altered_line(tmp_pat
     assert intact.code == ExitCode.OK, intact.out + intact.err
     assert broken.code == ExitCode.FAILED
     assert broken.out.startswith(f"{world.audit_path}:{number}:"), broken.out
+
+
+def test_an_interrupted_cancel_is_reconciled_at_the_next_start(tmp_path: Path) -> None:
+    """A crash between an `intent` and its `result` (here: the log cut after the first intent)
+    is reconciled by the next `run --once`: each open intent gets an `unconfirmed→…` result from
+    the job's state, nothing is cancelled twice, and the chain still verifies."""
+    with standard_world(tmp_path) as world:
+        assert run_once(world).code == ExitCode.OK
+        lines = world.audit_path.read_bytes().splitlines(keepends=True)
+        cut = next(i for i, line in enumerate(lines) if b'"event":"intent"' in line) + 1
+        world.audit_path.write_bytes(b"".join(lines[:cut]))
+        kept = audit_records(world)
+        open_intents = {r["job_id"] for r in kept if r["event"] == "intent"} - {
+            r["job_id"] for r in kept if r["event"] == "result"
+        }
+        calls = mutating_calls(world)
+        second = run_once(world)
+        assert second.code == ExitCode.OK, second.out + second.err
+        assert mutating_calls(world) == calls
+        added = audit_records(world)[len(kept) :]
+        verified = run_cli("audit", "verify", "--config", str(world.config_path))
+    reconciled = {r["job_id"]: r for r in added if r["event"] == "result"}
+    assert open_intents and set(reconciled) == open_intents
+    for record in reconciled.values():
+        assert record["outcome"] == "unconfirmed→cancelled"
+        assert record["policy_sha256"] and record["reason"]
+    assert added[len(reconciled)]["event"] == "sweep_start"  # reconciled before the sweep
+    assert verified.code == ExitCode.OK, verified.out

@@ -24,6 +24,7 @@ from tests.e2e_support import (
     audit_records,
     expected_cancels,
     expected_protected,
+    failing_requests,
     job_id,
     job_keys,
     last_sweep,
@@ -162,3 +163,22 @@ def test_job_finishing_between_plan_and_act_is_skipped_changed(
         assert (backend, target) not in job_keys(sweep, "intent")
         assert status_of(world, backend, "long-1") == FINISHED[backend]
         assert mutating_calls(world)[backend] == 2 * CALLS_PER_CANCEL[backend]
+
+
+def test_a_failed_cancel_exits_1_and_is_retried_next_sweep(tmp_path: Path) -> None:
+    """A cancel that fails after its retries is audited `failed` with the error; the other
+    cancels go on; the next sweep tries it again (a failure does not open the re-cancel window)."""
+    target = job_id("inference", "long-1")
+    with standard_world(tmp_path) as world:
+        with failing_requests(world.emulators["inference"], "CancelJob", target):
+            first = run_once(world)
+        assert first.code == ExitCode.FAILED, first.out + first.err
+        failed = [r for r in last_sweep(audit_records(world)) if r.get("outcome") == "failed"]
+        assert [r["job_id"] for r in failed] == [target]
+        assert "500" in failed[0]["error"]
+        assert cancelled_keys(audit_records(world)) == expected_cancels() - {("inference", target)}
+        assert status_of(world, "inference", "long-1") == "RUNNING"
+        second = run_once(world)
+        assert second.code == ExitCode.OK, second.out + second.err
+        assert cancelled_keys(audit_records(world)) == {("inference", target)}
+        assert status_of(world, "inference", "long-1") == CANCELLED["inference"]
