@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,11 @@ import pytest
 from reaper.emulators.world import BACKENDS, World
 from reaper.errors import ExitCode
 from tests.e2e_support import (
+    DAY,
+    HOUR,
+    PENDING,
     POLICIES,
+    RUNNING,
     audit_records,
     expected_cancels,
     job_id,
@@ -51,6 +56,17 @@ def cancel_records(world: World) -> list[dict[str, Any]]:
     return [r for r in audit_records(world) if r["event"] in ("intent", "result")]
 
 
+def assert_numbers(record: dict[str, Any], backend: str, name: str) -> None:
+    """The status and durations the decision rested on (a few seconds of test run allowed)."""
+    if name.startswith("stale"):
+        assert record["status"] == PENDING[backend] and record["runtime_s"] is None
+        assert 3 * DAY <= record["pending_s"] < 3 * DAY + 120
+    else:
+        hours = {"long-1": 5, "long-2": 3}[name]
+        assert record["status"] == RUNNING[backend] and record["pending_s"] is None
+        assert hours * HOUR <= record["runtime_s"] < hours * HOUR + 120
+
+
 def assert_records_explain_cancels(
     records: list[dict[str, Any]], files: dict[str, Path], commits: dict[str, str | None]
 ) -> None:
@@ -67,13 +83,15 @@ def assert_records_explain_cancels(
         assert record["type"] == BACKENDS[backend]
         assert record["queue"] == QUEUES[backend][name]
         assert policy == ("stale-queue" if name.startswith("stale") else "runtime-cap")
-        assert record["reason"]
+        assert record["reason"] and record["dry_run"] is False
+        assert_numbers(record, backend, name)
         if policy == "runtime-cap":
             assert record["reason"].startswith(f"runtime-cap: {name} ran ")
         else:
             assert record["reason"].startswith("reaper policy stale-queue: pending 3d")
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
 def test_records_name_policy_file_sha256_and_git_commit(tmp_path: Path) -> None:
     with standard_world(tmp_path) as world:
         files = split_policy_files(world)
