@@ -187,3 +187,21 @@ def test_run_once_for_one_backend_and_a_misspelt_backend(tmp_path: Path) -> None
         assert only.code == ExitCode.OK, only.out + only.err
         assert mutating_calls(world) == {"batch": 0, "hpc": 6, "inference": 0}
         assert job_keys(audit_records(world), "result") == expected_cancels(["hpc"])
+
+
+def test_plan_works_when_the_audit_log_cannot_be_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`reaper plan` is how an operator previews a policy change; it only reads the audit log
+    for the re-cancel window, so an unreadable log (a service-owned file mode 0600) is a warning,
+    not a crash. A directory stands in for the unreadable file: tests may run as root."""
+    (tmp_path / "audit.d").mkdir()
+    with standard_world(tmp_path, config={"audit_log": "audit.d"}) as world:
+        result = run_cli("plan", "--config", str(world.config_path), "--json")
+        assert mutating_calls(world) == dict.fromkeys(NAMES, 0)
+    assert result.code == ExitCode.OK, result.err
+    assert "audit.d" in caplog.text and "re-cancel window" in caplog.text
+    decisions = json.loads(result.out)["decisions"]
+    assert {(d["backend"], d["job_id"]) for d in decisions if d["action"] == "cancel"} == (
+        expected_cancels()
+    )
