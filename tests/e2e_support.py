@@ -107,7 +107,7 @@ def standard_seeds(now: float | None = None) -> dict[str, list[JobSpec]]:
     return {backend: standard_jobs(backend, moment) for backend in NAMES}
 
 
-def quick_knobs(**overrides: Any) -> dict[str, Knobs]:
+def same_knobs(**overrides: Any) -> dict[str, Knobs]:
     """The same knobs (default: none) on every emulator."""
     return {backend: Knobs(**overrides) for backend in NAMES}
 

@@ -28,10 +28,10 @@ from tests.e2e_support import (
     job_keys,
     last_sweep,
     mutating_calls,
-    quick_knobs,
     run_cli,
     run_once,
     run_subprocess,
+    same_knobs,
     seeded_statuses,
     standard_seeds,
     standard_world,
@@ -131,7 +131,7 @@ def test_dry_run_makes_no_mutating_call_and_audits_intent_and_result(
 def test_second_run_holds_jobs_still_winding_down(tmp_path: Path) -> None:
     """Cancelled jobs that take a minute to stop are still listed as active by the next sweep:
     the re-cancel window holds them, and nothing new is cancelled."""
-    with standard_world(tmp_path, knobs=quick_knobs(cancel_delay_s=600)) as world:
+    with standard_world(tmp_path, knobs=same_knobs(cancel_delay_s=600)) as world:
         first = run_once(world)
         assert first.code == ExitCode.OK, first.out + first.err
         calls = mutating_calls(world)
