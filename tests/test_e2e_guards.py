@@ -29,6 +29,7 @@ from tests.e2e_support import (
     job_keys,
     last_sweep,
     mutating_calls,
+    run_cli,
     run_once,
     running,
     standard_seeds,
@@ -126,6 +127,8 @@ def test_listing_failing_on_page_2_cancels_nothing_on_that_backend(
 def test_pause_file_holds_every_cancel(tmp_path: Path) -> None:
     with standard_world(tmp_path, config={"pause_file": "PAUSE"}) as world:
         (tmp_path / "PAUSE").write_text("maintenance\n", encoding="utf-8")
+        planned = run_cli("plan", "--config", str(world.config_path))
+        assert "PAUSED: the pause file exists" in planned.out
         result = run_once(world)
         assert result.code == ExitCode.OK, result.out + result.err
         assert mutating_calls(world) == dict.fromkeys(NAMES, 0)
