@@ -104,6 +104,7 @@ class Daemon:
         self._finished: queue.SimpleQueue[SweepOutcome] = queue.SimpleQueue()
         self._last: dict[str, SweepOutcome] = {}
         self.abandoned: list[str] = []  # backends whose sweep outlived the stop grace
+        self._watchdog_held = False
         schedule = loaded.config.schedule
         self._scheduler = SweepScheduler(
             self.sweep_backend, loaded.backend_names, schedule.every, schedule.cron,
@@ -147,11 +148,17 @@ class Daemon:
         """WATCHDOG=1 if the watchdog is on and the scheduler is healthy; True if sent."""
         if self._notifier.watchdog_interval() is None:
             return False
-        if not self._scheduler.is_healthy(self._options.max_sweep):
-            overdue = {n: round(s) for n, s in self._scheduler.in_flight().items()}
-            log.warning("not pinging the watchdog: sweeps in flight for %s s", overdue)
-            return False
-        return self._notifier.watchdog()
+        healthy = self._scheduler.is_healthy(self._options.max_sweep)
+        if healthy == self._watchdog_held:  # log the changes, not every tick
+            self._watchdog_held = not healthy
+            if healthy:
+                log.info("watchdog pings resume")
+            else:
+                overdue = {n: round(s) for n, s in self._scheduler.in_flight().items()}
+                log.error("watchdog pings held: scheduler running %s, sweeps in flight (s) %s, "
+                          "limit %s", self._scheduler.running, overdue,
+                          self._options.max_sweep)  # fmt: skip
+        return healthy and self._notifier.watchdog()
 
     def reload(self) -> bool:
         """SIGHUP: reopen the audit log, validate the config and every policy file, swap the

@@ -42,6 +42,11 @@ class Wakeup:
                 pass
         return True
 
+    @property
+    def signal_fd(self) -> int:
+        """The write end, for `signal.set_wakeup_fd`."""
+        return self._write_fd
+
     def close(self) -> None:
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):
@@ -54,7 +59,7 @@ class SignalFlags:
     def __init__(self, wakeup: Wakeup) -> None:
         self.reload = False
         self.stop = False
-        self._wakeup = wakeup
+        self.wakeup = wakeup
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         """The signal handler: set a flag, poke the loop, nothing else."""
@@ -62,7 +67,7 @@ class SignalFlags:
             self.reload = True
         else:
             self.stop = True
-        self._wakeup.poke()
+        self.wakeup.poke()
 
     def take_reload(self) -> bool:
         """True once per reload request (two SIGHUPs before the loop looks count as one: the
@@ -74,10 +79,16 @@ class SignalFlags:
 @contextlib.contextmanager
 def handling_signals(flags: SignalFlags) -> Iterator[None]:
     """Route SIGHUP, SIGTERM and SIGINT to `flags` (main thread only); restore the previous
-    handlers afterwards."""
+    handlers afterwards.
+
+    The C-level handler also writes to the wakeup pipe (`signal.set_wakeup_fd`): a signal that
+    the kernel delivers to a sweep thread would otherwise leave the main thread asleep in
+    `select` until its timeout, since Python runs handlers only in the main thread."""
     previous = {sig: signal.signal(sig, flags.handle) for sig in RELOAD_SIGNALS + STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(flags.wakeup.signal_fd, warn_on_full_buffer=False)
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
