@@ -29,6 +29,7 @@ from reaper.audit import AuditLog, AuditWriteError
 from reaper.backend_pool import BackendPool
 from reaper.config import Config, load_all
 from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
+from reaper.logs import redact
 from reaper.metrics import Metrics, write_textfile
 from reaper.notify import Notifier
 from reaper.policy import PolicySet
@@ -167,18 +168,24 @@ class Daemon:
         self._notifier.reloading("reloading config and policies")
         self._reopen_audit()
         path = self._loaded.config.path
-        try:
-            plan = plan_reload(self._loaded, Loaded(*self._load(path)))
-            self._apply(plan)
-            ok = True
-        except ConfigError as exc:
-            self._reject(path, exc.diagnostics)
-            ok = False
-        except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
-            self._reject(path, [Diagnostic(str(path), 1, 1, f"schedule: {exc}")])
-            ok = False
+        problems = self._try_reload(path)
+        if problems:
+            self._reject(path, problems)
         self._notifier.ready(self.status_line())
-        return ok
+        return not problems
+
+    def _try_reload(self, path: Path) -> list[Diagnostic]:
+        """Load, validate and apply; returns what stopped it (nothing: the new set is active)."""
+        try:
+            self._apply(plan_reload(self._loaded, Loaded(*self._load(path))))
+        except ConfigError as exc:
+            return exc.diagnostics
+        except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
+            return [Diagnostic(str(path), 1, 1, f"schedule: {exc}")]
+        except Exception as exc:  # main loop (STYLE.md habit 9): a reload bug keeps the old set
+            log.exception("reload failed unexpectedly")
+            return [Diagnostic(str(path), 1, 1, f"internal error: {redact(repr(exc))}")]
+        return []
 
     def shutdown(self) -> ExitCode:
         """STOPPING=1; start no new sweep or cancel; wait (up to the stop grace) for the

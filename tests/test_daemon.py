@@ -133,6 +133,7 @@ def make_rig(tmp_path: Path) -> Iterator[Any]:
         fail_opens: int = 0,
         options: DaemonOptions | None = None,
         monotonic: Any = time.monotonic,
+        load: Any = load_all,
     ) -> Rig:
         backend = backend or MemoryBackend("mem", "sutro", [running("old-1", 13),
                                                             running("new-1", 14),
@@ -153,7 +154,7 @@ def make_rig(tmp_path: Path) -> Iterator[Any]:
         notifier = Notifier(env={"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "1000000"})
         services = Services(audit, BackendPool(opener), metrics, notifier, wakeup,
                             SignalFlags(wakeup))  # fmt: skip
-        daemon = Daemon(loaded, services, options, monotonic=monotonic)
+        daemon = Daemon(loaded, services, options, monotonic=monotonic, load=load)
         rig = Rig(daemon, tmp_path, backend, notify, metrics, audit, opened, services)
         made.append(rig)
         return rig
@@ -227,6 +228,33 @@ def test_reload_reopens_the_audit_log_and_the_chain_carries_on(make_rig: Any) ->
     assert first["event"] == "reload"
     assert first["prev"] == hash_line(last_line)
     assert rotated.exists()
+
+
+def test_reload_applies_a_new_schedule_and_new_backends(make_rig: Any) -> None:
+    rig = make_rig()
+    rig.daemon.scheduler.start()
+    before = rig.daemon.scheduler.next_run_times()["mem"]
+    assert before is not None
+    config = CONFIG.replace("every: 1h", "every: 3h") + "  mem2: {type: sutro, api_key_env: K}\n"
+    (rig.folder / "reaper.yaml").write_text(config, encoding="utf-8")
+    assert rig.daemon.reload()
+    assert rig.daemon.scheduler.backend_names == ["mem", "mem2"]
+    after = rig.daemon.scheduler.next_run_times()
+    assert after["mem"] is not None and after["mem"] - before > HOUR  # 3h from now, not 1h
+    assert rig.sample("reaper_backend_errors_total", backend="mem2") == 0  # declared at zero
+
+
+def test_an_unexpected_error_in_a_reload_keeps_the_old_set(make_rig: Any) -> None:
+    def explode(path: Path) -> Any:
+        raise RuntimeError("bug")
+
+    rig = make_rig(load=explode)
+    before = rig.daemon.loaded
+    assert not rig.daemon.reload()
+    assert rig.daemon.loaded is before
+    (record,) = events(rig.audit_path, "reload_failed")
+    assert "internal error: RuntimeError('bug')" in record["diagnostics"][0]
+    assert rig.notify.poll(0.5)[-1][0] == "READY=1"
 
 
 def test_plan_reload_names_what_changed(tmp_path: Path) -> None:
