@@ -106,7 +106,7 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
     call and writes no audit record."""
     now = env.clock()
     scans = scan_all(env, _names(env, names), now)
-    return scans, _decide(env, scans, now)
+    return scans, _decide(env, scans, now, _recent_cancels_for_plan(env, now))
 
 
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
@@ -124,7 +124,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     )  # fmt: skip
     started = monotonic()
     scans = scan_all(env, names, now)
-    plan = _decide(env, scans, now)
+    plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now))
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
     act = _Actor(env, audit, sweep_id, report)
     act.record_skips(plan)
@@ -143,10 +143,26 @@ def _paused(env: SweepEnv) -> bool:
     return env.pause_file is not None and env.pause_file.exists()
 
 
-def _decide(env: SweepEnv, scans: list[Scan], now: datetime) -> Plan[Match]:
-    since = now - RECANCEL_WINDOW
-    records = read_tail(env.audit_path, since) if env.audit_path.exists() else []
-    recent = recently_cancelled(records, now)
+def read_recent_cancels(audit_path: Path, now: datetime) -> set[tuple[str, str]]:
+    """(backend, job id) of the jobs the audit log shows cancelled within RECANCEL_WINDOW;
+    none if the log does not exist yet. Raises OSError if it cannot be read."""
+    return recently_cancelled(read_tail(audit_path, now - RECANCEL_WINDOW), now)
+
+
+def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str]]:
+    """`plan` only previews: an audit log it may not read (the service's file, mode 0600, and an
+    operator's shell) costs the re-cancel window in the preview, not the whole plan."""
+    try:
+        return read_recent_cancels(env.audit_path, now)
+    except OSError as exc:
+        log.warning("cannot read the audit log %s (%s): the plan does not show the jobs that "
+                    "the re-cancel window would hold", env.audit_path, exc.strerror)  # fmt: skip
+        return set()
+
+
+def _decide(
+    env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]]
+) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
     return decide(listings, env.guards, paused=_paused(env), recently_cancelled=recent)
 

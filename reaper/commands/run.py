@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from reaper.sweep import run_sweep
 
     config, policies = load(args)
+    unknown = set(args.backend or ()) - set(config.backends)
+    if unknown:  # a misspelt --backend must not sweep nothing and exit 0
+        print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return ExitCode.USAGE
     opened = open_backends(config, args.backend)
     try:
         with AuditLog(config.audit_log) as audit:
@@ -51,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         opened.close()
     if config.metrics_textfile is not None:
         write_metrics(config.metrics_textfile, len(policies), result, opened.errors)
+    if notice := _dry_run_notice(args.dry_run, config.dry_run):
+        print(notice)
     for line in sweep_summary(result):
         print(line)
     for name, error in opened.errors.items():
@@ -78,3 +84,13 @@ def write_metrics(
         write_textfile(metrics.registry, path)
     except OSError as exc:
         log.error("cannot write metrics textfile %s: %s", path, exc.strerror or exc)
+
+
+def _dry_run_notice(forced: bool, configured: bool) -> str | None:
+    """Dry run is loud (STYLE.md habit 2): say that nothing was cancelled, and why."""
+    if forced:
+        return "DRY RUN (--dry-run): nothing was cancelled"
+    if configured:
+        return ("DRY RUN: nothing was cancelled: reaper.yaml says `dry_run: true`, or says nothing "
+                "(absent means true); set `dry_run: false` to act")  # fmt: skip
+    return None
