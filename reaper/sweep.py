@@ -43,6 +43,9 @@ class SweepEnv:
     clock: Callable[[], datetime]
     pause_file: Path | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    # Set by the daemon on SIGTERM: cancels already in flight finish and are recorded, no new
+    # one starts (DESIGN.md §6). Jobs left alone are evaluated afresh by the next sweep.
+    stop: threading.Event | None = None
 
 
 @dataclass
@@ -239,6 +242,9 @@ class _Actor:
     def act(self, decision: Decision[Match]) -> None:
         """Re-check, announce, cancel (or pretend), record. Never raises."""
         if self.audit_broken.is_set():
+            return
+        if self.env.stop is not None and self.env.stop.is_set():
+            log.info("stopping: not cancelling %s/%s", decision.job.backend, decision.job.id)
             return
         backend = self.env.backends[decision.job.backend]
         fresh, cause = self.recheck(backend, decision)

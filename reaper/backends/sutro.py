@@ -57,6 +57,7 @@ from reaper.backends.retry import (
 )
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, phase_of
+from reaper.logs import register_secret
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class SutroBackend:
         """Build from a `reaper.yaml` section: `api_url`, and `api_key_env` or `api_key_file`
         (relative to `base_dir`). Raises BackendError when the key cannot be read."""
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
+        register_secret(api_key)
         api_url = str(section.get("api_url") or DEFAULT_API_URL)
         return cls(name, requests.Session(), api_url, api_key)
 

@@ -51,6 +51,7 @@ from reaper.backends.base import (
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
+from reaper.logs import register_secret
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,13 @@ class TapisBackend:
             raise BackendError(name, "base_url is required")
         token = read_token(name, section, base_dir)
         if token is not None:
+            register_secret(token)
             client = client_with_token(name, base_url, token)
         else:
             username, password = read_login(name, section)
+            register_secret(password)
             client = client_with_login(name, base_url, username, password)
+            register_secret(client.get_access_jwt())
         if tenant:
             client.tenant_id = str(tenant)
         return cls(name, client)

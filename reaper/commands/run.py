@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from reaper.commands.common import add_config_option, load
 from reaper.errors import ExitCode
+
+if TYPE_CHECKING:
+    from reaper.sweep import SweepReport
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -45,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
             result = run_sweep(env)
     finally:
         opened.close()
+    if config.metrics_textfile is not None:
+        write_metrics(config.metrics_textfile, len(policies), result, opened.errors)
     if notice := _dry_run_notice(args.dry_run, config.dry_run):
         print(notice)
     for line in sweep_summary(result):
@@ -52,6 +62,28 @@ def run(args: argparse.Namespace) -> int:
     for name, error in opened.errors.items():
         print(f"{name}: not reachable: {error}")
     return ExitCode.FAILED if opened.errors else result.exit_code
+
+
+def write_metrics(
+    path: Path, policies: int, result: SweepReport, unreachable: Mapping[str, str]
+) -> None:
+    """This sweep's series, in a fresh registry, for node_exporter's textfile collector
+    (replaced atomically). A write failure is logged: the sweep itself went as it went."""
+    from prometheus_client import CollectorRegistry
+
+    from reaper.metrics import BackendSweepStats, Metrics, write_textfile
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.set_policies_loaded(policies)
+    metrics.declare_backends([*result.backends, *unreachable])
+    for report in result.backends.values():
+        metrics.record_backend_sweep(report)
+    for name, error in unreachable.items():
+        metrics.record_backend_sweep(BackendSweepStats(name, error=error))
+    try:
+        write_textfile(metrics.registry, path)
+    except OSError as exc:
+        log.error("cannot write metrics textfile %s: %s", path, exc.strerror or exc)
 
 
 def _dry_run_notice(forced: bool, configured: bool) -> str | None:
