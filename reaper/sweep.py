@@ -46,6 +46,9 @@ class SweepEnv:
     # Set by the daemon on SIGTERM: cancels already in flight finish and are recorded, no new
     # one starts (DESIGN.md §6). Jobs left alone are evaluated afresh by the next sweep.
     stop: threading.Event | None = None
+    # Configured backends that could not even be built (missing credentials, say): reported in
+    # the audit and the exit code like a failed listing, so the gap is never silent.
+    unreachable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,12 +123,14 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     names = _names(env, names)
     audit.append(
         "sweep_start", sweep_id=sweep_id, backends=names, policies=len(env.policies.policies),
-        dry_run=env.guards.dry_run, paused=_paused(env),
+        dry_run=env.guards.dry_run, paused=_paused(env), unreachable=dict(env.unreachable),
     )  # fmt: skip
     started = monotonic()
     scans = scan_all(env, names, now)
     plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now))
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
+    for name, error in env.unreachable.items():
+        report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
     act.record_skips(plan)
     act.run(plan)

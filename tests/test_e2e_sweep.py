@@ -211,3 +211,16 @@ def test_plan_works_when_the_audit_log_cannot_be_read(
     assert {(d["backend"], d["job_id"]) for d in decisions if d["action"] == "cancel"} == (
         expected_cancels()
     )
+
+
+def test_a_backend_that_cannot_be_built_is_audited_and_fails_the_run(tmp_path: Path) -> None:
+    with standard_world(tmp_path) as world:
+        edit_config(world, lambda c: c["backends"]["inference"].update(api_key_env="UNSET_KEY"))
+        result = run_once(world)
+        assert result.code == ExitCode.FAILED, result.out + result.err
+        sweep = last_sweep(audit_records(world))
+        assert "UNSET_KEY" in sweep[0]["unreachable"]["inference"]
+        assert "not reachable" in sweep[-1]["backends"]["inference"]["error"]
+        healthy = [n for n in NAMES if n != "inference"]
+        assert job_keys(sweep, "result", outcome="cancelled") == expected_cancels(healthy)
+        assert "inference: 0 active" in result.out and "ERROR: not reachable" in result.out

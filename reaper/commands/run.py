@@ -49,19 +49,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         with AuditLog(config.audit_log) as audit:
             reconcile(audit, opened.backends)
-            env = sweep_env(config, policies, opened.backends, audit, force_dry_run=args.dry_run)
+            env = sweep_env(
+                config, policies, opened.backends, audit,
+                force_dry_run=args.dry_run, unreachable=opened.errors,
+            )  # fmt: skip
             result = run_sweep(env)
     finally:
         opened.close()
     if config.metrics_textfile is not None:
-        write_metrics(config.metrics_textfile, len(policies), result, opened.errors)
+        write_metrics(config.metrics_textfile, len(policies), result, {})
     if notice := _dry_run_notice(args.dry_run, config.dry_run):
         print(notice)
     for line in sweep_summary(result):
         print(line)
-    for name, error in opened.errors.items():
-        print(f"{name}: not reachable: {error}")
-    return ExitCode.FAILED if opened.errors else result.exit_code
+    return result.exit_code
 
 
 def write_metrics(
