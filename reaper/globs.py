@@ -24,17 +24,45 @@ class PatternError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """A compiled glob or regex. `text` is what the policy said; equality goes by it."""
+    """A compiled glob or regex. `text` is what the policy said; equality goes by it.
+
+    `stars` holds the literal runs of a glob made only of literals and `*` (`train-*`,
+    `*-spot`, `gpu-*-a100`): on ASCII text `matches` then uses string operations, which give
+    the same answer as RE2 at a fraction of the cost (the google-re2 wrapper spends about 6 µs
+    per call in Python, `re2/__init__.py` `_Regexp._match`)."""
 
     text: str
     regex: re2._Regexp = field(compare=False, repr=False)
     anchored: bool = True  # globs match the whole string, regexes anywhere in it
+    stars: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def matches(self, value: str) -> bool:
         """True if the pattern matches `value`; never raises for any str."""
+        # ASCII only: other text may hold a lone surrogate, which RE2 sees as `\udXXX`.
+        if self.stars is not None and value.isascii():
+            return match_stars(self.stars, value)
         text = _encodable(value)
         found = self.regex.fullmatch(text) if self.anchored else self.regex.search(text)
         return found is not None
+
+
+def match_stars(parts: tuple[str, ...], value: str) -> bool:
+    """Does `value` match the glob `"*".join(parts)` (literals and `*` only)? The first part
+    must start it and the last end it; the ones between must follow each other in order, and
+    taking the leftmost place for each never loses a match (each `*` absorbs the rest)."""
+    first, last = parts[0], parts[-1]
+    if len(parts) == 1:
+        return value == first
+    end = len(value) - len(last)
+    if end < len(first) or not value.startswith(first) or not value.endswith(last):
+        return False
+    position = len(first)
+    for part in parts[1:-1]:
+        found = value.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
 
 
 def _encodable(value: str) -> str:
@@ -56,7 +84,9 @@ def _options() -> re2.Options:
 
 def compile_glob(pattern: str) -> Pattern:
     """Compile a glob that must match the whole string. Raises PatternError."""
-    return Pattern(pattern, _compile(translate_glob(pattern), pattern), anchored=True)
+    regex = _compile(translate_glob(pattern), pattern)
+    stars = None if "?" in pattern or "[" in pattern else tuple(pattern.split("*"))
+    return Pattern(pattern, regex, anchored=True, stars=stars)
 
 
 def compile_regex(pattern: str) -> Pattern:
