@@ -11,8 +11,13 @@ prefilter of undetailed AWS listings, enrichment, and evaluation of every job ag
 policy of its backend. It is what `reaper plan` runs before the decision step. Also timed: the
 same scans with no policies (the cost of listing alone), so the evaluation's share is visible.
 
-Prints the machine, the best of `--runs` wall times, evaluations/s (jobs x policies / s) and
-the number of matches. Not a test: timings belong here, not in tests/ (STYLE.md).
+`--workload sketch` replaces them with the first sketch of this benchmark: one AWS Batch
+backend, names `train-0` .. `train-49`, and 100 policies that all target it, each with a queue,
+`running`, a name glob, a `max_runtime` and a tag: every policy applies to every job, and most
+jobs get as far as the name glob.
+
+Prints the machine, the best of `--runs` wall and CPU times, evaluations/s (jobs x policies /
+s) and the number of matches. Not a test: timings belong here, not in tests/ (STYLE.md).
 """
 
 from __future__ import annotations
@@ -160,6 +165,35 @@ def make_policies(rng: random.Random, count: int) -> PolicySet:
     return PolicySet.of(compiled)
 
 
+# --- the first sketch's workload ----------------------------------------------------------------
+
+
+def make_sketch_backends(rng: random.Random, total: int) -> list[MemoryBackend]:
+    jobs = []
+    for i in range(total):
+        status = rng.choice(["RUNNING", "RUNNABLE", "PENDING", "STARTING"])
+        created = NOW - timedelta(seconds=rng.randint(0, 5 * 86400))
+        started = created + timedelta(seconds=60) if status in ("RUNNING", "STARTING") else None
+        queue, team = rng.choice(["gpu-a", "gpu-b", "cpu"]), rng.choice(["ml", "web"])
+        jobs.append(
+            Job("batch", "aws_batch", str(i), f"train-{i % 50}", queue, status,
+                phase_of("aws_batch", status), created, started, {"team": team})
+        )  # fmt: skip
+    return [MemoryBackend("batch", "aws_batch", jobs)]
+
+
+def make_sketch_policies(count: int) -> PolicySet:
+    compiled = []
+    for k in range(count):
+        raw = {
+            "name": f"p{k}", "queues": [f"gpu-{'ab'[k % 2]}"], "statuses": ["running"],
+            "names": [f"train-{k % 50}*"], "max_runtime": f"{12 + k % 5}h", "tags": {"team": "ml"},
+        }  # fmt: skip
+        source = PolicySource("policies/bench.yaml", "0" * 64, None, k)
+        compiled.append(compile_policy(raw, source, ["aws_batch"]))
+    return PolicySet.of(compiled)
+
+
 # --- timing ------------------------------------------------------------------------------------
 
 
@@ -200,10 +234,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--policies", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workload", choices=("realistic", "sketch"), default="realistic")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    backends = make_backends(rng, args.jobs)
-    policies = make_policies(rng, args.policies)
+    if args.workload == "sketch":
+        backends = make_sketch_backends(rng, args.jobs)
+        policies = make_sketch_policies(args.policies)
+    else:
+        backends = make_backends(rng, args.jobs)
+        policies = make_policies(rng, args.policies)
     pairs = sum(
         len(page) * len(policies.for_backend(b.name)) for b in backends for page in b.list_active()
     )
@@ -213,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     jobs_matched = sum(len(scan.candidates) for scan in scans)
     matches = sum(len(c.matches) for scan in scans for c in scan.candidates)
     print(f"machine:      {describe_machine()}")
-    print(f"workload:     {args.jobs} jobs x {len(policies)} policies (seed {args.seed})")
+    shape = f"{args.jobs} jobs x {len(policies)} policies (seed {args.seed})"
+    print(f"workload:     {args.workload}: {shape}")
     raw_pairs = args.jobs * len(policies)
     print(f"pairs:        {pairs} job-policy pairs after `backends:` ({raw_pairs} raw)")
     print(f"planning:     {wall_s:.3f} s wall, {cpu_s:.3f} s CPU  (best of {args.runs})")

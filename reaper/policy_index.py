@@ -143,8 +143,13 @@ class PolicyIndex:
             return [m for p in self.policies if (m := evaluate(p, job, self.now)) is not None]
         matches = []
         for plan in plans:
-            if plan.holds(job) and (match := evaluate(plan.policy, job, self.now)) is not None:
-                matches.append(match)
+            for test in plan.tests:  # `plan.holds(job)`, inlined: this is the hot loop
+                if not test(job):
+                    break
+            else:
+                excluded = plan.exclude is not None and all(test(job) for test in plan.exclude)
+                if not excluded and (match := evaluate(plan.policy, job, self.now)) is not None:
+                    matches.append(match)
         return matches
 
     def may_match(self, job: Job) -> bool:

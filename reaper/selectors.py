@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from functools import partial
+from operator import attrgetter
 from typing import Any, ClassVar, Protocol
 
 from reaper.durations import DurationError, format_duration, parse_duration
@@ -86,9 +87,13 @@ class GlobSelector:
 
     def holds(self, job: Job, now: datetime) -> bool:
         value = str(getattr(job, self.attribute))
-        return any(pattern.matches(value) for pattern in self.patterns)
+        return any(pattern.matcher(value) for pattern in self.patterns)
 
     def compile_test(self, now: datetime) -> Test:
+        read = attrgetter(self.attribute)
+        if len(self.patterns) == 1:  # the usual case, worth a shorter path
+            matcher = self.patterns[0].matcher
+            return lambda job: matcher(str(read(job)))
         return partial(self.holds, now=now)
 
 
@@ -153,11 +158,20 @@ class TagSelector:
         tags = job.tags
         for name, pattern in self.items:
             value = tags.get(name)
-            if not isinstance(value, str) or not pattern.matches(value):
+            if not isinstance(value, str) or not pattern.matcher(value):
                 return False
         return True
 
     def compile_test(self, now: datetime) -> Test:
+        if len(self.items) == 1:  # the usual case, worth a shorter path
+            ((name, pattern),) = self.items
+            matcher = pattern.matcher
+
+            def test(job: Job) -> bool:
+                value = job.tags.get(name)
+                return isinstance(value, str) and matcher(value)
+
+            return test
         return partial(self.holds, now=now)
 
 
