@@ -12,19 +12,23 @@ checks it against them):
   with the predicates left to test (`_Plan`).
 - Those predicates (`Selector.compile_test`) answer yes or no without building facts, cheapest
   first: a `max_*` limit is one comparison with a cutoff computed once from `now`.
+- When a key's policies test names with globs that have a literal start (`train-*`), only
+  the policies whose start the job's name has are tried (`_Bucket`): with many such policies,
+  a few dictionary lookups instead of a glob each.
 - Only a job that passes is handed to `evaluate`, which builds the `Match` with its facts, so a
   match is exactly what `evaluate` returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from reaper.jobs import Job, Phase
 from reaper.policy import Match, Policy, evaluate, prefilter
-from reaper.selectors import Selector, SelectorBlock, Test
+from reaper.selectors import GlobSelector, Selector, SelectorBlock, Test
 
 __all__ = ["PolicyIndex"]
 
@@ -33,6 +37,9 @@ KEY_FIELDS = frozenset(("backend", "queue", "status", "phase", "detailed"))
 _ACTIVE = (Phase.PENDING, Phase.RUNNING)
 
 Key = tuple[object, ...]
+# A name lookup (one per distinct start length) costs about what testing four plans costs
+# (benchmarks/bench_eval.py: with fewer plans per lookup, the realistic workload got slower).
+_PLANS_PER_LOOKUP = 4
 
 
 def _key(job: Job) -> Key:
@@ -48,12 +55,65 @@ class _Plan:
     policy: Policy
     tests: tuple[Test, ...]
     exclude: tuple[Test, ...] | None
+    name_starts: tuple[str, ...] | None  # the job's name must start with one, if not None
 
-    def holds(self, job: Job) -> bool:
-        for test in self.tests:
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """The plans of one key, in policy order, with the plans that test the name with literal
+    starts indexed by start (by length, then by text) when there are enough of them to pay."""
+
+    plans: tuple[_Plan, ...]
+    anyname: tuple[int, ...]  # positions of the plans that no name start rules out
+    by_start: tuple[tuple[int, Mapping[str, tuple[int, ...]]], ...]
+
+    @classmethod
+    def of(cls, plans: tuple[_Plan, ...]) -> _Bucket:
+        tables: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        anyname: list[int] = []
+        for position, plan in enumerate(plans):
+            if plan.name_starts is None:
+                anyname.append(position)
+            for start in plan.name_starts or ():
+                tables[len(start)][start].append(position)
+        if len(plans) - len(anyname) < _PLANS_PER_LOOKUP * len(tables):
+            return cls(plans, tuple(range(len(plans))), ())
+        by_start = tuple(
+            (length, {start: tuple(at) for start, at in table.items()})
+            for length, table in sorted(tables.items())
+        )
+        return cls(plans, tuple(anyname), by_start)
+
+    def candidates(self, job: Job) -> Sequence[_Plan]:
+        """The plans that `job`'s name does not rule out, in policy order."""
+        if not self.by_start:
+            return self.plans
+        name = str(job.name)  # as GlobSelector reads it
+        found = list(self.anyname)
+        for length, table in self.by_start:
+            found.extend(table.get(name[:length], ()))
+        return [self.plans[position] for position in sorted(set(found))]
+
+
+def _name_starts(block: SelectorBlock) -> tuple[str, ...] | None:
+    """The literal starts of the block's name globs, None if there is no name selector or one of
+    its globs has no literal start. A name that starts with none of them cannot match."""
+    for selector in block.selectors:
+        if isinstance(selector, GlobSelector) and selector.attribute == "name":
+            starts = tuple(pattern.prefix for pattern in selector.patterns)
+            return starts if all(starts) else None
+    return None
+
+
+def _passing(plans: Sequence[_Plan], job: Job) -> Iterator[_Plan]:
+    """The plans whose tests all hold on `job` and whose exclude does not: the hot loop."""
+    for plan in plans:
+        for test in plan.tests:
             if not test(job):
-                return False
-        return self.exclude is None or not all(test(job) for test in self.exclude)
+                break
+        else:
+            if plan.exclude is None or not all(test(job) for test in plan.exclude):
+                yield plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +145,7 @@ class _Compiled:
     full_exclude: _Split | None
     listing: _Split
     listing_exclude: _Split | None  # None also when the exclude needs detail (prefilter)
+    name_starts: tuple[str, ...] | None
 
     @classmethod
     def of(cls, policy: Policy, now: datetime) -> _Compiled:
@@ -100,6 +161,7 @@ class _Compiled:
             full_exclude=full_exclude,
             listing=_Split.of(policy.selectors, now, listing_only=True),
             listing_exclude=listing_exclude,
+            name_starts=_name_starts(policy.selectors),
         )
 
     def plan(self, job: Job, now: datetime, listing: bool) -> _Plan | None:
@@ -115,10 +177,10 @@ class _Compiled:
         if not split.keyed_hold(job, now):
             return None
         if exclude is None or not exclude.keyed_hold(job, now):
-            return _Plan(policy, split.tests, None)
+            return _Plan(policy, split.tests, None, self.name_starts)
         if not exclude.tests:
             return None  # the exclude block holds for every job of this key
-        return _Plan(policy, split.tests, exclude.tests)
+        return _Plan(policy, split.tests, exclude.tests, self.name_starts)
 
 
 class PolicyIndex:
@@ -132,35 +194,30 @@ class PolicyIndex:
         self.policies = tuple(policies)
         self.now = now
         self._compiled = tuple(_Compiled.of(policy, now) for policy in self.policies)
-        self._full: dict[Key, tuple[_Plan, ...]] = {}
-        self._listing: dict[Key, tuple[_Plan, ...]] = {}
+        self._full: dict[Key, _Bucket] = {}
+        self._listing: dict[Key, _Bucket] = {}
 
     def evaluate_all(self, job: Job) -> list[Match]:
         """The matches of `job`, in policy order: exactly the non-None `evaluate(policy, job,
         now)` of the policies. Never raises for any job `evaluate` accepts."""
-        plans = self._plans(job, listing=False)
-        if plans is None:  # an unhashable field: no index, the plain way
+        bucket = self._bucket(job, listing=False)
+        if bucket is None:  # an unhashable field: no index, the plain way
             return [m for p in self.policies if (m := evaluate(p, job, self.now)) is not None]
         matches = []
-        for plan in plans:
-            for test in plan.tests:  # `plan.holds(job)`, inlined: this is the hot loop
-                if not test(job):
-                    break
-            else:
-                excluded = plan.exclude is not None and all(test(job) for test in plan.exclude)
-                if not excluded and (match := evaluate(plan.policy, job, self.now)) is not None:
-                    matches.append(match)
+        for plan in _passing(bucket.candidates(job), job):
+            if (match := evaluate(plan.policy, job, self.now)) is not None:
+                matches.append(match)
         return matches
 
     def may_match(self, job: Job) -> bool:
         """True exactly when `prefilter(policy, job, now)` holds for some policy: could a policy
         match once the job is detailed? For deciding which listed jobs to enrich."""
-        plans = self._plans(job, listing=True)
-        if plans is None:
+        bucket = self._bucket(job, listing=True)
+        if bucket is None:
             return any(prefilter(policy, job, self.now) for policy in self.policies)
-        return any(plan.holds(job) for plan in plans)
+        return next(_passing(bucket.candidates(job), job), None) is not None
 
-    def _plans(self, job: Job, listing: bool) -> tuple[_Plan, ...] | None:
+    def _bucket(self, job: Job, listing: bool) -> _Bucket | None:
         cache = self._listing if listing else self._full
         key = _key(job)
         try:
@@ -172,5 +229,5 @@ class PolicyIndex:
         plans = tuple(
             plan for c in self._compiled if (plan := c.plan(job, self.now, listing)) is not None
         )
-        cache[key] = plans
-        return plans
+        cache[key] = bucket = _Bucket.of(plans)
+        return bucket

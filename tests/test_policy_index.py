@@ -8,16 +8,20 @@ reference predicate pins `evaluate` itself down."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reaper import policy_index
 from reaper.backends.memory import MemoryBackend
-from reaper.globs import compile_glob, match_stars
+from reaper.globs import PatternError, compile_glob, match_stars
 from reaper.jobs import Job, phase_of
 from reaper.policy import Policy, compile_policy, evaluate, prefilter
 from reaper.policy_index import PolicyIndex
@@ -53,15 +57,27 @@ def plain_evaluate_all(policies: list[Policy], job: Job, now: datetime) -> list[
     return [m for p in policies if (m := evaluate(p, job, now)) is not None]
 
 
+@contextmanager
+def name_lookups(always: bool) -> Iterator[None]:
+    """With a handful of policies the index would rarely look names up: `always` forces it."""
+    if not always:
+        yield
+        return
+    with mock.patch.object(policy_index, "_PLANS_PER_LOOKUP", 0):
+        yield
+
+
+@pytest.mark.parametrize("always_look_up_names", [False, True])
 @PROPERTY
 @given(st.lists(policies(), min_size=1, max_size=4), job_groups())
 def test_the_index_answers_as_evaluate_and_prefilter_do(
-    raws: list[dict[str, Any]], group: list[Job]
+    always_look_up_names: bool, raws: list[dict[str, Any]], group: list[Job]
 ) -> None:
     """evaluate_all = evaluate of each policy; may_match = prefilter of some policy (asked of
     the job and of its undetailed listing)."""
     compiled = compile_all([as_yaml(raw) for raw in raws])
-    index = PolicyIndex(compiled, NOW)
+    with name_lookups(always_look_up_names):
+        index = PolicyIndex(compiled, NOW)
     for job in group:
         assert index.evaluate_all(job) == plain_evaluate_all(compiled, job, NOW)
         listed = dataclasses.replace(job, tags={}, raw={}, detailed=False)
@@ -81,6 +97,26 @@ def test_holds_and_compile_test_agree_with_explain(raw: dict[str, Any], job: Job
             expected = selector.explain(job, NOW) is not None
             assert selector.holds(job, NOW) is expected
             assert selector.compile_test(NOW)(job) is expected
+
+
+def test_many_name_globs_on_one_key_are_looked_up_by_their_start() -> None:
+    """60 policies on the same queue and status, told apart by name: names that start with
+    none, one or several of the globs' starts, are shorter than them, or are not ASCII."""
+    raws = [{"name": f"p{k}", "queues": ["gpu"], "names": [f"train-{k}*"]} for k in range(50)]
+    raws += [{"name": f"q{k}", "queues": ["gpu"], "names": [f"ev{k}?-*", "x"]} for k in range(10)]
+    raws.append({"name": "any", "queues": ["gpu"], "names": ["*-1"], "max_age": "1h"})
+    raws.append({"name": "spelt", "queues": ["gpu"], "names": ["train-1\\udc00*"]})
+    compiled = compile_all(raws)
+    index = PolicyIndex(compiled, NOW)
+    names = ["train-1", "train-12", "train-123", "train-", "trai", "", "ev11-a", "ev1-", "x",
+             "y-1", "train-1\udc00", "train-1\\udc00", "tráin-1", "ev3é-1"]  # fmt: skip
+    for name in names:
+        job = dataclasses.replace(running_job(NOW - timedelta(hours=2)), name=name)
+        assert index.evaluate_all(job) == plain_evaluate_all(compiled, job, NOW), name
+    fresh = dataclasses.replace(running_job(NOW), name="train-12")  # too young for "any"
+    assert [m.policy.name for m in index.evaluate_all(fresh)] == ["p1", "p12"]
+    bucket = next(iter(index._full.values()))
+    assert bucket.by_start  # the lookups were used, not only the plain path
 
 
 # --- duration cutoffs at their edges ---------------------------------------------------------
@@ -173,11 +209,27 @@ def test_only_globs_of_literals_and_stars_take_the_fast_path(glob: str, stars: A
     assert compile_glob(glob).stars == stars
 
 
+@PROPERTY
+@given(
+    st.text(alphabet="ab-!?*[]\\é", max_size=8), st.text(alphabet="ab-!?*[]\\é\udc00", max_size=6)
+)
+def test_every_text_a_glob_matches_starts_with_its_prefix(glob: str, text: str) -> None:
+    try:
+        pattern = compile_glob(glob)
+    except PatternError:
+        return
+    if pattern.matches(text):
+        assert text.startswith(pattern.prefix)
+
+
 def test_a_lone_surrogate_is_matched_as_re2_sees_it() -> None:
     """RE2 sees `\\udc00` spelt out (reaper.globs._encodable); the fast path must not differ."""
     assert compile_glob("*c00").matches("a\udc00")
     assert compile_glob("a\\udc00").matches("a\udc00")
     assert not compile_glob("a*").matches("b\udc00")
+    spelt = compile_glob("x\\udc00-*")  # a backslash in the glob: no literal start past it
+    assert spelt.matches("x\udc00-1")
+    assert spelt.prefix == "x"
 
 
 # --- the scan uses it ------------------------------------------------------------------------
