@@ -143,7 +143,9 @@ def limit_policy(key: str, limit: str) -> Policy:
     ],
 )
 @pytest.mark.parametrize("offset_us", [-1, 0, 1])
-def test_a_limit_holds_from_one_microsecond_past_it(key: str, now: datetime, offset_us: int):
+def test_a_limit_holds_from_one_microsecond_past_it(
+    key: str, now: datetime, offset_us: int
+) -> None:
     policy = limit_policy(key, "1h")
     job = running_job(NOW - timedelta(hours=1, microseconds=offset_us))
     expected = offset_us > 0  # runtime 1h exactly is not over a 1h limit
@@ -244,7 +246,7 @@ def aws_job(job_id: str, name: str, queue: str, status: str, *, hours: int, team
 
 def test_scan_backend_finds_what_evaluate_finds() -> None:
     """An AWS-like listing (undetailed, tags only after enrich) through the index."""
-    raws = [
+    raws: list[dict[str, Any]] = [
         {"name": "gpu-cap", "queues": ["gpu-*"], "statuses": ["running"], "max_runtime": "12h"},
         {"name": "ml-cap", "tags": {"team": "ml"}, "max_age": "1d",
          "exclude": {"names": ["*-keep"]}},
