@@ -43,6 +43,12 @@ class SweepEnv:
     clock: Callable[[], datetime]
     pause_file: Path | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    # Set by the daemon on SIGTERM: cancels already in flight finish and are recorded, no new
+    # one starts (DESIGN.md §6). Jobs left alone are evaluated afresh by the next sweep.
+    stop: threading.Event | None = None
+    # Configured backends that could not even be built (missing credentials, say): reported in
+    # the audit and the exit code like a failed listing, so the gap is never silent.
+    unreachable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,7 +109,7 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
     call and writes no audit record."""
     now = env.clock()
     scans = scan_all(env, _names(env, names), now)
-    return scans, _decide(env, scans, now)
+    return scans, _decide(env, scans, now, _recent_cancels_for_plan(env, now))
 
 
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
@@ -117,12 +123,14 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     names = _names(env, names)
     audit.append(
         "sweep_start", sweep_id=sweep_id, backends=names, policies=len(env.policies.policies),
-        dry_run=env.guards.dry_run, paused=_paused(env),
+        dry_run=env.guards.dry_run, paused=_paused(env), unreachable=dict(env.unreachable),
     )  # fmt: skip
     started = monotonic()
     scans = scan_all(env, names, now)
-    plan = _decide(env, scans, now)
+    plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now))
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
+    for name, error in env.unreachable.items():
+        report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
     act.record_skips(plan)
     act.run(plan)
@@ -140,10 +148,26 @@ def _paused(env: SweepEnv) -> bool:
     return env.pause_file is not None and env.pause_file.exists()
 
 
-def _decide(env: SweepEnv, scans: list[Scan], now: datetime) -> Plan[Match]:
-    since = now - RECANCEL_WINDOW
-    records = read_tail(env.audit_path, since) if env.audit_path.exists() else []
-    recent = recently_cancelled(records, now)
+def read_recent_cancels(audit_path: Path, now: datetime) -> set[tuple[str, str]]:
+    """(backend, job id) of the jobs the audit log shows cancelled within RECANCEL_WINDOW;
+    none if the log does not exist yet. Raises OSError if it cannot be read."""
+    return recently_cancelled(read_tail(audit_path, now - RECANCEL_WINDOW), now)
+
+
+def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str]]:
+    """`plan` only previews: an audit log it may not read (the service's file, mode 0600, and an
+    operator's shell) costs the re-cancel window in the preview, not the whole plan."""
+    try:
+        return read_recent_cancels(env.audit_path, now)
+    except OSError as exc:
+        log.warning("cannot read the audit log %s (%s): the plan does not show the jobs that "
+                    "the re-cancel window would hold", env.audit_path, exc.strerror)  # fmt: skip
+        return set()
+
+
+def _decide(
+    env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]]
+) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
     return decide(listings, env.guards, paused=_paused(env), recently_cancelled=recent)
 
@@ -223,6 +247,9 @@ class _Actor:
     def act(self, decision: Decision[Match]) -> None:
         """Re-check, announce, cancel (or pretend), record. Never raises."""
         if self.audit_broken.is_set():
+            return
+        if self.env.stop is not None and self.env.stop.is_set():
+            log.info("stopping: not cancelling %s/%s", decision.job.backend, decision.job.id)
             return
         backend = self.env.backends[decision.job.backend]
         fresh, cause = self.recheck(backend, decision)
