@@ -5,7 +5,6 @@
 - `slow`: 10,000 examples per property test, the reliability state machine included, randomized
   (a failure prints the blob to reproduce it).
 
-Tests marked `slow` are skipped unless the `slow` profile is active or `-m` names the marker:
 `HYPOTHESIS_PROFILE=slow python -m pytest -m slow tests/test_reliability_state_machine.py`."""
 
 import os
@@ -21,11 +20,9 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
 settings.load_profile(PROFILE)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the long-running `slow` tests out of an ordinary run."""
-    if PROFILE == "slow" or "slow" in (config.getoption("markexpr", "") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: run with HYPOTHESIS_PROFILE=slow or -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+@pytest.fixture
+def slow_run(request: pytest.FixtureRequest) -> None:
+    """Skip a test that takes many minutes unless the run asked for them: the `slow` profile,
+    or a `-m` expression naming the `slow` marker."""
+    if PROFILE != "slow" and "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("minutes long: run with HYPOTHESIS_PROFILE=slow or -m slow")

@@ -706,7 +706,7 @@ def test_sweep_invariants_hold_over_any_history() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("quiet_reaper")
+@pytest.mark.usefixtures("slow_run", "quiet_reaper")
 def test_sweep_invariants_hold_over_any_history_slow() -> None:
     run_state_machine_as_test(
         SweepMachine, settings=settings(settings.get_profile("slow"), stateful_step_count=25)
