@@ -199,6 +199,9 @@ def _check_schedule(schedule: Mapping[str, Any]) -> list[Problem]:
         problems.extend(_check_duration(("schedule", "every"), schedule["every"]))
     if "cron" in schedule:
         problems.extend(_check_cron(("schedule", "cron"), schedule["cron"]))
+    jitter = str(schedule.get("jitter", "0"))
+    if not set(jitter) <= set("0wdhms"):  # "0", "0s": no jitter
+        problems.extend(_check_duration(("schedule", "jitter"), jitter))
     return problems
 
 
