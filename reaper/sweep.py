@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from reaper.audit import AuditLog, AuditWriteError, read_tail, recently_cancelled
-from reaper.backends.base import Backend, CancelOutcome
+from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, SkipCause, decide
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import Job
@@ -190,11 +190,38 @@ def _seconds(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+@runtime_checkable
+class BulkBackend(Protocol):
+    """What a backend may add to re-check and cancel many jobs per API call (AWS Batch:
+    DescribeJobs reads 100 ids, TerminateJobs ends 50 with one reason). The sweep uses it when
+    a backend has it, and `Backend.refresh`/`cancel` otherwise."""
+
+    @property
+    def refresh_batch(self) -> int: ...  # the most jobs one refresh_many call reads
+    @property
+    def cancel_batch(self) -> int: ...  # the most jobs one cancel_checked call should carry
+    def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]: ...
+    def cancel_checked(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]: ...
+
+
+Checked = tuple[Decision[Match], Job]  # a decision and its job as the re-check just read it
+
+
+@dataclass(frozen=True)
+class _Lanes:
+    """Per backend: at most `concurrency` re-check reads and at most `concurrency` cancel calls
+    in flight. Two lanes, so that the next jobs are re-read while others are being cancelled,
+    instead of every cancel slot also waiting out a read."""
+
+    reads: threading.Semaphore
+    cancels: threading.Semaphore
+
+
 class _Actor:
-    """Writes skipped records, then re-checks and cancels, per backend concurrently, with at most
-    `env.concurrency` cancels in flight per backend. Once an audit write fails, no further
-    cancel is started anywhere (DESIGN.md §5: if the record cannot be written, nothing is
-    cancelled)."""
+    """Writes skipped records, then re-checks and cancels, per backend concurrently. For every
+    job, in this order: re-check (skip it if it no longer matches), `intent` written and fsynced,
+    the cancel call, `result`. Once an audit write fails, no further cancel call is made anywhere
+    (DESIGN.md §5: if the record cannot be written, nothing is cancelled)."""
 
     def __init__(self, env: SweepEnv, audit: AuditLog, sweep_id: str, report: SweepReport) -> None:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
@@ -216,39 +243,65 @@ class _Actor:
             list(pool.map(self.run_backend, by_backend.values()))
 
     def run_backend(self, decisions: list[Decision[Match]]) -> None:
-        workers = self.env.concurrency
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
-            list(pool.map(self.act, decisions))
+        """Act on one backend's decisions in units (one job, or one bulk re-check). A worker holds
+        a unit from its re-check to its last cancel call, and twice as many workers as slots
+        per lane keep both lanes busy; so a job waits for at most a free cancel slot between
+        its re-check and its cancel call."""
+        backend = self.env.backends[decisions[0].job.backend]
+        slots = max(1, self.env.concurrency)
+        lanes = _Lanes(threading.Semaphore(slots), threading.Semaphore(slots))
+        units = _units(backend, decisions, slots)
+        with ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="act") as pool:
+            list(pool.map(lambda unit: self.act_unit(backend, unit, lanes), units))
 
-    def act(self, decision: Decision[Match]) -> None:
-        """Re-check, announce, cancel (or pretend), record. Never raises."""
+    def act_unit(self, backend: Backend, unit: list[Decision[Match]], lanes: _Lanes) -> None:
+        """Re-check the unit, then cancel what still matches, batch by batch. Never raises."""
         if self.audit_broken.is_set():
             return
-        backend = self.env.backends[decision.job.backend]
-        fresh, cause = self.recheck(backend, decision)
-        if fresh is None:
-            self.skip(decision, cause)
-            return
-        fields = job_fields(decision) | {"status": fresh.status}
-        if not self.write("intent", fields):
-            return
-        outcome, error = _cancel_or_pretend(backend, fresh, decision)
-        self.count(decision.job.backend, "outcomes", outcome)
-        self.write("result", fields | {"outcome": outcome, "error": error})
+        with lanes.reads:
+            checked = self.recheck(backend, unit)
+        for batch in _cancel_batches(backend, checked):
+            with lanes.cancels:
+                self.cancel_batch(backend, batch)
 
-    def recheck(self, backend: Backend, decision: Decision[Match]) -> tuple[Job | None, str]:
-        """The job's current state, or None and why to skip it: gone, no longer matching,
-        protected since, or unreadable (DESIGN.md §4 step 4)."""
+    def recheck(self, backend: Backend, unit: list[Decision[Match]]) -> list[Checked]:
+        """The unit's jobs that still match, as just read; the others are recorded as skipped:
+        gone, no longer matching, protected since, or unreadable (DESIGN.md §4 step 4)."""
         try:
-            fresh = backend.refresh(decision.job)
+            fresh = _read_current(backend, [decision.job for decision in unit])
         except BackendError as exc:
-            log.error("re-check of %s failed: %s", decision.job.id, exc)
-            return None, "recheck_failed"
+            log.error("re-check of %d job(s) on %s failed: %s", len(unit), backend.name, exc)
+            for decision in unit:
+                self.skip(decision, "recheck_failed")
+            return []
+        checked: list[Checked] = []
+        for decision, job in zip(unit, fresh, strict=True):
+            cause = self.skip_cause(decision, job)
+            if job is None or cause is not None:
+                self.skip(decision, cause or SkipCause.CHANGED)
+            else:
+                checked.append((decision, job))
+        return checked
+
+    def skip_cause(self, decision: Decision[Match], fresh: Job | None) -> SkipCause | None:
         if fresh is None or evaluate(decision.match.policy, fresh, self.env.clock()) is None:
-            return None, SkipCause.CHANGED
+            return SkipCause.CHANGED
         if self.env.guards.protect_tag in fresh.tags:
-            return None, SkipCause.PROTECTED
-        return fresh, ""
+            return SkipCause.PROTECTED
+        return None
+
+    def cancel_batch(self, backend: Backend, batch: list[Checked]) -> None:
+        """Announce every job of the batch (each `intent` fsynced), make the one cancel call (or
+        pretend), record each `result`. No call if any announcement failed. Never raises."""
+        if self.audit_broken.is_set():
+            return
+        announced = [job_fields(decision) | {"status": job.status} for decision, job in batch]
+        if not all(self.write("intent", fields) for fields in announced):
+            return
+        results = _cancel_or_pretend(backend, batch)
+        for (decision, _), fields, (outcome, error) in zip(batch, announced, results, strict=True):
+            self.count(decision.job.backend, "outcomes", outcome)
+            self.write("result", fields | {"outcome": outcome, "error": error})
 
     def skip(self, decision: Decision[Match], cause: str) -> None:
         self.count(decision.job.backend, "skipped", str(cause))
@@ -270,13 +323,55 @@ class _Actor:
             return False
 
 
-def _cancel_or_pretend(
-    backend: Backend, job: Job, decision: Decision[Match]
-) -> tuple[str, str | None]:
-    """The one place where dry run differs from a real run."""
-    if decision.dry_run:
-        log.info("dry run: would cancel %s/%s (%s)", job.backend, job.id, decision.policy.name)
-        return "dry_run", None
-    result = backend.cancel(job, decision.reason)
-    log.info("cancel %s/%s by %s: %s", job.backend, job.id, decision.policy.name, result.outcome)
-    return str(result.outcome), result.error
+def _units(
+    backend: Backend, decisions: list[Decision[Match]], slots: int
+) -> list[list[Decision[Match]]]:
+    """Re-check units: one job each, or for a bulk backend runs of jobs sharing a reason (so that
+    they can share cancel calls), cut small enough to keep every worker busy."""
+    if not isinstance(backend, BulkBackend):
+        return [[decision] for decision in decisions]
+    ordered = sorted(decisions, key=_batch_key)  # stable: plan order within a reason
+    spread = -(-len(ordered) // (2 * slots))
+    size = max(1, min(backend.refresh_batch, max(backend.cancel_batch, spread)))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def _batch_key(decision: Decision[Match]) -> tuple[str, bool]:
+    return decision.reason, decision.dry_run
+
+
+def _cancel_batches(backend: Backend, checked: list[Checked]) -> list[list[Checked]]:
+    """Jobs that may share one cancel call: same reason, same dry-run flag, at most the
+    backend's `cancel_batch` (1 for a backend without a bulk cancel)."""
+    size = backend.cancel_batch if isinstance(backend, BulkBackend) else 1
+    groups: dict[tuple[str, bool], list[Checked]] = {}
+    for item in checked:
+        groups.setdefault(_batch_key(item[0]), []).append(item)
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), max(1, size))]
+
+
+def _read_current(backend: Backend, jobs: list[Job]) -> list[Job | None]:
+    """The jobs' current state: one bulk read where the backend has one. Raises BackendError."""
+    if isinstance(backend, BulkBackend):
+        return backend.refresh_many(jobs)
+    return [backend.refresh(job) for job in jobs]
+
+
+def _cancel_or_pretend(backend: Backend, batch: list[Checked]) -> list[tuple[str, str | None]]:
+    """The one place where dry run differs from a real run. The batch shares one reason and one
+    dry-run flag (`_cancel_batches`)."""
+    first = batch[0][0]
+    if first.dry_run:
+        for decision, job in batch:
+            log.info("dry run: would cancel %s/%s (%s)", job.backend, job.id, decision.policy.name)
+        return [("dry_run", None)] * len(batch)
+    jobs = [job for _, job in batch]
+    if isinstance(backend, BulkBackend):
+        results = backend.cancel_checked(jobs, first.reason)
+    else:
+        results = [backend.cancel(job, first.reason) for job in jobs]
+    for (decision, job), result in zip(batch, results, strict=True):
+        log.info(
+            "cancel %s/%s by %s: %s", job.backend, job.id, decision.policy.name, result.outcome
+        )
+    return [(str(result.outcome), result.error) for result in results]

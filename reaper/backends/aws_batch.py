@@ -176,16 +176,48 @@ class AwsBatchBackend:
         """Cancel several jobs with one reason: one DescribeJobs per 100, one TerminateJobs per
         50 (TerminateJob one by one where the service lacks TerminateJobs). Results are in the
         order of `jobs`; never raises for a per-job problem."""
-        reason = truncate_reason(reason)
         try:
             records = self._describe([job.id for job in jobs])
         except BackendError as exc:
             return [CancelResult(CancelOutcome.FAILED, str(exc)) for _ in jobs]
-        results: dict[str, CancelResult] = {}
-        for job in jobs:
-            outcome = self._precheck(records.get(job.id))
-            if outcome is not None:
-                results[job.id] = outcome
+        decided = {job.id: self._precheck(records.get(job.id)) for job in jobs}
+        return self._terminate_undecided(jobs, decided, reason)
+
+    # -- the sweep's bulk path (reaper.sweep.BulkBackend) --------------------------------------
+    @property
+    def refresh_batch(self) -> int:
+        """The most jobs one `refresh_many` call reads (DescribeJobs takes 100 ids)."""
+        return DESCRIBE_CHUNK
+
+    @property
+    def cancel_batch(self) -> int:
+        """The most jobs one `cancel_checked` call carries in one API call: TerminateJobs takes
+        50 ids, or 1 once the service turned out to lack TerminateJobs."""
+        return TERMINATE_CHUNK if self._bulk else 1
+
+    def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]:
+        """The current detailed state of each job, in order (None for a job DescribeJobs no
+        longer knows): one DescribeJobs per 100 jobs. Raises BackendError."""
+        records = self._describe([job.id for job in jobs])
+        return [self._detailed(job, records[job.id]) if job.id in records else None for job in jobs]
+
+    def cancel_checked(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]:
+        """Terminate jobs whose state the caller has just read (`refresh`/`refresh_many`, the
+        sweep's re-check): a job read as terminal is ALREADY_TERMINAL without a call, the others
+        go out in TerminateJobs calls of up to 50 ids, without the DescribeJobs that `cancel`
+        makes first. Results are in the order of `jobs`; never raises for a per-job problem."""
+        decided = {
+            job.id: CancelResult(CancelOutcome.ALREADY_TERMINAL) if job.phase == Phase.TERMINAL
+            else None
+            for job in jobs
+        }  # fmt: skip
+        return self._terminate_undecided(jobs, decided, reason)
+
+    def _terminate_undecided(
+        self, jobs: Sequence[Job], decided: Mapping[str, CancelResult | None], reason: str
+    ) -> list[CancelResult]:
+        reason = truncate_reason(reason)
+        results = {job_id: result for job_id, result in decided.items() if result is not None}
         pending = list(dict.fromkeys(job.id for job in jobs if job.id not in results))
         for start in range(0, len(pending), TERMINATE_CHUNK):
             results.update(self._terminate_chunk(pending[start : start + TERMINATE_CHUNK], reason))
