@@ -42,10 +42,12 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
+    HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
 )
@@ -111,7 +113,7 @@ class SutroBackend:
         (relative to `base_dir`). Raises BackendError when the key cannot be read."""
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
         api_url = str(section.get("api_url") or DEFAULT_API_URL)
-        return cls(name, requests.Session(), api_url, api_key)
+        return cls(name, make_session(), api_url, api_key)
 
     # -- the Backend interface ------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:
@@ -275,6 +277,16 @@ class SutroBackend:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
+def make_session() -> requests.Session:
+    """A session whose pool keeps as many connections as a sweep has calls in flight
+    (requests' default keeps 10 and throws away the connections of any further calls)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 def parse_job(backend: str, record: Any) -> Job:
     """A Sutro job record as a Job; the status is upper-cased (older deployments answer in lower
     case) and the record kept as `raw`. Raises ValueError when a needed field is missing."""
