@@ -208,6 +208,39 @@ Checked = tuple[Decision[Match], Job]  # a decision and its job as the re-check 
 
 
 @dataclass(frozen=True)
+class _Target:
+    """One backend as the actor calls it: through its bulk calls when it has them (looked up
+    once: a Protocol isinstance check is slow), else one job per call."""
+
+    backend: Backend
+    bulk: BulkBackend | None
+
+    @classmethod
+    def of(cls, backend: Backend) -> _Target:
+        return cls(backend, backend if isinstance(backend, BulkBackend) else None)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def cancel_batch(self) -> int:
+        return 1 if self.bulk is None else max(1, self.bulk.cancel_batch)
+
+    def read(self, jobs: list[Job]) -> list[Job | None]:
+        """The jobs' current state, in order (None: gone). Raises BackendError."""
+        if self.bulk is not None:
+            return self.bulk.refresh_many(jobs)
+        return [self.backend.refresh(job) for job in jobs]
+
+    def cancel(self, jobs: list[Job], reason: str) -> list[CancelResult]:
+        """Cancel jobs just re-read, in one call where the backend has a bulk cancel."""
+        if self.bulk is not None:
+            return self.bulk.cancel_checked(jobs, reason)
+        return [self.backend.cancel(job, reason) for job in jobs]
+
+
+@dataclass(frozen=True)
 class _Lanes:
     """Per backend: at most `concurrency` re-check reads and at most `concurrency` cancel calls
     in flight. Two lanes, so that the next jobs are re-read while others are being cancelled,
@@ -247,30 +280,29 @@ class _Actor:
         a unit from its re-check to its last cancel call, and twice as many workers as slots
         per lane keep both lanes busy; so a job waits for at most a free cancel slot between
         its re-check and its cancel call."""
-        backend = self.env.backends[decisions[0].job.backend]
+        target = _Target.of(self.env.backends[decisions[0].job.backend])
         slots = max(1, self.env.concurrency)
         lanes = _Lanes(threading.Semaphore(slots), threading.Semaphore(slots))
-        units = _units(backend, decisions, slots)
+        units = _units(target, decisions, slots)
         with ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="act") as pool:
-            list(pool.map(lambda unit: self.act_unit(backend, unit, lanes), units))
+            list(pool.map(lambda unit: self.act_unit(target, unit, lanes), units))
 
-    def act_unit(self, backend: Backend, unit: list[Decision[Match]], lanes: _Lanes) -> None:
+    def act_unit(self, target: _Target, unit: list[Decision[Match]], lanes: _Lanes) -> None:
         """Re-check the unit, then cancel what still matches, batch by batch. Never raises."""
         if self.audit_broken.is_set():
             return
         with lanes.reads:
-            checked = self.recheck(backend, unit)
-        for batch in _cancel_batches(backend, checked):
-            with lanes.cancels:
-                self.cancel_batch(backend, batch)
+            checked = self.recheck(target, unit)
+        for batch in _cancel_batches(checked, target.cancel_batch):
+            self.cancel_batch(target, batch, lanes.cancels)
 
-    def recheck(self, backend: Backend, unit: list[Decision[Match]]) -> list[Checked]:
+    def recheck(self, target: _Target, unit: list[Decision[Match]]) -> list[Checked]:
         """The unit's jobs that still match, as just read; the others are recorded as skipped:
         gone, no longer matching, protected since, or unreadable (DESIGN.md §4 step 4)."""
         try:
-            fresh = _read_current(backend, [decision.job for decision in unit])
+            fresh = target.read([decision.job for decision in unit])
         except BackendError as exc:
-            log.error("re-check of %d job(s) on %s failed: %s", len(unit), backend.name, exc)
+            log.error("re-check of %d job(s) on %s failed: %s", len(unit), target.name, exc)
             for decision in unit:
                 self.skip(decision, "recheck_failed")
             return []
@@ -290,15 +322,22 @@ class _Actor:
             return SkipCause.PROTECTED
         return None
 
-    def cancel_batch(self, backend: Backend, batch: list[Checked]) -> None:
+    def cancel_batch(
+        self, target: _Target, batch: list[Checked], slot: threading.Semaphore
+    ) -> None:
         """Announce every job of the batch (each `intent` fsynced), make the one cancel call (or
-        pretend), record each `result`. No call if any announcement failed. Never raises."""
+        pretend) in a cancel slot, record each `result`. The slot is held for the call alone,
+        not for the audit writes around it. No call if an announcement failed or the audit log
+        has broken since. Never raises."""
         if self.audit_broken.is_set():
             return
         announced = [job_fields(decision) | {"status": job.status} for decision, job in batch]
         if not all(self.write("intent", fields) for fields in announced):
             return
-        results = _cancel_or_pretend(backend, batch)
+        with slot:
+            if self.audit_broken.is_set():
+                return  # reconcile resolves these intents at the next start
+            results = _cancel_or_pretend(target, batch)
         for (decision, _), fields, (outcome, error) in zip(batch, announced, results, strict=True):
             self.count(decision.job.backend, "outcomes", outcome)
             self.write("result", fields | {"outcome": outcome, "error": error})
@@ -324,15 +363,15 @@ class _Actor:
 
 
 def _units(
-    backend: Backend, decisions: list[Decision[Match]], slots: int
+    target: _Target, decisions: list[Decision[Match]], slots: int
 ) -> list[list[Decision[Match]]]:
     """Re-check units: one job each, or for a bulk backend runs of jobs sharing a reason (so that
     they can share cancel calls), cut small enough to keep every worker busy."""
-    if not isinstance(backend, BulkBackend):
+    if target.bulk is None:
         return [[decision] for decision in decisions]
     ordered = sorted(decisions, key=_batch_key)  # stable: plan order within a reason
     spread = -(-len(ordered) // (2 * slots))
-    size = max(1, min(backend.refresh_batch, max(backend.cancel_batch, spread)))
+    size = max(1, min(target.bulk.refresh_batch, max(target.cancel_batch, spread)))
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
@@ -340,24 +379,15 @@ def _batch_key(decision: Decision[Match]) -> tuple[str, bool]:
     return decision.reason, decision.dry_run
 
 
-def _cancel_batches(backend: Backend, checked: list[Checked]) -> list[list[Checked]]:
-    """Jobs that may share one cancel call: same reason, same dry-run flag, at most the
-    backend's `cancel_batch` (1 for a backend without a bulk cancel)."""
-    size = backend.cancel_batch if isinstance(backend, BulkBackend) else 1
+def _cancel_batches(checked: list[Checked], size: int) -> list[list[Checked]]:
+    """Jobs that may share one cancel call: same reason, same dry-run flag, at most `size`."""
     groups: dict[tuple[str, bool], list[Checked]] = {}
     for item in checked:
         groups.setdefault(_batch_key(item[0]), []).append(item)
-    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), max(1, size))]
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
-def _read_current(backend: Backend, jobs: list[Job]) -> list[Job | None]:
-    """The jobs' current state: one bulk read where the backend has one. Raises BackendError."""
-    if isinstance(backend, BulkBackend):
-        return backend.refresh_many(jobs)
-    return [backend.refresh(job) for job in jobs]
-
-
-def _cancel_or_pretend(backend: Backend, batch: list[Checked]) -> list[tuple[str, str | None]]:
+def _cancel_or_pretend(target: _Target, batch: list[Checked]) -> list[tuple[str, str | None]]:
     """The one place where dry run differs from a real run. The batch shares one reason and one
     dry-run flag (`_cancel_batches`)."""
     first = batch[0][0]
@@ -365,11 +395,7 @@ def _cancel_or_pretend(backend: Backend, batch: list[Checked]) -> list[tuple[str
         for decision, job in batch:
             log.info("dry run: would cancel %s/%s (%s)", job.backend, job.id, decision.policy.name)
         return [("dry_run", None)] * len(batch)
-    jobs = [job for _, job in batch]
-    if isinstance(backend, BulkBackend):
-        results = backend.cancel_checked(jobs, first.reason)
-    else:
-        results = [backend.cancel(job, first.reason) for job in jobs]
+    results = target.cancel([job for _, job in batch], first.reason)
     for (decision, job), result in zip(batch, results, strict=True):
         log.info(
             "cancel %s/%s by %s: %s", job.backend, job.id, decision.policy.name, result.outcome

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, max
 QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum
 DESCRIBE_CHUNK = 100  # DescribeJobs takes "a list of up to 100 job IDs"
 TERMINATE_CHUNK = 50  # TerminateJobs takes "an array of up to 50 Batch job IDs"
+DESCRIBE_CONCURRENCY = 8  # DescribeJobs calls in flight when enriching many jobs (DESIGN.md §4)
 # Codes a service answers with when it does not know an operation (moto answers a bare 404).
 _UNKNOWN_OPERATION = frozenset({"UnknownOperationException", "UnknownOperation", "404"})
 # Per-job TerminateJobs errors worth one more try through TerminateJob and botocore's retries.
@@ -144,14 +146,26 @@ class AwsBatchBackend:
         return None if record is None else self._detailed(job, record)
 
     def _describe(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """Records by job id, 100 ids per DescribeJobs, up to DESCRIBE_CONCURRENCY calls in
+        flight (the calls are independent; botocore clients are thread-safe). Raises
+        BackendError if any call fails."""
         unique = list(dict.fromkeys(ids))
-        records: dict[str, Mapping[str, Any]] = {}
-        for start in range(0, len(unique), DESCRIBE_CHUNK):
-            response = self._call("DescribeJobs", jobs=unique[start : start + DESCRIBE_CHUNK])
-            for record in self._require_list("DescribeJobs", response, "jobs"):
-                if isinstance(record, Mapping) and isinstance(record.get("jobId"), str):
-                    records[record["jobId"]] = record
-        return records
+        chunks = [unique[i : i + DESCRIBE_CHUNK] for i in range(0, len(unique), DESCRIBE_CHUNK)]
+        if len(chunks) <= 1:
+            pages = [self._describe_chunk(chunk) for chunk in chunks]
+        else:
+            workers = min(DESCRIBE_CONCURRENCY, len(chunks))
+            with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-describe") as pool:
+                pages = list(pool.map(self._describe_chunk, chunks))
+        return {job_id: record for page in pages for job_id, record in page.items()}
+
+    def _describe_chunk(self, ids: list[str]) -> dict[str, Mapping[str, Any]]:
+        response = self._call("DescribeJobs", jobs=ids)
+        return {
+            record["jobId"]: record
+            for record in self._require_list("DescribeJobs", response, "jobs")
+            if isinstance(record, Mapping) and isinstance(record.get("jobId"), str)
+        }
 
     def _detailed(self, job: Job, record: Mapping[str, Any]) -> Job:
         # JobDetail.jobQueue is an ARN; keep the queue name the job was listed under.
