@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -293,21 +294,36 @@ def child_env(world: World | None = None) -> dict[str, str]:
     return env
 
 
+TIME = Path("/usr/bin/time")  # GNU time: the child's own peak RSS and CPU time
+
+
 def run_child(command: Sequence[str], env: Mapping[str, str], cwd: Path = ROOT) -> ChildRun:
-    """Run `command` to completion: its wall time and its own peak RSS (from os.wait4, so
-    neither the benchmark nor an earlier child counts)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
+    """Run `command` to completion: its wall time, peak RSS and CPU time. The peak RSS comes from
+    GNU time, which forks the command from its own small process: a child forked from this
+    process would count this process's resident set as its own (Linux keeps the high-water mark
+    of the address space a child starts from across exec), and the benchmark process holds every
+    emulated job. Without /usr/bin/time, os.wait4's figures are used, with that caveat."""
+    with tempfile.TemporaryDirectory(prefix="reaper-child-") as tmp:
+        report = Path(tmp) / "time"
+        wrapped = (
+            [str(TIME), "-f", "%M %U %S", "-o", str(report), *command]
+            if TIME.exists()
+            else list(command)
+        )
+        out, err = Path(tmp) / "out", Path(tmp) / "err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                wrapped, env=dict(env), cwd=cwd, stdout=stdout, stderr=stderr
+            )
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
-        return ChildRun(
-            process.returncode, wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime,
-            out.read().decode(), err.read().decode(),
-        )  # fmt: skip
+        rss, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+        if TIME.exists():
+            fields = report.read_text().split()[-3:]
+            rss, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
+        return ChildRun(process.returncode, wall, rss, cpu, out.read_text(), err.read_text())
 
 
 # -- audit-derived figures --------------------------------------------------------------------
@@ -323,18 +339,28 @@ def parse_ts(value: object) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def measure_fsync(folder: Path, records: int = 500, size: int = 700) -> float:
-    """Mean seconds of one `write` + `fsync` of a `size`-byte line appended to a file in
+def measure_fsync(folder: Path, records: int = 200, size: int = 700) -> float:
+    """Median seconds of one `write` + `fsync` of a `size`-byte line appended to a file in
     `folder`, as the audit log does for every record."""
     path = folder / "fsync-probe.jsonl"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     line = b"x" * (size - 1) + b"\n"
+    times = []
     try:
-        started = time.perf_counter()
         for _ in range(records):
+            started = time.perf_counter()
             os.write(fd, line)
             os.fsync(fd)
-        return (time.perf_counter() - started) / records
+            times.append(time.perf_counter() - started)
     finally:
         os.close(fd)
         path.unlink()
+    return statistics.median(times)
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine slows every figure but the bound."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
