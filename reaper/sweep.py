@@ -28,7 +28,8 @@ from reaper.scan import Scan, scan_backend
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 8  # cancels in flight per backend (DESIGN.md §4 step 5)
+# Cancel calls in flight per backend (DESIGN.md §4 step 5); as many re-check reads run beside them.
+DEFAULT_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)

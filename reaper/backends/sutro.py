@@ -51,6 +51,7 @@ from reaper.backends.base import (
     CancelOutcome,
     CancelResult,
 )
+from reaper.backends.http import pin_environment
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
     RetryableError,
@@ -113,7 +114,7 @@ class SutroBackend:
         (relative to `base_dir`). Raises BackendError when the key cannot be read."""
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
         api_url = str(section.get("api_url") or DEFAULT_API_URL)
-        return cls(name, make_session(), api_url, api_key)
+        return cls(name, make_session(api_url), api_url, api_key)
 
     # -- the Backend interface ------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:
@@ -277,13 +278,15 @@ class SutroBackend:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
-def make_session() -> requests.Session:
-    """A session whose pool keeps as many connections as a sweep has calls in flight
-    (requests' default keeps 10 and throws away the connections of any further calls)."""
+def make_session(api_url: str) -> requests.Session:
+    """A session for `api_url` whose pool keeps as many connections as a sweep has calls in
+    flight (requests' default keeps 10 and throws away the connections of any further calls),
+    with the environment's proxy settings read once (reaper.backends.http.pin_environment)."""
     session = requests.Session()
     adapter = HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    pin_environment(session, api_url)
     return session
 
 

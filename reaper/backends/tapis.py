@@ -49,6 +49,7 @@ from reaper.backends.base import (
     CancelResult,
     truncate_reason,
 )
+from reaper.backends.http import pin_environment
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
@@ -387,6 +388,7 @@ def make_client(
     claims = getattr(client.access_token, "claims", None) or {}
     client.tenant_id = claims.get("tapis/tenant_id")
     install_timeout(client.requests_session, timeout)
+    pin_environment(client.requests_session, base_url)
     return client
 
 
