@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # Cancel calls in flight per backend (DESIGN.md §4 step 5); as many re-check reads run beside them.
 DEFAULT_CONCURRENCY = 8
+# Workers per cancel slot: besides the jobs in a cancel call, others are being re-read or wait
+# on the audit log (one file, one record at a time), and the cancel lane must not run dry.
+WORKERS_PER_SLOT = 3
 
 
 @dataclass(frozen=True)
@@ -278,14 +281,15 @@ class _Actor:
 
     def run_backend(self, decisions: list[Decision[Match]]) -> None:
         """Act on one backend's decisions in units (one job, or one bulk re-check). A worker holds
-        a unit from its re-check to its last cancel call, and twice as many workers as slots
-        per lane keep both lanes busy; so a job waits for at most a free cancel slot between
-        its re-check and its cancel call."""
+        a unit from its re-check to its last result, and WORKERS_PER_SLOT workers per slot keep
+        both lanes busy; between its re-check and its cancel call a job waits only for its
+        intent to be written and for a free cancel slot."""
         target = _Target.of(self.env.backends[decisions[0].job.backend])
         slots = max(1, self.env.concurrency)
         lanes = _Lanes(threading.Semaphore(slots), threading.Semaphore(slots))
         units = _units(target, decisions, slots)
-        with ThreadPoolExecutor(max_workers=2 * slots, thread_name_prefix="act") as pool:
+        workers = WORKERS_PER_SLOT * slots
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="act") as pool:
             list(pool.map(lambda unit: self.act_unit(target, unit, lanes), units))
 
     def act_unit(self, target: _Target, unit: list[Decision[Match]], lanes: _Lanes) -> None:
