@@ -146,9 +146,11 @@ def _aws_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> Backen
 
 def _tapis_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> BackendBound:
     active = sum(1 for spec in specs if spec.status in TAPIS_ACTIVE)
-    listing = active // TAPIS_PAGE + 1  # offset paging ends at the first short (or empty) page
+    # Offset paging ends at the first short (or empty) page. Offsets are known in advance, so the
+    # pages could be fetched 8 at a time.
+    listing = active // TAPIS_PAGE + 1
     # sendEvent then cancel: two calls in sequence per job, jobs 8 at a time.
-    return BackendBound(listing, listing, 0, 2 * over, 2 * _rounds(over), over, lat)
+    return BackendBound(listing, _rounds(listing), 0, 2 * over, 2 * _rounds(over), over, lat)
 
 
 def _sutro_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> BackendBound:
