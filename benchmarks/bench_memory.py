@@ -44,7 +44,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--over", type=int, default=1_000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.md")
+    common.add_priority_option(parser)
     args = parser.parse_args(argv)
+    common.apply_priority(args.nice)
     rows, peaks = [], {}
     with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
         for jobs in args.jobs:

@@ -41,7 +41,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.md")
+    common.add_priority_option(parser)
     args = parser.parse_args(argv)
+    common.apply_priority(args.nice)
     medians, rows = {}, []
     for label, command in COMMANDS.items():
         walls = time_command(command, args.runs)

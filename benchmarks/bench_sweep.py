@@ -30,6 +30,8 @@ AWS_LIST_PAGE, AWS_DESCRIBE, AWS_TERMINATE = 1000, 100, 50
 TAPIS_PAGE, SUTRO_PAGE = 100, 100
 AWS_ACTIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 TAPIS_ACTIVE = frozenset({"PENDING", "QUEUED", "RUNNING"})  # the statuses the seeds use
+# Re-check reads overlap the cancels, except the first: no cancel may start before a re-check.
+FIRST_RECHECK = 1
 
 
 @dataclass
@@ -56,7 +58,7 @@ class BackendBound:
     list_rounds: int  # sequential rounds the listing takes at best
     enrich_calls: int
     cancel_calls: int
-    cancel_rounds: int  # sequential rounds of `CONCURRENCY` calls in flight
+    cancel_rounds: int  # sequential rounds of `CONCURRENCY` calls in flight, plus one re-check
     recheck_reads: int  # not in the bound: reads that reaper overlaps with the cancels
     latency_s: float
 
@@ -140,8 +142,8 @@ def _aws_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> Backen
     gpu = over // 2
     cancels = -(-gpu // AWS_TERMINATE) + -(-(over - gpu) // AWS_TERMINATE)
     enrich = _pages(over, AWS_DESCRIBE) if over else 0  # tags, for the protect tag and `env: dev`
-    return BackendBound(1 + sum(chains), listing_rounds, enrich, cancels, _rounds(cancels),
-                        enrich, lat)  # fmt: skip
+    return BackendBound(1 + sum(chains), listing_rounds, enrich, cancels,
+                        FIRST_RECHECK + _rounds(cancels), enrich, lat)  # fmt: skip
 
 
 def _tapis_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> BackendBound:
@@ -150,12 +152,13 @@ def _tapis_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> Back
     # pages could be fetched 8 at a time.
     listing = active // TAPIS_PAGE + 1
     # sendEvent then cancel: two calls in sequence per job, jobs 8 at a time.
-    return BackendBound(listing, _rounds(listing), 0, 2 * over, 2 * _rounds(over), over, lat)
+    rounds = FIRST_RECHECK + 2 * _rounds(over)
+    return BackendBound(listing, _rounds(listing), 0, 2 * over, rounds, over, lat)
 
 
 def _sutro_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> BackendBound:
     listing = _pages(len(specs), SUTRO_PAGE)  # list-jobs pages through every job, any status
-    return BackendBound(listing, listing, 0, over, _rounds(over), over, lat)
+    return BackendBound(listing, listing, 0, over, FIRST_RECHECK + _rounds(over), over, lat)
 
 
 # -- (a) and (b) ------------------------------------------------------------------------------
@@ -282,7 +285,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of (a); the median is reported")
     parser.add_argument("--skip-serial", action="store_true", help="do not run (b)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.md")
+    common.add_priority_option(parser)
     args = parser.parse_args(argv)
+    common.apply_priority(args.nice)
     scenario = common.make_scenario(args.jobs, args.over, args.split, args.latency_ms / 1000)
     loads = [common.load_average()]
     with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:

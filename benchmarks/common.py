@@ -6,6 +6,7 @@ with the project's Python, e.g. `python benchmarks/bench_sweep.py`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -356,6 +357,23 @@ def measure_fsync(folder: Path, records: int = 200, size: int = 700) -> float:
         os.close(fd)
         path.unlink()
     return statistics.median(times)
+
+
+def add_priority_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nice", type=int, default=0, metavar="N",
+        help="run the benchmark and its children at this niceness (e.g. -10, as root) to shield "
+        "the figures from other work on a shared machine",
+    )  # fmt: skip
+
+
+def apply_priority(nice: int) -> None:
+    """Set this process's niceness (children inherit it). Exits if not permitted."""
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except PermissionError:
+            sys.exit(f"--nice {nice}: not permitted (a negative niceness needs root)")
 
 
 def load_average() -> str:
