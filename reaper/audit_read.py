@@ -234,17 +234,29 @@ def recently_cancelled(
     records: Iterable[Record], now: datetime, window: timedelta = RECENT_CANCEL_WINDOW
 ) -> set[tuple[str, str]]:
     """(backend, job_id) of jobs cancelled within `window` before `now`: a `result` whose outcome
-    is cancelled (or unconfirmed→cancelled), or an `intent` (not dry-run) without a result yet,
-    since an interrupted cancel may have reached the backend. A failed cancel does not count,
-    so the next sweep retries it. Read from the log, this survives restarts (DESIGN.md §4.3)."""
+    is cancelled, or any `unconfirmed→…` result but `not_found`, or an `intent` (not dry-run)
+    without a result yet — an interrupted cancel may have reached the backend, and an
+    asynchronous cancel leaves the job active while it winds down, so start-up reconciliation
+    cannot tell "never arrived" from "still stopping". A failed cancel does not count, so the
+    next sweep retries it. Read from the log, this survives restarts (DESIGN.md §4.3)."""
     recent = [r for r in records if _is_within(r, now - window)]
     found = {
         _job_key(r)
         for r in recent
-        if r.get("event") == "result" and is_cancelled_outcome(r.get("outcome"))
+        if r.get("event") == "result" and _may_have_cancelled(r.get("outcome"))
     }
     found.update(_job_key(r) for r in unresolved_intents(recent))
     return found
+
+
+def _may_have_cancelled(outcome: object) -> bool:
+    if is_cancelled_outcome(outcome):
+        return True
+    return (
+        isinstance(outcome, str)
+        and outcome.startswith("unconfirmed→")
+        and not (outcome.endswith("not_found"))
+    )
 
 
 def _is_within(record: Record, start: datetime) -> bool:

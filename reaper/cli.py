@@ -13,6 +13,7 @@ from types import ModuleType
 
 from reaper import __version__
 from reaper.errors import ConfigError, ExitCode, ReaperError
+from reaper.logs import configure_logging
 
 # Command name → module. Add a line here for a new command.
 COMMANDS: dict[str, str] = {
@@ -22,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "audit": "reaper.commands.audit",
     "schema": "reaper.commands.schema",
     "demo": "reaper.commands.demo",
+    "daemon": "reaper.commands.daemon",
 }
 
 
@@ -34,7 +36,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reaper", description="Policy-driven batch job reaper.")
     parser.add_argument("--version", action="version", version=f"reaper {__version__}")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only is None else [only]:
         _command_module(name).add_parser(subparsers)
@@ -54,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
         return int(exc.code or 0)
+    try:
+        configure_logging(args.log_level, args.log_format)
+    except ValueError as exc:
+        print(f"reaper: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     try:
         return int(_command_module(args.command).run(args))
     except ConfigError as exc:

@@ -21,7 +21,7 @@ from reaper.gitinfo import commit_of
 from reaper.jobs import BACKEND_TYPES
 from reaper.policy import Policy, PolicyCompileError, PolicySet, PolicySource, compile_policy
 from reaper.schema import check_schema, load_schema
-from reaper.yamlsrc import NodePath, Problem, YamlDocument, load_yaml_file
+from reaper.yamlsrc import NodePath, Problem, SourceMap, YamlDocument, load_yaml_file
 
 CONFIG_ENV = "REAPER_CONFIG"
 LOCAL_CONFIG = Path("reaper.yaml")
@@ -86,12 +86,16 @@ def find_config_path(arg: str | None, env: Mapping[str, str], cwd: Path | None =
 
 def load_config(path: Path) -> Config:
     """Read and check `reaper.yaml` (not its policies). Raises ConfigError with every problem."""
+    return _read_config(path)[0]
+
+
+def _read_config(path: Path) -> tuple[Config, SourceMap]:
     doc, _ = load_yaml_file(path)
     problems = check_schema(doc.data, doc.source, load_schema("config"))
     problems += check_config_semantics(doc.data, broken={p.path[:2] for p in problems})
     if problems:
         raise ConfigError([doc.source.locate(p) for p in problems])
-    return build_config(path, doc.data)
+    return build_config(path, doc.data), doc.source
 
 
 def load_policies(
@@ -116,9 +120,12 @@ def load_all(config_path: Path) -> tuple[Config, PolicySet]:
     """The config and the policies it points to. When the config itself is invalid, its policy
     files are still checked (without backend references) so that every error is reported."""
     try:
-        config = load_config(config_path)
+        config, source = _read_config(config_path)
     except ConfigError as exc:
         raise ConfigError(exc.diagnostics + _policy_diagnostics_of(config_path)) from None
+    if not config.policies_path.exists():  # named at the config's line, not as a bare path
+        message = f"no such policy file or folder: {config.policies_path}"
+        raise ConfigError([source.locate(Problem(("policies",), message))])
     return config, load_policies([config.policies_path], config.backends)
 
 
@@ -291,7 +298,7 @@ def _policy_diagnostics_of(config_path: Path) -> list[Diagnostic]:
     except ConfigError:
         return []
     value = doc.data.get("policies")
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not _resolve(config_path.parent, value).exists():
         return []
     try:
         load_policies([_resolve(config_path.parent, value)], None)
@@ -325,13 +332,20 @@ def _load_policy_file(path: Path, backends: Mapping[str, BackendConfig] | None) 
     raw_policies = result.doc.data.get("policies")
     if isinstance(raw_policies, list):
         problems.extend(_check_backend_names(raw_policies, backends))
-        broken = {p.path[1] for p in problems if len(p.path) > 1 and p.path[0] == "policies"}
         source = _PolicySourceFactory(path, raw)
         for position, policy in enumerate(raw_policies):
-            if position not in broken:
-                problems.extend(_compile(result, policy, source(position), backends))
+            if isinstance(policy, Mapping):
+                known = [p.path for p in problems if p.path[:2] == ("policies", position)]
+                found = _compile(result, policy, source(position), backends, bool(known))
+                problems.extend(p for p in found if not _overlaps(p.path, known))
     result.diagnostics.extend(result.doc.source.locate(p) for p in problems)
     return result
+
+
+def _overlaps(path: NodePath, others: Iterable[NodePath]) -> bool:
+    """True if `path` is, holds or lies inside one of `others`: the compiler's view of a node the
+    schema already reported would only repeat it in other words."""
+    return any(path[: len(o)] == o or o[: len(path)] == path for o in others)
 
 
 class _PolicySourceFactory:
@@ -354,12 +368,20 @@ def _compile(
     raw: Mapping[str, Any],
     source: PolicySource,
     backends: Mapping[str, BackendConfig] | None,
+    schema_invalid: bool,
 ) -> list[Problem]:
+    """Compile one policy into `result`; its problems, located from the file's root. A policy
+    the schema rejected is still compiled, so that every error is reported at once."""
     try:
         result.policies.append(compile_policy(raw, source, _target_types(raw, backends)))
     except PolicyCompileError as exc:
         prefix: NodePath = ("policies", source.position)
         return [Problem((*prefix, *path), message) for path, message in exc.problems]
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        # compile_policy's contract is a schema-valid mapping; outside it, a crash only means
+        # the compiler has nothing to add to what the schema already reported.
+        if not schema_invalid:
+            raise
     return []
 
 
@@ -370,8 +392,9 @@ def _target_types(
     configured backend); every type when no config or no backends are known."""
     if not backends:
         return BACKEND_TYPES
-    names = raw.get("backends") or list(backends)
-    types = {backends[n].type for n in names if n in backends}
+    names = raw.get("backends")
+    names = names if isinstance(names, list) and names else list(backends)
+    types = {backends[n].type for n in names if isinstance(n, str) and n in backends}
     return sorted(types) or BACKEND_TYPES
 
 

@@ -13,7 +13,10 @@ where fnmatch would silently match nothing.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import re2
 
@@ -24,17 +27,77 @@ class PatternError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """A compiled glob or regex. `text` is what the policy said; equality goes by it."""
+    """A compiled glob or regex. `text` is what the policy said; equality goes by it.
+
+    `stars` holds the literal runs of a glob made only of literals and `*` (`train-*`,
+    `*-spot`, `gpu-*-a100`): `matches` then uses string operations, which give the same answer
+    as RE2 at a fraction of the cost (the google-re2 wrapper spends about 6 µs per call in
+    Python, `re2/__init__.py` `_Regexp._match`). `matcher` is `matches` as the cheapest
+    callable there is for this pattern, for hot loops. `prefix` is a literal start every
+    matching text has ("" if none is known), for indexing many globs."""
 
     text: str
     regex: re2._Regexp = field(compare=False, repr=False)
     anchored: bool = True  # globs match the whole string, regexes anywhere in it
+    stars: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+    prefix: str = field(default="", compare=False, repr=False)
+    matcher: Callable[[str], bool] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        matcher = _string_matcher(self.text, self.stars) if self.anchored else None
+        object.__setattr__(self, "matcher", matcher or self._match)
 
     def matches(self, value: str) -> bool:
         """True if the pattern matches `value`; never raises for any str."""
+        return self.matcher(value)
+
+    def _match(self, value: str) -> bool:
+        # Only ASCII text by string operations: other text may hold a lone surrogate, which RE2
+        # sees spelt out as `\udXXX` (see _encodable), and `*-dc00` would then match it.
+        if self.stars is not None and value.isascii():
+            return match_stars(self.stars, value)
         text = _encodable(value)
         found = self.regex.fullmatch(text) if self.anchored else self.regex.search(text)
         return found is not None
+
+
+def _string_matcher(text: str, stars: tuple[str, ...] | None) -> Callable[[str], bool] | None:
+    """A C-level test equal to RE2's answer on every str, for `*`, `literal` and `prefix*` globs
+    without a backslash. Equal even on text with a lone surrogate, which RE2 sees spelt out as
+    a backslash and `udXXX`: the glob holds no surrogate (compile refuses it) and no backslash,
+    so neither an equal string nor a prefix can reach past one (a suffix could match `dc00`)."""
+    if stars is None or "\\" in text:
+        return None
+    if stars == ("", ""):
+        return _any_text
+    if len(stars) == 1:
+        return partial(operator.eq, stars[0])
+    if len(stars) == 2 and not stars[1]:
+        return operator.methodcaller("startswith", stars[0])
+    return None
+
+
+def _any_text(value: str) -> bool:
+    return True
+
+
+def match_stars(parts: tuple[str, ...], value: str) -> bool:
+    """Does `value` match the glob `"*".join(parts)` (literals and `*` only)? The first part
+    must start it and the last end it; the ones between must follow each other in order, and
+    taking the leftmost place for each never loses a match (each `*` absorbs the rest)."""
+    first, last = parts[0], parts[-1]
+    if len(parts) == 1:
+        return value == first
+    end = len(value) - len(last)
+    if end < len(first) or not value.startswith(first) or not value.endswith(last):
+        return False
+    position = len(first)
+    for part in parts[1:-1]:
+        found = value.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
 
 
 def _encodable(value: str) -> str:
@@ -56,7 +119,17 @@ def _options() -> re2.Options:
 
 def compile_glob(pattern: str) -> Pattern:
     """Compile a glob that must match the whole string. Raises PatternError."""
-    return Pattern(pattern, _compile(translate_glob(pattern), pattern), anchored=True)
+    regex = _compile(translate_glob(pattern), pattern)
+    stars = None if "?" in pattern or "[" in pattern else tuple(pattern.split("*"))
+    return Pattern(pattern, regex, anchored=True, stars=stars, prefix=_literal_start(pattern))
+
+
+def _literal_start(pattern: str) -> str:
+    """The glob's characters before its first `*`, `?` or `[`: every text it matches starts
+    with them. Cut before a backslash too: RE2 sees a lone surrogate in the text spelt out with
+    one (see _encodable), so a backslash in the glob could stand for a different character."""
+    ends = [i for i in map(pattern.find, "*?[\\") if i >= 0]
+    return pattern[: min(ends, default=len(pattern))]
 
 
 def compile_regex(pattern: str) -> Pattern:

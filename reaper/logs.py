@@ -225,7 +225,20 @@ def syslog_prefix(record: logging.LogRecord) -> str:
 
 
 class ReaperHandler(logging.StreamHandler[TextIO]):
-    """The one handler `configure_logging` installs (marked so a second call replaces it)."""
+    """The one handler `configure_logging` installs (marked so a second call replaces it).
+
+    Without a stream it writes to whatever `sys.stderr` is at each record, not the one of the
+    moment it was built: `cli.main` runs in-process in tests, whose captured stderr is replaced
+    (and closed) between tests."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr  # Handler.handle holds the handler lock here
+        super().emit(record)
 
 
 def is_journal_stream(stream: TextIO, env: Mapping[str, str]) -> bool:
@@ -263,7 +276,7 @@ def configure_logging(
     journal = is_journal_stream(target, os.environ if env is None else env)
     root = logging.getLogger()
     redactor = RedactingFilter(secrets=remove_reaper_handlers(root))
-    handler = ReaperHandler(target)
+    handler = ReaperHandler(stream)
     handler.addFilter(SdkFloorFilter())
     handler.addFilter(redactor)
     formatter = JsonFormatter(journal) if log_format is LogFormat.JSON else TextFormatter(journal)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 WATCHDOG_USEC = "WATCHDOG_USEC"
 WATCHDOG_PID = "WATCHDOG_PID"
 NOTIFY_SOCKET = "NOTIFY_SOCKET"
+SEND_TIMEOUT_S = 1.0
 
 
 def monotonic_usec() -> int:
@@ -147,6 +148,9 @@ class Notifier:
     def _socket(self) -> socket.socket:
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # A datagram to a receiver whose queue is full blocks the sender; the daemon's main
+            # loop sends these, and must not hang on a slow reader (the failure is logged).
+            self._sock.settimeout(SEND_TIMEOUT_S)
         return self._sock
 
     def _log_failure(self, exc: OSError | ValueError) -> None:

@@ -229,10 +229,13 @@ def evaluate(policy: Policy, job: Job, now: datetime) -> Match | None:
     _require_aware(now)
     if not _is_considered(policy, job) or (policy.needs_detail and not job.detailed):
         return None
-    facts = policy.selectors.explain(job, now)
-    if facts is None:
+    # Most jobs match nothing: decide without building facts, then explain only a match.
+    if not policy.selectors.holds(job, now):
         return None
-    if policy.exclude is not None and policy.exclude.explain(job, now) is not None:
+    if policy.exclude is not None and policy.exclude.holds(job, now):
+        return None
+    facts = policy.selectors.explain(job, now)
+    if facts is None:  # cannot happen: `holds` is `explain(...) is not None`
         return None
     runtime, pending = job.runtime(now), job.pending(now)
     return Match(

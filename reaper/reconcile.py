@@ -41,8 +41,9 @@ def reconcile(audit: AuditLog, backends: Mapping[str, Backend]) -> int:
 
 def _look_up(backend: Backend, intent: Mapping[str, Any]) -> str | None:
     """`cancelled` if the job is terminal now (the interrupted cancel may have done it, and the
-    re-cancel window must hold), `not_found` if it is gone, `failed` if it is still active (the
-    next sweep evaluates it afresh), None if the backend cannot tell now."""
+    re-cancel window must hold), `not_found` if it is gone, `failed` if it is still active (an
+    asynchronous cancel may still be winding it down, so the re-cancel window holds it too; after
+    the window the sweep evaluates it afresh), None if the backend cannot tell now."""
     try:
         fresh = backend.refresh(_stub(backend, intent))
     except BackendError as exc:

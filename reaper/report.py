@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.decide import Action, Decision, Plan
+from reaper.decide import Action, Decision, Plan, SkipCause
 from reaper.durations import format_duration
 from reaper.policy import Match
 from reaper.scan import Scan
@@ -49,8 +49,10 @@ def format_table(rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS)
 
 
 def plan_summary(scans: Sequence[Scan], plan: Plan[Match]) -> list[str]:
-    """One line per backend and per guard refusal."""
+    """One line per backend, per guard refusal, and for the pause file."""
     lines = []
+    if paused := len(plan.skips(SkipCause.PAUSED)):
+        lines.append(f"PAUSED: the pause file exists; {paused} cancel(s) held back")
     for scan in scans:
         state = f"FAILED: {scan.error}" if scan.error else "ok"
         cancels = sum(1 for d in plan.cancels() if d.job.backend == scan.backend)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -69,6 +69,7 @@ def sweep_env(
     *,
     force_dry_run: bool = False,
     clock: Callable[[], datetime] = utc_now,
+    unreachable: Mapping[str, str] | None = None,
 ) -> SweepEnv:
     return SweepEnv(
         policies=policies,
@@ -78,4 +79,5 @@ def sweep_env(
         guards=guards_from(config, force_dry_run=force_dry_run),
         clock=clock,
         pause_file=config.pause_file,
+        unreachable=dict(unreachable or {}),
     )

@@ -15,7 +15,8 @@ from reaper.backends.base import Backend
 from reaper.decide import Candidate, Listing
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase
-from reaper.policy import Match, Policy, evaluate, prefilter, render_reason
+from reaper.policy import Match, Policy, evaluate, render_reason
+from reaper.policy_index import PolicyIndex
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class Scan:
 
 
 def evaluate_all(policies: Sequence[Policy], job: Job, now: datetime) -> list[Match]:
-    """Matches of `job`, in policy (file, position) order."""
+    """Matches of `job`, in policy (file, position) order. For one job; a scan evaluates many
+    with a `PolicyIndex`, which gives the same matches faster."""
     return [m for p in policies if (m := evaluate(p, job, now)) is not None]
 
 
@@ -46,20 +48,19 @@ def scan_backend(backend: Backend, policies: Sequence[Policy], now: datetime) ->
     """List, enrich where needed and evaluate. Never raises BackendError: a failure is recorded
     in the Scan (`complete=False`, `error`)."""
     scan = Scan(backend.name)
+    index = PolicyIndex(policies, now)
     undetailed: list[Job] = []
     try:
         for page in backend.list_active():
             for job in page:
-                _consider(job, policies, now, scan, undetailed)
-        _evaluate_enriched(backend, policies, now, undetailed, scan)
+                _consider(job, index, scan, undetailed)
+        _evaluate_enriched(backend, index, undetailed, scan)
     except BackendError as exc:
         scan.complete, scan.error = False, str(exc)
     return scan
 
 
-def _consider(
-    job: Job, policies: Sequence[Policy], now: datetime, scan: Scan, undetailed: list[Job]
-) -> None:
+def _consider(job: Job, index: PolicyIndex, scan: Scan, undetailed: list[Job]) -> None:
     if job.phase is Phase.UNKNOWN:
         scan.unknown_status += 1
         log.warning("skipping job %s on %s: unknown status %r", job.id, job.backend, job.status)
@@ -68,34 +69,23 @@ def _consider(
         return
     scan.active += 1
     if job.detailed:
-        _add_candidate(job, policies, now, scan)
-    elif _may_match(policies, job, now):
+        _add_candidate(job, index, scan)
+    elif index.may_match(job):
         # Enrich before deciding: a detail selector may match, and a cheap match still needs
-        # the job's tags to honour the protect tag.
+        # the job's tags to honour the protect tag. (`prefilter` of a policy that needs no
+        # detail is its `evaluate`: tests/test_policy_property.py.)
         undetailed.append(job)
 
 
-def _may_match(policies: Sequence[Policy], job: Job, now: datetime) -> bool:
-    for policy in policies:
-        if policy.needs_detail:
-            if prefilter(policy, job, now):
-                return True
-        elif evaluate(policy, job, now) is not None:
-            return True
-    return False
-
-
-def _evaluate_enriched(
-    backend: Backend, policies: Sequence[Policy], now: datetime, jobs: list[Job], scan: Scan
-) -> None:
+def _evaluate_enriched(backend: Backend, index: PolicyIndex, jobs: list[Job], scan: Scan) -> None:
     if not jobs:
         return
     for job in backend.enrich(jobs):
         if job.phase in (Phase.PENDING, Phase.RUNNING):
-            _add_candidate(job, policies, now, scan)
+            _add_candidate(job, index, scan)
 
 
-def _add_candidate(job: Job, policies: Sequence[Policy], now: datetime, scan: Scan) -> None:
-    if matches := evaluate_all(policies, job, now):
-        reason = render_reason(matches[0], now)
+def _add_candidate(job: Job, index: PolicyIndex, scan: Scan) -> None:
+    if matches := index.evaluate_all(job):
+        reason = render_reason(matches[0], index.now)
         scan.candidates.append(Candidate(job, tuple(matches), reason))

@@ -3,14 +3,22 @@
 A selector is compiled once from the policy mapping; `explain` returns the facts that made it
 true, or None. Evaluation never raises on any job a backend can produce: a value of the wrong
 type simply does not match.
+
+Each selector also answers `holds(job, now)`, true exactly when `explain` is not None, without
+building facts (most jobs match nothing: the facts are only worth building for the ones that
+do); `compile_test(now)`, the same as a one-argument predicate for a fixed `now` (a sweep's
+index, reaper.policy_index); `reads`, the Job fields the answer depends on; and `cost`, to test
+the cheap selectors first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
+from functools import partial
+from operator import attrgetter
 from typing import Any, ClassVar, Protocol
 
 from reaper.durations import DurationError, format_duration, parse_duration
@@ -23,6 +31,8 @@ SELECTOR_KEYS = (
     "max_runtime", "max_pending", "max_age", "queues", "names", "statuses", "tags", "where",
 )  # fmt: skip
 GROUPS = (Phase.PENDING.value, Phase.RUNNING.value)
+
+Test = Callable[[Job], bool]  # `explain(job, now) is not None`, for one `now`
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +50,17 @@ class Selector(Protocol):
     @property
     def needs_detail(self) -> bool: ...
 
+    @property
+    def reads(self) -> frozenset[str]: ...
+
+    @property
+    def cost(self) -> int: ...
+
     def explain(self, job: Job, now: datetime) -> tuple[Fact, ...] | None: ...
+
+    def holds(self, job: Job, now: datetime) -> bool: ...
+
+    def compile_test(self, now: datetime) -> Test: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +71,11 @@ class GlobSelector:
     attribute: str  # "queue" | "name"
     patterns: tuple[Pattern, ...]
     needs_detail: ClassVar[bool] = False
+    cost: ClassVar[int] = 2
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return frozenset((self.attribute,))
 
     def explain(self, job: Job, now: datetime) -> tuple[Fact, ...] | None:
         value = str(getattr(job, self.attribute))
@@ -59,6 +84,17 @@ class GlobSelector:
                 shown = _quote_empty(value)
                 return (Fact(self.key, f"{self.attribute} {shown} ~ {pattern.text}"),)
         return None
+
+    def holds(self, job: Job, now: datetime) -> bool:
+        value = str(getattr(job, self.attribute))
+        return any(pattern.matcher(value) for pattern in self.patterns)
+
+    def compile_test(self, now: datetime) -> Test:
+        read = attrgetter(self.attribute)
+        if len(self.patterns) == 1:  # the usual case, worth a shorter path
+            matcher = self.patterns[0].matcher
+            return lambda job: matcher(str(read(job)))
+        return partial(self.holds, now=now)
 
 
 def _quote_empty(value: str) -> str:
@@ -75,6 +111,12 @@ class StatusSelector:
     natives: tuple[tuple[str, str], ...]  # (as written, upper-cased)
     key: ClassVar[str] = "statuses"
     needs_detail: ClassVar[bool] = False
+    reads: ClassVar[frozenset[str]] = frozenset(("status", "phase"))
+    cost: ClassVar[int] = 1
+    uppers: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uppers", frozenset(upper for _, upper in self.natives))
 
     def explain(self, job: Job, now: datetime) -> tuple[Fact, ...] | None:
         status = job.status.upper()
@@ -85,6 +127,12 @@ class StatusSelector:
             return (Fact(self.key, f"status {job.status} in {job.phase.value}"),)
         return None
 
+    def holds(self, job: Job, now: datetime) -> bool:
+        return job.status.upper() in self.uppers or job.phase in self.groups
+
+    def compile_test(self, now: datetime) -> Test:
+        return partial(self.holds, now=now)
+
 
 @dataclass(frozen=True, slots=True)
 class TagSelector:
@@ -93,6 +141,8 @@ class TagSelector:
     items: tuple[tuple[str, Pattern], ...]
     key: ClassVar[str] = "tags"
     needs_detail: ClassVar[bool] = True
+    reads: ClassVar[frozenset[str]] = frozenset(("tags",))
+    cost: ClassVar[int] = 3
 
     def explain(self, job: Job, now: datetime) -> tuple[Fact, ...] | None:
         facts = []
@@ -103,6 +153,26 @@ class TagSelector:
             shown = _quote_empty(value)
             facts.append(Fact(self.key, f"tag {name}={shown} ~ {pattern.text}"))
         return tuple(facts)
+
+    def holds(self, job: Job, now: datetime) -> bool:
+        tags = job.tags
+        for name, pattern in self.items:
+            value = tags.get(name)
+            if not isinstance(value, str) or not pattern.matcher(value):
+                return False
+        return True
+
+    def compile_test(self, now: datetime) -> Test:
+        if len(self.items) == 1:  # the usual case, worth a shorter path
+            ((name, pattern),) = self.items
+            matcher = pattern.matcher
+
+            def test(job: Job) -> bool:
+                value = job.tags.get(name)
+                return isinstance(value, str) and matcher(value)
+
+            return test
+        return partial(self.holds, now=now)
 
 
 class Measure(StrEnum):
@@ -122,6 +192,8 @@ class DurationSelector:
     limit: timedelta
     text: str  # the limit as written, shown in facts and `{max_runtime}`
     needs_detail: ClassVar[bool] = False
+    reads: ClassVar[frozenset[str]] = frozenset(("started_at", "created_at"))
+    cost: ClassVar[int] = 0
 
     @property
     def key(self) -> str:
@@ -133,6 +205,27 @@ class DurationSelector:
             return None
         shown = format_duration(measured)
         return (Fact(self.key, f"{self.measure.value} {shown} > {self.key} {self.text}"),)
+
+    def holds(self, job: Job, now: datetime) -> bool:
+        measured = _measure(job, self.measure, now)
+        return measured is not None and measured > self.limit
+
+    def compile_test(self, now: datetime) -> Test:
+        """The measure exceeds the limit iff the time it counts from is before `now - limit`
+        (the measures clamp at zero and a compiled limit is positive), one comparison instead
+        of a subtraction. Only for a fixed-offset `now`: with a zone that has daylight saving
+        time, `now - limit` and `now - time` would not move the same wall clock."""
+        if not isinstance(now.tzinfo, timezone) or self.limit < timedelta(0):
+            return partial(self.holds, now=now)
+        try:
+            cutoff = now - self.limit
+        except OverflowError:  # before year 1: no job's time can be that early
+            return lambda job: False
+        if self.measure is Measure.RUNTIME:
+            return lambda job: job.started_at is not None and job.started_at < cutoff
+        if self.measure is Measure.PENDING:
+            return lambda job: job.started_at is None and job.created_at < cutoff
+        return lambda job: job.created_at < cutoff
 
 
 def _measure(job: Job, measure: Measure, now: datetime) -> timedelta | None:
@@ -150,6 +243,8 @@ class WhereSelector:
     clauses: tuple[WhereClause, ...]
     key: ClassVar[str] = "where"
     needs_detail: ClassVar[bool] = True
+    reads: ClassVar[frozenset[str]] = frozenset(("raw",))
+    cost: ClassVar[int] = 4
 
     def explain(self, job: Job, now: datetime) -> tuple[Fact, ...] | None:
         facts = []
@@ -160,16 +255,31 @@ class WhereSelector:
             facts.append(Fact(self.key, text))
         return tuple(facts)
 
+    def holds(self, job: Job, now: datetime) -> bool:
+        return all(clause.holds(job.raw) for clause in self.clauses)
+
+    def compile_test(self, now: datetime) -> Test:
+        return partial(self.holds, now=now)
+
 
 @dataclass(frozen=True, slots=True)
 class SelectorBlock:
     """The selectors of a policy (or of its `exclude:`); all must hold."""
 
     selectors: tuple[Selector, ...]
+    by_cost: tuple[Selector, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.selectors, key=lambda selector: selector.cost)  # stable
+        object.__setattr__(self, "by_cost", tuple(ordered))
 
     @property
     def needs_detail(self) -> bool:
         return any(selector.needs_detail for selector in self.selectors)
+
+    def holds(self, job: Job, now: datetime) -> bool:
+        """True exactly when `explain` is not None; tests the cheap selectors first."""
+        return all(selector.holds(job, now) for selector in self.by_cost)
 
     def explain(self, job: Job, now: datetime) -> tuple[Fact, ...] | None:
         """The facts of every selector, in SELECTOR_KEYS order, or None if one does not hold."""
@@ -184,9 +294,7 @@ class SelectorBlock:
     def maybe(self, job: Job, now: datetime) -> bool:
         """False only if a selector a listing can answer (not tags, not where) fails."""
         return all(
-            selector.explain(job, now) is not None
-            for selector in self.selectors
-            if not selector.needs_detail
+            selector.holds(job, now) for selector in self.by_cost if not selector.needs_detail
         )
 
     def limit_text(self, key: str) -> str | None:

@@ -47,6 +47,12 @@ class SweepEnv:
     clock: Callable[[], datetime]
     pause_file: Path | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    # Set by the daemon on SIGTERM: cancels already in flight finish and are recorded, no new
+    # one starts (DESIGN.md §6). Jobs left alone are evaluated afresh by the next sweep.
+    stop: threading.Event | None = None
+    # Configured backends that could not even be built (missing credentials, say): reported in
+    # the audit and the exit code like a failed listing, so the gap is never silent.
+    unreachable: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,7 +113,7 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
     call and writes no audit record."""
     now = env.clock()
     scans = scan_all(env, _names(env, names), now)
-    return scans, _decide(env, scans, now)
+    return scans, _decide(env, scans, now, _recent_cancels_for_plan(env, now))
 
 
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
@@ -121,12 +127,14 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     names = _names(env, names)
     audit.append(
         "sweep_start", sweep_id=sweep_id, backends=names, policies=len(env.policies.policies),
-        dry_run=env.guards.dry_run, paused=_paused(env),
+        dry_run=env.guards.dry_run, paused=_paused(env), unreachable=dict(env.unreachable),
     )  # fmt: skip
     started = monotonic()
     scans = scan_all(env, names, now)
-    plan = _decide(env, scans, now)
+    plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now))
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
+    for name, error in env.unreachable.items():
+        report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
     act.record_skips(plan)
     act.run(plan)
@@ -144,10 +152,26 @@ def _paused(env: SweepEnv) -> bool:
     return env.pause_file is not None and env.pause_file.exists()
 
 
-def _decide(env: SweepEnv, scans: list[Scan], now: datetime) -> Plan[Match]:
-    since = now - RECANCEL_WINDOW
-    records = read_tail(env.audit_path, since) if env.audit_path.exists() else []
-    recent = recently_cancelled(records, now)
+def read_recent_cancels(audit_path: Path, now: datetime) -> set[tuple[str, str]]:
+    """(backend, job id) of the jobs the audit log shows cancelled within RECANCEL_WINDOW;
+    none if the log does not exist yet. Raises OSError if it cannot be read."""
+    return recently_cancelled(read_tail(audit_path, now - RECANCEL_WINDOW), now)
+
+
+def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str]]:
+    """`plan` only previews: an audit log it may not read (the service's file, mode 0600, and an
+    operator's shell) costs the re-cancel window in the preview, not the whole plan."""
+    try:
+        return read_recent_cancels(env.audit_path, now)
+    except OSError as exc:
+        log.warning("cannot read the audit log %s (%s): the plan does not show the jobs that "
+                    "the re-cancel window would hold", env.audit_path, exc.strerror)  # fmt: skip
+        return set()
+
+
+def _decide(
+    env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]]
+) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
     return decide(listings, env.guards, paused=_paused(env), recently_cancelled=recent)
 
@@ -282,8 +306,9 @@ class _Actor:
     def run_backend(self, decisions: list[Decision[Match]]) -> None:
         """Act on one backend's decisions in units (one job, or one bulk re-check). A worker holds
         a unit from its re-check to its last result, and WORKERS_PER_SLOT workers per slot keep
-        both lanes busy; between its re-check and its cancel call a job waits only for its
-        intent to be written and for a free cancel slot."""
+        both lanes busy; between its re-check and its cancel call a job waits only for a free
+        cancel slot and its intent. A slot is held from a batch's first intent to its last
+        result."""
         target = _Target.of(self.env.backends[decisions[0].job.backend])
         slots = max(1, self.env.concurrency)
         lanes = _Lanes(threading.Semaphore(slots), threading.Semaphore(slots))
@@ -296,10 +321,20 @@ class _Actor:
         """Re-check the unit, then cancel what still matches, batch by batch. Never raises."""
         if self.audit_broken.is_set():
             return
+        if self.stopping(unit):
+            return
         with lanes.reads:
             checked = self.recheck(target, unit)
         for batch in _cancel_batches(checked, target.cancel_batch):
             self.cancel_batch(target, batch, lanes.cancels)
+
+    def stopping(self, decisions: Sequence[Decision[Match]]) -> bool:
+        """True once the daemon asked to stop: announced cancels finish, no new one starts."""
+        if self.env.stop is None or not self.env.stop.is_set():
+            return False
+        for decision in decisions:
+            log.info("stopping: not cancelling %s/%s", decision.job.backend, decision.job.id)
+        return True
 
     def recheck(self, target: _Target, unit: list[Decision[Match]]) -> list[Checked]:
         """The unit's jobs that still match, as just read; the others are recorded as skipped:
@@ -330,22 +365,23 @@ class _Actor:
     def cancel_batch(
         self, target: _Target, batch: list[Checked], slot: threading.Semaphore
     ) -> None:
-        """Announce every job of the batch (each `intent` fsynced), make the one cancel call (or
-        pretend) in a cancel slot, record each `result`. The slot is held for the call alone,
-        not for the audit writes around it. No call if an announcement failed or the audit log
-        has broken since. Never raises."""
-        if self.audit_broken.is_set():
-            return
-        announced = [job_fields(decision) | {"status": job.status} for decision, job in batch]
-        if not all(self.write("intent", fields) for fields in announced):
-            return
+        """In a cancel slot: announce every job of the batch (each `intent` fsynced), make the one
+        cancel call (or pretend), record each `result`. Holding the slot from the first intent
+        to the last result keeps the open intents to the calls in flight: a crash leaves at
+        most `concurrency` calls' worth to reconcile. No call if an announcement failed, the
+        audit log broke, or the daemon is stopping. Never raises."""
         with slot:
-            if self.audit_broken.is_set():
-                return  # reconcile resolves these intents at the next start
+            if self.audit_broken.is_set() or self.stopping([decision for decision, _ in batch]):
+                return
+            announced = [job_fields(decision) | {"status": job.status} for decision, job in batch]
+            if not all(self.write("intent", fields) for fields in announced):
+                return
             results = _cancel_or_pretend(target, batch)
-        for (decision, _), fields, (outcome, error) in zip(batch, announced, results, strict=True):
-            self.count(decision.job.backend, "outcomes", outcome)
-            self.write("result", fields | {"outcome": outcome, "error": error})
+            for (decision, _), fields, (outcome, error) in zip(
+                batch, announced, results, strict=True
+            ):
+                self.count(decision.job.backend, "outcomes", outcome)
+                self.write("result", fields | {"outcome": outcome, "error": error})
 
     def skip(self, decision: Decision[Match], cause: str) -> None:
         self.count(decision.job.backend, "skipped", str(cause))

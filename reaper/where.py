@@ -69,15 +69,21 @@ class WhereClause:
     def explain(self, raw: Mapping[str, Any]) -> str | None:
         """The fact text if the clause holds on `raw`, else None."""
         value = lookup(raw, self.steps)
-        if self.op is Op.EXISTS:
-            present = value is not _MISSING
-            if present is not self.operand:
-                return None
-            return f"where {self.path} exists" if present else f"where {self.path} missing"
-        if value is _MISSING or not self._holds(value):
+        if not self._holds_on(value):
             return None
+        if self.op is Op.EXISTS:
+            return f"where {self.path} {'missing' if value is _MISSING else 'exists'}"
         shown = self.pattern.text if self.pattern else show(self.operand)
         return f"where {self.path} {show(value)} {_SYMBOL[self.op]} {shown}"
+
+    def holds(self, raw: Mapping[str, Any]) -> bool:
+        """True exactly when `explain(raw)` is not None, without building the text."""
+        return self._holds_on(lookup(raw, self.steps))
+
+    def _holds_on(self, value: Any) -> bool:
+        if self.op is Op.EXISTS:
+            return (value is not _MISSING) is self.operand
+        return value is not _MISSING and self._holds(value)
 
     def _holds(self, value: Any) -> bool:
         if self.op in _ORDER:

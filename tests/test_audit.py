@@ -388,9 +388,12 @@ def test_recently_cancelled_survives_in_the_log_for_the_window() -> None:
         record("intent", 2, "interrupted"),
         record("intent", 2, "dry", dry_run=True),
         record("result", 1, "reconciled", outcome=unconfirmed_outcome("cancelled")),
+        # still active at start-up: an asynchronous cancel may be winding it down
+        record("result", 1, "winding-down", outcome=unconfirmed_outcome("failed")),
+        record("result", 1, "vanished", outcome=unconfirmed_outcome("not_found")),
     ]
     found = recently_cancelled(records, T0)
-    assert found == {("b", "new"), ("b", "interrupted"), ("b", "reconciled")}
+    assert found == {("b", "new"), ("b", "interrupted"), ("b", "reconciled"), ("b", "winding-down")}
     assert recently_cancelled(records, T0, window=timedelta(minutes=20)) >= {("b", "old")}
 
 

@@ -284,15 +284,32 @@ def test_target_types_come_from_the_backends_a_policy_can_meet(
     assert recorder.seen == {"all": ["aws_batch", "sutro"], "one": ["sutro"]}
 
 
-def test_a_policy_with_schema_errors_is_not_compiled_but_its_neighbours_are(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_schema_and_compile_problems_are_reported_together_without_repeats(
+    tmp_path: Path,
 ) -> None:
-    recorder = RecordingCompiler()
-    monkeypatch.setattr(config_module, "compile_policy", recorder)
-    text = "policies:\n  - {name: bad, max_age: 12}\n  - {name: good, max_age: 1d}\n"
-    with pytest.raises(ConfigError):
-        load_policies([write(tmp_path / "p.yaml", text)])
-    assert list(recorder.seen) == ["good"]
+    text = (
+        "policies:\n"
+        "  - name: bad\n"
+        "    max_age: 12\n"
+        '    reason: "{owner}"\n'
+        "  - name: good\n"
+        '    names: ["x"]\n'
+        '    reason: "{job.__class__}"\n'
+    )
+    path = write(tmp_path / "p.yaml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_policies([path])
+    located = [(d.line, d.column, d.message.split(":")[0]) for d in caught.value.diagnostics]
+    assert located == [
+        (
+            3,
+            14,
+            "'max_age' must be a duration with a unit, e.g. 90s, 15m, 12h, 1h30m, 2d; a bare "
+            "number such as 12 is ambiguous",
+        ),
+        (4, 13, "unknown placeholder {owner}"),
+        (7, 13, "unknown placeholder {job.__class__}"),
+    ]
 
 
 # ----------------------------------------------------------------------------- config + policies
@@ -389,3 +406,10 @@ def load_config_text(text: str) -> Config:
 def test_a_file_named_twice_is_loaded_once(tmp_path: Path) -> None:
     path = write(tmp_path / "p.yaml", GPU_POLICY)
     assert len(load_policies([tmp_path, path]).policies) == 1
+
+
+def test_a_missing_policies_path_is_reported_at_the_config_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "reaper.yaml", "audit_log: a.jsonl\npolicies: nowhere/\n")
+    with pytest.raises(ConfigError) as caught:
+        load_all(path)
+    assert messages(caught) == [f"{path}:2:11: no such policy file or folder: {tmp_path}/nowhere"]

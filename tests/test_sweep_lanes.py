@@ -54,6 +54,12 @@ class Journal:
     def ids(self, what: str) -> list[str]:
         return [job_id for kind, job_id in self.entries if kind == what]
 
+    def open_intents(self) -> int:
+        """Jobs announced whose result is not written yet."""
+        with self.lock:
+            kinds = [kind for kind, _ in self.entries]
+        return kinds.count("intent") - kinds.count("result")
+
 
 class JournalAudit(AuditLog):
     """A real audit log that notes each job record in the journal once it is durable, and can
@@ -80,7 +86,7 @@ class JournalBackend(MemoryBackend):
     def __init__(self, journal: Journal, jobs: Sequence[Job]) -> None:
         super().__init__("b", "aws_batch", jobs, clock=lambda: NOW)
         self.journal = journal
-        self.in_flight = self.most_in_flight = 0
+        self.in_flight = self.most_in_flight = self.most_open = 0
         self.gauge = threading.Lock()
         self.after_listing: list[tuple[str, str]] = []  # (job id, status) applied after listing
         self.protect_after_listing: list[str] = []
@@ -104,6 +110,7 @@ class JournalBackend(MemoryBackend):
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.cancel_calls.append(([j.id for j in jobs], reason))
+            self.most_open = max(self.most_open, self.journal.open_intents())
         self.journal.add("call", [j.id for j in jobs])
         try:
             return [MemoryBackend.cancel(self, j, reason) for j in jobs]
@@ -180,6 +187,7 @@ def test_no_more_cancel_calls_in_flight_than_the_concurrency(tmp_path: Path) -> 
     sweep(tmp_path, backend, [policy("cap")])
     assert len(backend.cancel_calls) == 80
     assert 1 <= backend.most_in_flight <= 8
+    assert backend.most_open <= 8  # an open intent is a call in flight: a crash leaves few
 
 
 @pytest.mark.parametrize("backend_class", [JournalBackend, BulkJournalBackend])

@@ -16,10 +16,12 @@ from botocore.credentials import (
     CredentialResolver,
     Credentials,
     DeferredRefreshableCredentials,
+    RefreshableCredentials,
 )
 from botocore.exceptions import BotoCoreError, NoCredentialsError
 
 from reaper.backends.base import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, HTTP_POOL_SIZE
+from reaper.logs import register_secret
 
 # botocore's Config `max_attempts` counts retries, so a call is made at most 6 times.
 MAX_RETRIES = 5
@@ -52,7 +54,20 @@ def make_client(section: Mapping[str, Any], config: Config) -> Any:
     if section.get("role_arn"):
         core = _assume_role_session(core, str(section["role_arn"]))
     session = boto3.Session(botocore_session=core, region_name=section.get("region"))
-    return session.client("batch", endpoint_url=section.get("endpoint_url"), config=config)
+    client = session.client("batch", endpoint_url=section.get("endpoint_url"), config=config)
+    register_static_secrets(session.get_credentials())  # resolved (and cached) by .client()
+    return client
+
+
+def register_static_secrets(credentials: Credentials | None) -> None:
+    """Mask a static secret key and session token in every log line. Refreshable credentials
+    (assumed roles, instance metadata) change over time and are not read here: reading them
+    may mean a network call; the log redaction patterns cover their shapes."""
+    if credentials is None or isinstance(credentials, RefreshableCredentials):
+        return
+    for value in (credentials.secret_key, credentials.token):
+        if value:
+            register_secret(value)
 
 
 class _FixedProvider(CredentialProvider):  # type: ignore[misc]

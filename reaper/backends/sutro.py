@@ -51,6 +51,7 @@ from reaper.backends.base import (
     CancelOutcome,
     CancelResult,
 )
+from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
@@ -373,18 +374,9 @@ def read_api_key(
 ) -> str:
     """The API key from `api_key_env` or `api_key_file`. Raises BackendError naming the
     variable or file, never the key."""
-    if env := section.get("api_key_env"):
-        key = environ.get(str(env), "").strip()
-        if not key:
-            raise BackendError(name, f"environment variable {env} holds no API key")
-        return key
-    if file := section.get("api_key_file"):
-        path = base_dir / Path(str(file))
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise BackendError(name, f"cannot read api_key_file {path}: {exc.strerror}") from None
-        if not key:
-            raise BackendError(name, f"api_key_file {path} is empty")
-        return key
-    raise BackendError(name, "set api_key_env or api_key_file")
+    key = read_secret(
+        name, section, base_dir, environ, env_key="api_key_env", file_key="api_key_file"
+    )
+    if key is None:
+        raise BackendError(name, "set api_key_env or api_key_file")
+    return key

@@ -49,10 +49,12 @@ from reaper.backends.base import (
     CancelResult,
     truncate_reason,
 )
+from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
+from reaper.logs import register_secret
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,9 @@ class TapisBackend:
             client = client_with_token(name, base_url, token)
         else:
             username, password = read_login(name, section)
+            register_secret(password)
             client = client_with_login(name, base_url, username, password)
+            register_secret(client.get_access_jwt())
         if tenant:
             client.tenant_id = str(tenant)
         return cls(name, client)
@@ -422,21 +426,9 @@ def client_with_login(name: str, base_url: str, username: str, password: str) ->
 def read_token(name: str, section: Mapping[str, Any], base_dir: Path) -> str | None:
     """The token from `token_env` or `token_file` (relative to `base_dir`), stripped; None when
     neither is configured. Raises BackendError when the configured source is empty or absent."""
-    if env := section.get("token_env"):
-        token = os.environ.get(str(env), "").strip()
-        if not token:
-            raise BackendError(name, f"environment variable {env} (token_env) is empty or unset")
-        return token
-    if file := section.get("token_file"):
-        path = base_dir / str(file)
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise BackendError(name, f"cannot read token_file {path}: {exc.strerror}") from None
-        if not token:
-            raise BackendError(name, f"token_file {path} is empty")
-        return token
-    return None
+    return read_secret(
+        name, section, base_dir, os.environ, env_key="token_env", file_key="token_file"
+    )
 
 
 def read_login(name: str, section: Mapping[str, Any]) -> tuple[str, str]:

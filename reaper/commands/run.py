@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from reaper.commands.common import add_config_option, load
 from reaper.errors import ExitCode
+
+if TYPE_CHECKING:
+    from reaper.sweep import SweepReport
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,16 +41,57 @@ def run(args: argparse.Namespace) -> int:
     from reaper.sweep import run_sweep
 
     config, policies = load(args)
+    unknown = set(args.backend or ()) - set(config.backends)
+    if unknown:  # a misspelt --backend must not sweep nothing and exit 0
+        print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return ExitCode.USAGE
     opened = open_backends(config, args.backend)
     try:
         with AuditLog(config.audit_log) as audit:
             reconcile(audit, opened.backends)
-            env = sweep_env(config, policies, opened.backends, audit, force_dry_run=args.dry_run)
+            env = sweep_env(
+                config, policies, opened.backends, audit,
+                force_dry_run=args.dry_run, unreachable=opened.errors,
+            )  # fmt: skip
             result = run_sweep(env)
     finally:
         opened.close()
+    if config.metrics_textfile is not None:
+        write_metrics(config.metrics_textfile, len(policies), result, {})
+    if notice := _dry_run_notice(args.dry_run, config.dry_run):
+        print(notice)
     for line in sweep_summary(result):
         print(line)
-    for name, error in opened.errors.items():
-        print(f"{name}: not reachable: {error}")
-    return ExitCode.FAILED if opened.errors else result.exit_code
+    return result.exit_code
+
+
+def write_metrics(
+    path: Path, policies: int, result: SweepReport, unreachable: Mapping[str, str]
+) -> None:
+    """This sweep's series, in a fresh registry, for node_exporter's textfile collector
+    (replaced atomically). A write failure is logged: the sweep itself went as it went."""
+    from prometheus_client import CollectorRegistry
+
+    from reaper.metrics import BackendSweepStats, Metrics, write_textfile
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.set_policies_loaded(policies)
+    metrics.declare_backends([*result.backends, *unreachable])
+    for report in result.backends.values():
+        metrics.record_backend_sweep(report)
+    for name, error in unreachable.items():
+        metrics.record_backend_sweep(BackendSweepStats(name, error=error))
+    try:
+        write_textfile(metrics.registry, path)
+    except OSError as exc:
+        log.error("cannot write metrics textfile %s: %s", path, exc.strerror or exc)
+
+
+def _dry_run_notice(forced: bool, configured: bool) -> str | None:
+    """Dry run is loud (STYLE.md habit 2): say that nothing was cancelled, and why."""
+    if forced:
+        return "DRY RUN (--dry-run): nothing was cancelled"
+    if configured:
+        return ("DRY RUN: nothing was cancelled: reaper.yaml says `dry_run: true`, or says nothing "
+                "(absent means true); set `dry_run: false` to act")  # fmt: skip
+    return None

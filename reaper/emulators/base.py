@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -105,12 +106,12 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         assert self._server is not None, "emulator not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def start(self) -> EmulatorServer:
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         # A short poll interval makes stop() return in ~50 ms instead of up to 0.5 s.
         self._thread = threading.Thread(
@@ -210,6 +211,15 @@ class EmulatorServer:
     def list_page_number(self, request: Request) -> int:
         """1-based page number of a list request; protocols override to read their cursor."""
         return 1
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up (a killed `reaper run`, a timed-out request) is normal here, not
+    an error worth a traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:

@@ -4,7 +4,9 @@ jobs, and expensive Sutro inference batches."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 from reaper.emulators.base import EmulatorServer, JobSpec
 
@@ -46,7 +48,15 @@ def tapis_jobs(now: float) -> Iterator[JobSpec]:
 
 
 def sutro_jobs(now: float) -> Iterator[JobSpec]:
-    """Batch inference: two expensive llama batches past 6h, cheap and young ones untouched."""
+    """Batch inference: two expensive llama batches past 6h, cheap and young ones untouched.
+    Ids are new on every call, as a service never reuses one: the emulator's own counter starts
+    at job-000001 in every world, and `reaper demo --dir D` keeps D's audit log, whose re-cancel
+    window would then hold the new world's jobs (the AWS and Tapis emulators draw uuids)."""
+    for spec in _sutro_mix(now):
+        yield replace(spec, id=f"job-{uuid.uuid4()}")
+
+
+def _sutro_mix(now: float) -> Iterator[JobSpec]:
     yield JobSpec("summaries-q3", "RUNNING", now - 9 * HOUR, now - 8 * HOUR,
                   extra={"model": "llama-3.1-70b", "job_cost": 120.0})  # fmt: skip
     yield JobSpec("embeddings-full", "QUEUED", now - 7 * HOUR,

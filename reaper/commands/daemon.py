@@ -1,0 +1,109 @@
+"""`reaper daemon [--config F] [--max-sweep DURATION]`: scheduled sweeps until SIGTERM; SIGHUP
+reloads (DESIGN.md §3, §6; docs/systemd.md).
+
+Start-up order: config and policies (invalid → exit 78 before READY), audit log, backends,
+reconciliation of interrupted cancels, metrics listener, signal handlers, scheduler, READY=1."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from reaper.commands.common import add_config_option, load
+from reaper.durations import DurationError, parse_duration
+from reaper.errors import ExitCode, ReaperError
+
+if TYPE_CHECKING:
+    from reaper.daemon import DaemonOptions
+    from reaper.metrics import Metrics, MetricsServer
+    from reaper.reload import Loaded
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("daemon", help="scheduled sweeps until SIGTERM; SIGHUP reloads")
+    add_config_option(parser)
+    parser.add_argument(
+        "--max-sweep",
+        default="10m",
+        metavar="DURATION",
+        help="a sweep in flight for longer than this stops the systemd watchdog pings, so "
+        "systemd restarts a daemon whose backend hangs (default: 10m)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from reaper.daemon import DaemonOptions
+    from reaper.reload import Loaded
+
+    try:
+        max_sweep = parse_duration(args.max_sweep)
+    except DurationError as exc:
+        print(f"reaper daemon: --max-sweep: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    loaded = Loaded(*load(args))  # ConfigError: cli.main prints it and exits 78
+    return run_daemon(loaded, DaemonOptions(max_sweep=max_sweep))
+
+
+def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
+    """Open everything the daemon needs, run it until SIGTERM, close everything. Raises
+    ReaperError (exit 1) when the audit log cannot be opened or the metrics port not bound."""
+    from prometheus_client import CollectorRegistry
+
+    from reaper.audit import AuditLog
+    from reaper.backend_pool import BackendPool
+    from reaper.daemon import Daemon, Services
+    from reaper.metrics import Metrics
+    from reaper.notify import Notifier
+    from reaper.reconcile import reconcile
+    from reaper.wakeup import SignalFlags, Wakeup, handling_signals
+
+    config = loaded.config
+    metrics = Metrics(CollectorRegistry())
+    metrics.declare_backends(loaded.backend_names)
+    metrics.set_policies_loaded(len(loaded.policies))
+    with contextlib.ExitStack() as stack:
+        audit = stack.enter_context(AuditLog(config.audit_log))
+        pool = stack.enter_context(BackendPool())
+        pool.open_all(config)
+        reconcile(audit, pool.live())
+        stack.callback(start_metrics(metrics, config.metrics_listen).stop)
+        wakeup = Wakeup()
+        stack.callback(wakeup.close)
+        notifier = stack.enter_context(Notifier())
+        flags = SignalFlags(wakeup)
+        stack.enter_context(handling_signals(flags))
+        daemon = Daemon(loaded, Services(audit, pool, metrics, notifier, wakeup, flags), options)
+        code = daemon.run()
+        if daemon.abandoned:
+            stack.close()
+            abandon(code)
+    return code
+
+
+def start_metrics(metrics: Metrics, listen: str) -> MetricsServer:
+    """Serve `metrics` on `listen`; raises ReaperError when the address cannot be bound."""
+    from reaper.metrics import serve
+
+    try:
+        server = serve(metrics.registry, listen)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ReaperError(f"cannot serve metrics on {listen}: {reason}") from None
+    log.info("metrics on http://%s/metrics", listen)
+    return server
+
+
+def abandon(code: int) -> None:
+    """Exit now although sweep threads still run (a backend call that outlived the stop grace):
+    the interpreter would otherwise wait for them at exit until systemd's SIGKILL. Not from a
+    signal handler: from the main thread, after everything was closed and flushed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,321 @@
+"""`reaper daemon`: scheduled sweeps until SIGTERM, reload on SIGHUP, systemd readiness,
+status and watchdog, metrics (DESIGN.md §3, §6).
+
+Threads. The main thread runs `Daemon.run`: it sleeps on a self-pipe (`reaper.wakeup`) and does
+everything the signals ask for — reload, stop — plus the watchdog pings and status lines. The
+scheduler runs each backend's sweep in that backend's own worker thread (`reaper.scheduler`);
+a sweep takes the policy set current when it starts (`Loaded`, swapped whole by a reload),
+reports to metrics, and pokes the main loop.
+
+Watchdog. `WATCHDOG=1` goes out from the main loop only while the scheduler runs and no sweep
+has been in flight longer than `max_sweep`: a wedged main loop or a hung sweep (a backend that
+accepts the connection and never answers) stops the pings, and systemd restarts the daemon.
+
+Imports APScheduler (through `reaper.scheduler`) at the top: only the daemon command imports
+this module, lazily."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from reaper.audit import AuditLog, AuditWriteError
+from reaper.backend_pool import BackendPool
+from reaper.config import Config, load_all
+from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
+from reaper.logs import redact
+from reaper.metrics import Metrics, write_textfile
+from reaper.notify import Notifier
+from reaper.policy import PolicySet
+from reaper.reload import Loaded, ReloadPlan, plan_reload, reload_failed_fields, reload_fields
+from reaper.runtime import sweep_env, utc_now
+from reaper.scheduler import SweepScheduler
+from reaper.sweep import BackendReport, run_sweep
+from reaper.wakeup import SignalFlags, Wakeup
+
+log = logging.getLogger(__name__)
+
+# A sweep in flight longer than this stops the watchdog pings. Ten minutes, the same cap as
+# TimeoutStartSec= of reaper-once.service: a listing of 100k jobs plus the cancels takes a
+# fraction of that, and each call is bounded by its own timeout (60 s at most, with retries).
+DEFAULT_MAX_SWEEP = timedelta(minutes=10)
+# Time SIGTERM leaves the cancels in flight, below the unit's TimeoutStopSec=2min so that the
+# daemon exits on its own (and says which sweeps it abandoned) before systemd's SIGKILL.
+DEFAULT_STOP_GRACE = timedelta(seconds=100)
+IDLE_TICK = timedelta(seconds=5)  # how often the loop looks around when no watchdog is asked
+MAX_STATUS_ERROR_CHARS = 80
+
+Loader = Callable[[Path], tuple[Config, PolicySet]]
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    max_sweep: timedelta = DEFAULT_MAX_SWEEP
+    stop_grace: timedelta = DEFAULT_STOP_GRACE
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """One backend's finished sweep, as the main loop shows it."""
+
+    report: BackendReport
+    audit_error: str | None
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the daemon works with, opened and closed by its caller."""
+
+    audit: AuditLog
+    pool: BackendPool
+    metrics: Metrics
+    notifier: Notifier
+    wakeup: Wakeup
+    flags: SignalFlags
+
+
+class Daemon:
+    """The running daemon: a main loop (`run`) and the sweep threads' entry (`sweep_backend`).
+    `load` (reads a config and its policies), `clock` and `monotonic` are injectable."""
+
+    def __init__(
+        self,
+        loaded: Loaded,
+        services: Services,
+        options: DaemonOptions | None = None,
+        *,
+        load: Loader = load_all,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._loaded = loaded
+        self._audit, self._pool, self._metrics = services.audit, services.pool, services.metrics
+        self._notifier, self._wakeup = services.notifier, services.wakeup
+        self._flags = services.flags
+        self._options = options or DaemonOptions()
+        self._load, self._clock, self._monotonic = load, clock, monotonic
+        self._stopping = threading.Event()
+        self._finished: queue.SimpleQueue[SweepOutcome] = queue.SimpleQueue()
+        self._last: dict[str, SweepOutcome] = {}
+        self.abandoned: list[str] = []  # backends whose sweep outlived the stop grace
+        self._watchdog_held = False
+        schedule = loaded.config.schedule
+        self._scheduler = SweepScheduler(
+            self.sweep_backend, loaded.backend_names, schedule.every, schedule.cron,
+            schedule.jitter, monotonic=monotonic,
+        )  # fmt: skip
+
+    @property
+    def loaded(self) -> Loaded:
+        """The active config and policy set."""
+        return self._loaded
+
+    @property
+    def scheduler(self) -> SweepScheduler:
+        return self._scheduler
+
+    # -- main thread ----------------------------------------------------------------------------
+    def run(self) -> ExitCode:
+        """Sweep on schedule until SIGTERM/SIGINT; returns the exit code. Every backend sweeps
+        once at start-up; READY=1 follows as soon as the scheduler runs."""
+        self._scheduler.start(run_now=True)
+        self._notifier.ready(self.status_line())
+        log.info("reaper daemon ready: %d policies, backends %s", len(self._loaded.policies),
+                 ", ".join(self._loaded.backend_names) or "none")  # fmt: skip
+        while not self._flags.stop:
+            self._wakeup.wait(self._tick_s())
+            if not self._flags.stop:
+                self.step()
+        return self.shutdown()
+
+    def step(self) -> None:
+        """One pass of the main loop: reload if asked, publish finished sweeps, ping the
+        watchdog while healthy, close backends a reload retired."""
+        if self._flags.take_reload():
+            self.reload()
+        if self._drain_finished():
+            self._notifier.status(self.status_line())
+        self.ping_watchdog()
+        self._pool.close_retired(busy=self._scheduler.in_flight())
+
+    def ping_watchdog(self) -> bool:
+        """WATCHDOG=1 if the watchdog is on and the scheduler is healthy; True if sent."""
+        if self._notifier.watchdog_interval() is None:
+            return False
+        healthy = self._scheduler.is_healthy(self._options.max_sweep)
+        if healthy == self._watchdog_held:  # log the changes, not every tick
+            self._watchdog_held = not healthy
+            if healthy:
+                log.info("watchdog pings resume")
+            else:
+                overdue = {n: round(s) for n, s in self._scheduler.in_flight().items()}
+                log.error("watchdog pings held: scheduler running %s, sweeps in flight (s) %s, "
+                          "limit %s", self._scheduler.running, overdue,
+                          self._options.max_sweep)  # fmt: skip
+        return healthy and self._notifier.watchdog()
+
+    def reload(self) -> bool:
+        """SIGHUP: reopen the audit log, validate the config and every policy file, swap the
+        set whole or keep the old one; audit either way; READY=1 at the end. True if the new
+        set is active."""
+        self._notifier.reloading("reloading config and policies")
+        self._reopen_audit()
+        path = self._loaded.config.path
+        problems = self._try_reload(path)
+        if problems:
+            self._reject(path, problems)
+        self._notifier.ready(self.status_line())
+        return not problems
+
+    def _try_reload(self, path: Path) -> list[Diagnostic]:
+        """Load, validate and apply; returns what stopped it (nothing: the new set is active)."""
+        try:
+            self._apply(plan_reload(self._loaded, Loaded(*self._load(path))))
+        except ConfigError as exc:
+            return exc.diagnostics
+        except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
+            return [Diagnostic(str(path), 1, 1, f"schedule: {exc}")]
+        except Exception as exc:  # main loop (STYLE.md habit 9): a reload bug keeps the old set
+            log.exception("reload failed unexpectedly")
+            return [Diagnostic(str(path), 1, 1, f"internal error: {redact(repr(exc))}")]
+        return []
+
+    def shutdown(self) -> ExitCode:
+        """STOPPING=1; start no new sweep or cancel; wait (up to the stop grace) for the
+        cancels in flight to finish and be recorded. OK, or FAILED when a sweep is abandoned."""
+        busy = sorted(self._scheduler.in_flight())
+        self._notifier.stopping(f"stopping; waiting for {len(busy)} sweep(s) in flight")
+        log.info("stopping: waiting for sweeps in flight: %s", ", ".join(busy) or "none")
+        self._stopping.set()
+        self._scheduler.stop(wait=False)
+        deadline = self._monotonic() + self._options.stop_grace.total_seconds()
+        while (busy := sorted(self._scheduler.in_flight())) and self._monotonic() < deadline:
+            self._wakeup.wait(min(1.0, deadline - self._monotonic()))
+        self._drain_finished()
+        if busy:
+            self.abandoned = busy
+            log.error("sweeps of %s still running after %s; exiting without them (their open "
+                      "intents are reconciled at the next start)", ", ".join(busy),
+                      self._options.stop_grace)  # fmt: skip
+            return ExitCode.FAILED
+        log.info("stopped")
+        return ExitCode.OK
+
+    # -- sweep threads --------------------------------------------------------------------------
+    def sweep_backend(self, name: str) -> None:
+        """One scheduled sweep of one backend with the policy set current now. A failing
+        backend is recorded (metrics, status), never raised."""
+        if self._stopping.is_set():
+            return
+        loaded = self._loaded  # one snapshot for the whole sweep
+        try:
+            backend = self._pool.get(name, loaded.config)
+        except BackendError as exc:
+            log.error("%s", exc)
+            self._record(loaded, BackendReport(name, error=str(exc)), None)
+            return
+        env = sweep_env(loaded.config, loaded.policies, {name: backend}, self._audit,
+                        clock=self._clock)  # fmt: skip
+        try:
+            result = run_sweep(replace(env, stop=self._stopping), [name])
+        except AuditWriteError as exc:  # not even sweep_start: nothing was done
+            log.critical("audit log not writable, sweep of %s not started: %s", name, exc)
+            self._record(loaded, BackendReport(name), str(exc))
+            return
+        self._record(loaded, result.backends[name], result.audit_error)
+
+    def _record(self, loaded: Loaded, report: BackendReport, audit_error: str | None) -> None:
+        self._metrics.record_backend_sweep(report)
+        textfile = loaded.config.metrics_textfile
+        if textfile is not None:
+            try:
+                write_textfile(self._metrics.registry, textfile)
+            except OSError as exc:
+                log.error("cannot write metrics textfile %s: %s", textfile, exc.strerror or exc)
+        self._finished.put(SweepOutcome(report, audit_error, self._clock()))
+        self._wakeup.poke()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _tick_s(self) -> float:
+        """Ping at least four times per watchdog interval (sd_watchdog_enabled(3) asks for
+        twice; the margin absorbs a slow reload)."""
+        interval = self._notifier.watchdog_interval()
+        tick = IDLE_TICK if interval is None else min(IDLE_TICK, interval / 4)
+        return tick.total_seconds()
+
+    def _drain_finished(self) -> int:
+        count = 0
+        while True:
+            try:
+                outcome = self._finished.get_nowait()
+            except queue.Empty:
+                return count
+            self._last[outcome.report.backend] = outcome
+            count += 1
+
+    def _reopen_audit(self) -> None:
+        try:
+            self._audit.reopen()
+        except AuditWriteError as exc:
+            log.error("cannot reopen the audit log, still writing the old file: %s", exc)
+
+    def _apply(self, plan: ReloadPlan) -> None:
+        """Swap in a validated set. The scheduler goes first: it validates the schedule before
+        changing anything (ValueError), so a refusal leaves everything as it was."""
+        config = plan.new.config
+        if plan.schedule_changed or plan.backends_changed:
+            schedule = config.schedule
+            self._scheduler.reschedule(plan.new.backend_names, schedule.every, schedule.cron,
+                                       schedule.jitter)  # fmt: skip
+        self._pool.renew(config)
+        self._loaded = plan.new
+        for setting in plan.restart_only:
+            log.warning("%s changed; it takes effect at the next restart", setting)
+        self._metrics.declare_backends(plan.new.backend_names)
+        self._metrics.record_reload(True, len(plan.new.policies))
+        self._write_audit("reload", reload_fields(plan.new))
+        log.info("reloaded %s: %d policies active", config.path, len(plan.new.policies))
+
+    def _reject(self, path: Path, diagnostics: list[Diagnostic]) -> None:
+        kept = self._loaded
+        for diagnostic in diagnostics:
+            log.error("reload refused: %s", diagnostic)
+        log.error("reload refused; the %d policies loaded before stay active", len(kept.policies))
+        self._metrics.record_reload(False, len(kept.policies))
+        self._write_audit("reload_failed", reload_failed_fields(path, diagnostics, kept))
+
+    def _write_audit(self, event: str, fields: Mapping[str, object]) -> None:
+        try:
+            self._audit.append(event, **fields)
+        except AuditWriteError as exc:
+            log.error("cannot write the %s audit record: %s", event, exc)
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: policies, then each backend's last sweep."""
+        parts = [f"{len(self._loaded.policies)} policies"]
+        for name in self._loaded.backend_names:
+            outcome = self._last.get(name)
+            parts.append(f"{name}: " + ("waiting" if outcome is None else describe(outcome)))
+        return "; ".join(parts)
+
+
+def describe(outcome: SweepOutcome) -> str:
+    """`12 active, 2 cancelled, 1 skipped at 12:00:05Z`, or the error."""
+    report = outcome.report
+    when = f"{outcome.finished_at:%H:%M:%SZ}"
+    error = report.error or (f"audit: {outcome.audit_error}" if outcome.audit_error else None)
+    if error:
+        return f"FAILED at {when}: {error[:MAX_STATUS_ERROR_CHARS]}"
+    counts = [f"{report.active} active"]
+    counts += [f"{n} {outcome_name}" for outcome_name, n in sorted(report.outcomes.items()) if n]
+    skipped = sum(report.skipped.values())
+    if skipped:
+        counts.append(f"{skipped} skipped")
+    return f"{', '.join(counts)} at {when}"

@@ -1,0 +1,92 @@
+"""What a reload changes (DESIGN.md §6, STYLE.md habit 7): the daemon validates the whole new
+config and policy set, then swaps it in as one immutable `Loaded`, or keeps the old one.
+
+Pure: loading is `reaper.config.load_all`; this module compares two loaded sets and builds the
+audit fields of `reload` and `reload_failed` records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reaper.config import Config
+from reaper.errors import Diagnostic
+from reaper.policy import PolicySet
+
+# Settings a running daemon cannot change: the audit file's descriptor and the chain it
+# continues, the bound metrics socket. Changing them takes a restart.
+RESTART_ONLY: dict[str, Callable[[Config], object]] = {
+    "audit_log": lambda config: config.audit_log,
+    "metrics.listen": lambda config: config.metrics_listen,
+}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One validated config with its policy set. Never mutated: a reload swaps it whole, and
+    each sweep takes the one current when it starts (DESIGN.md §4 step 1)."""
+
+    config: Config
+    policies: PolicySet
+
+    @property
+    def backend_names(self) -> list[str]:
+        return list(self.config.backends)
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """The differences between the active set and a validated new one."""
+
+    new: Loaded
+    schedule_changed: bool
+    backends_changed: bool  # added, removed or edited sections
+    restart_only: tuple[str, ...]  # settings that changed but take effect only at restart
+
+
+def plan_reload(old: Loaded, new: Loaded) -> ReloadPlan:
+    """Compare two loaded sets; `new` has already passed every validation."""
+    return ReloadPlan(
+        new=new,
+        schedule_changed=old.config.schedule != new.config.schedule,
+        backends_changed=dict(old.config.backends) != dict(new.config.backends),
+        restart_only=tuple(
+            name for name, read in RESTART_ONLY.items() if read(old.config) != read(new.config)
+        ),
+    )
+
+
+def policy_files(policies: PolicySet) -> list[dict[str, Any]]:
+    """Each policy file once, in order, with the sha256 and git commit it was loaded at."""
+    seen: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        source = policy.source
+        seen.setdefault(source.file, {"file": source.file, "sha256": source.sha256,
+                                      "commit": source.commit})  # fmt: skip
+    return list(seen.values())
+
+
+def reload_fields(loaded: Loaded) -> dict[str, Any]:
+    """Audit fields of a `reload` record: what is active from now on."""
+    return {
+        "config": str(loaded.config.path),
+        "policies": len(loaded.policies),
+        "policy_names": [policy.name for policy in loaded.policies],
+        "policy_files": policy_files(loaded.policies),
+        "backends": loaded.backend_names,
+        "dry_run": loaded.config.dry_run,
+    }
+
+
+def reload_failed_fields(
+    config_path: Path, diagnostics: Sequence[Diagnostic], kept: Loaded
+) -> dict[str, Any]:
+    """Audit fields of a `reload_failed` record: every problem as `FILE:LINE:COL: message`, and
+    the size of the set that stays active."""
+    return {
+        "config": str(config_path),
+        "diagnostics": [str(diagnostic) for diagnostic in diagnostics],
+        "policies_kept": len(kept.policies),
+    }
