@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from reaper.audit import AuditLog, AuditWriteError, read_tail, recently_cancelled
-from reaper.backends.base import Backend, CancelOutcome
+from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, SkipCause, decide
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import Job
@@ -28,7 +28,11 @@ from reaper.scan import Scan, scan_backend
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 8  # cancels in flight per backend (DESIGN.md §4 step 5)
+# Cancel calls in flight per backend (DESIGN.md §4 step 5); as many re-check reads run beside them.
+DEFAULT_CONCURRENCY = 8
+# Workers per cancel slot: besides the jobs in a cancel call, others are being re-read or wait
+# on the audit log (one file, one record at a time), and the cancel lane must not run dry.
+WORKERS_PER_SLOT = 3
 
 
 @dataclass(frozen=True)
@@ -214,11 +218,71 @@ def _seconds(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+@runtime_checkable
+class BulkBackend(Protocol):
+    """What a backend may add to re-check and cancel many jobs per API call (AWS Batch:
+    DescribeJobs reads 100 ids, TerminateJobs ends 50 with one reason). The sweep uses it when
+    a backend has it, and `Backend.refresh`/`cancel` otherwise."""
+
+    @property
+    def refresh_batch(self) -> int: ...  # the most jobs one refresh_many call reads
+    @property
+    def cancel_batch(self) -> int: ...  # the most jobs one cancel_checked call should carry
+    def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]: ...
+    def cancel_checked(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]: ...
+
+
+Checked = tuple[Decision[Match], Job]  # a decision and its job as the re-check just read it
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One backend as the actor calls it: through its bulk calls when it has them (looked up
+    once: a Protocol isinstance check is slow), else one job per call."""
+
+    backend: Backend
+    bulk: BulkBackend | None
+
+    @classmethod
+    def of(cls, backend: Backend) -> _Target:
+        return cls(backend, backend if isinstance(backend, BulkBackend) else None)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def cancel_batch(self) -> int:
+        return 1 if self.bulk is None else max(1, self.bulk.cancel_batch)
+
+    def read(self, jobs: list[Job]) -> list[Job | None]:
+        """The jobs' current state, in order (None: gone). Raises BackendError."""
+        if self.bulk is not None:
+            return self.bulk.refresh_many(jobs)
+        return [self.backend.refresh(job) for job in jobs]
+
+    def cancel(self, jobs: list[Job], reason: str) -> list[CancelResult]:
+        """Cancel jobs just re-read, in one call where the backend has a bulk cancel."""
+        if self.bulk is not None:
+            return self.bulk.cancel_checked(jobs, reason)
+        return [self.backend.cancel(job, reason) for job in jobs]
+
+
+@dataclass(frozen=True)
+class _Lanes:
+    """Per backend: at most `concurrency` re-check reads and at most `concurrency` cancel calls
+    in flight. Two lanes, so that the next jobs are re-read while others are being cancelled,
+    instead of every cancel slot also waiting out a read."""
+
+    reads: threading.Semaphore
+    cancels: threading.Semaphore
+
+
 class _Actor:
-    """Writes skipped records, then re-checks and cancels, per backend concurrently, with at most
-    `env.concurrency` cancels in flight per backend. Once an audit write fails, no further
-    cancel is started anywhere (DESIGN.md §5: if the record cannot be written, nothing is
-    cancelled)."""
+    """Writes skipped records, then re-checks and cancels, per backend concurrently. For every
+    job, in this order: re-check (skip it if it no longer matches), `intent` written and fsynced,
+    the cancel call, `result`. Once an audit write fails, no further cancel call is made anywhere
+    (DESIGN.md §5: if the record cannot be written, nothing is cancelled)."""
 
     def __init__(self, env: SweepEnv, audit: AuditLog, sweep_id: str, report: SweepReport) -> None:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
@@ -240,45 +304,87 @@ class _Actor:
             list(pool.map(self.run_backend, by_backend.values()))
 
     def run_backend(self, decisions: list[Decision[Match]]) -> None:
-        workers = self.env.concurrency
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
-            list(pool.map(self.act, decisions))
+        """Act on one backend's decisions in units (one job, or one bulk re-check). A worker holds
+        a unit from its re-check to its last result, and WORKERS_PER_SLOT workers per slot keep
+        both lanes busy; between its re-check and its cancel call a job waits only for a free
+        cancel slot and its intent. A slot is held from a batch's first intent to its last
+        result."""
+        target = _Target.of(self.env.backends[decisions[0].job.backend])
+        slots = max(1, self.env.concurrency)
+        lanes = _Lanes(threading.Semaphore(slots), threading.Semaphore(slots))
+        units = _units(target, decisions, slots)
+        workers = WORKERS_PER_SLOT * slots
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="act") as pool:
+            list(pool.map(lambda unit: self.act_unit(target, unit, lanes), units))
 
-    def act(self, decision: Decision[Match]) -> None:
-        """Re-check, announce, cancel (or pretend), record. Never raises."""
+    def act_unit(self, target: _Target, unit: list[Decision[Match]], lanes: _Lanes) -> None:
+        """Re-check the unit, then cancel what still matches, batch by batch. Never raises."""
         if self.audit_broken.is_set():
             return
-        if self.env.stop is not None and self.env.stop.is_set():
-            log.info("stopping: not cancelling %s/%s", decision.job.backend, decision.job.id)
+        if self.stopping(unit):
             return
-        backend = self.env.backends[decision.job.backend]
-        fresh, cause = self.recheck(backend, decision)
-        if fresh is None:
-            self.skip(decision, cause)
-            return
-        fields = job_fields(decision) | {"status": fresh.status}
-        if not self.write("intent", fields):
-            return
-        outcome, error = _cancel_or_pretend(backend, fresh, decision)
-        self.count(decision.job.backend, "outcomes", outcome)
-        self.write("result", fields | {"outcome": outcome, "error": error})
+        with lanes.reads:
+            checked = self.recheck(target, unit)
+        for batch in _cancel_batches(checked, target.cancel_batch):
+            self.cancel_batch(target, batch, lanes.cancels)
 
-    def recheck(self, backend: Backend, decision: Decision[Match]) -> tuple[Job | None, str]:
-        """The job's current state, or None and why to skip it: gone, no longer matching,
-        protected since, or unreadable (DESIGN.md §4 step 4)."""
+    def stopping(self, decisions: Sequence[Decision[Match]]) -> bool:
+        """True once the daemon asked to stop: announced cancels finish, no new one starts."""
+        if self.env.stop is None or not self.env.stop.is_set():
+            return False
+        for decision in decisions:
+            log.info("stopping: not cancelling %s/%s", decision.job.backend, decision.job.id)
+        return True
+
+    def recheck(self, target: _Target, unit: list[Decision[Match]]) -> list[Checked]:
+        """The unit's jobs that still match, as just read; the others are recorded as skipped:
+        gone, no longer matching, protected since, or unreadable (DESIGN.md §4 step 4)."""
         try:
-            fresh = backend.refresh(decision.job)
+            fresh = target.read([decision.job for decision in unit])
         except BackendError as exc:
             # A backend failing at the re-check has failed this sweep (exit 1), as much as one
             # failing its listing: nothing was cancelled, and it must not look like success.
-            log.error("re-check of %s failed: %s", decision.job.id, exc)
-            self.fail_backend(decision.job.backend, str(exc))
-            return None, "recheck_failed"
+            log.error("re-check of %d job(s) on %s failed: %s", len(unit), target.name, exc)
+            self.fail_backend(target.name, str(exc))
+            for decision in unit:
+                self.skip(decision, "recheck_failed")
+            return []
+        checked: list[Checked] = []
+        for decision, job in zip(unit, fresh, strict=True):
+            cause = self.skip_cause(decision, job)
+            if job is None or cause is not None:
+                self.skip(decision, cause or SkipCause.CHANGED)
+            else:
+                checked.append((decision, job))
+        return checked
+
+    def skip_cause(self, decision: Decision[Match], fresh: Job | None) -> SkipCause | None:
         if fresh is None or evaluate(decision.match.policy, fresh, self.env.clock()) is None:
-            return None, SkipCause.CHANGED
+            return SkipCause.CHANGED
         if self.env.guards.protect_tag in fresh.tags:
-            return None, SkipCause.PROTECTED
-        return fresh, ""
+            return SkipCause.PROTECTED
+        return None
+
+    def cancel_batch(
+        self, target: _Target, batch: list[Checked], slot: threading.Semaphore
+    ) -> None:
+        """In a cancel slot: announce every job of the batch (each `intent` fsynced), make the one
+        cancel call (or pretend), record each `result`. Holding the slot from the first intent
+        to the last result keeps the open intents to the calls in flight: a crash leaves at
+        most `concurrency` calls' worth to reconcile. No call if an announcement failed, the
+        audit log broke, or the daemon is stopping. Never raises."""
+        with slot:
+            if self.audit_broken.is_set() or self.stopping([decision for decision, _ in batch]):
+                return
+            announced = [job_fields(decision) | {"status": job.status} for decision, job in batch]
+            if not all(self.write("intent", fields) for fields in announced):
+                return
+            results = _cancel_or_pretend(target, batch)
+            for (decision, _), fields, (outcome, error) in zip(
+                batch, announced, results, strict=True
+            ):
+                self.count(decision.job.backend, "outcomes", outcome)
+                self.write("result", fields | {"outcome": outcome, "error": error})
 
     def skip(self, decision: Decision[Match], cause: str) -> None:
         self.count(decision.job.backend, "skipped", str(cause))
@@ -306,13 +412,42 @@ class _Actor:
             return False
 
 
-def _cancel_or_pretend(
-    backend: Backend, job: Job, decision: Decision[Match]
-) -> tuple[str, str | None]:
-    """The one place where dry run differs from a real run."""
-    if decision.dry_run:
-        log.info("dry run: would cancel %s/%s (%s)", job.backend, job.id, decision.policy.name)
-        return "dry_run", None
-    result = backend.cancel(job, decision.reason)
-    log.info("cancel %s/%s by %s: %s", job.backend, job.id, decision.policy.name, result.outcome)
-    return str(result.outcome), result.error
+def _units(
+    target: _Target, decisions: list[Decision[Match]], slots: int
+) -> list[list[Decision[Match]]]:
+    """Re-check units: one job each, or for a bulk backend runs of jobs sharing a reason (so that
+    they can share cancel calls), cut small enough to keep every worker busy."""
+    if target.bulk is None:
+        return [[decision] for decision in decisions]
+    ordered = sorted(decisions, key=_batch_key)  # stable: plan order within a reason
+    spread = -(-len(ordered) // (2 * slots))
+    size = max(1, min(target.bulk.refresh_batch, max(target.cancel_batch, spread)))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def _batch_key(decision: Decision[Match]) -> tuple[str, bool]:
+    return decision.reason, decision.dry_run
+
+
+def _cancel_batches(checked: list[Checked], size: int) -> list[list[Checked]]:
+    """Jobs that may share one cancel call: same reason, same dry-run flag, at most `size`."""
+    groups: dict[tuple[str, bool], list[Checked]] = {}
+    for item in checked:
+        groups.setdefault(_batch_key(item[0]), []).append(item)
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def _cancel_or_pretend(target: _Target, batch: list[Checked]) -> list[tuple[str, str | None]]:
+    """The one place where dry run differs from a real run. The batch shares one reason and one
+    dry-run flag (`_cancel_batches`)."""
+    first = batch[0][0]
+    if first.dry_run:
+        for decision, job in batch:
+            log.info("dry run: would cancel %s/%s (%s)", job.backend, job.id, decision.policy.name)
+        return [("dry_run", None)] * len(batch)
+    results = target.cancel([job for _, job in batch], first.reason)
+    for (decision, job), result in zip(batch, results, strict=True):
+        log.info(
+            "cancel %s/%s by %s: %s", job.backend, job.id, decision.policy.name, result.outcome
+        )
+    return [(str(result.outcome), result.error) for result in results]

@@ -147,14 +147,15 @@ def _spy(
 
 
 def job_ids_of(backend: str, request: Request) -> list[str]:
-    """The job ids a mutating request names: AWS in the JSON body (a body cut short by the kill
-    names none, and the emulator rejects it), Tapis and Sutro in the path."""
+    """The job ids a mutating request names: AWS in the JSON body (`jobId`, or `jobs` for
+    TerminateJobs; a body cut short by the kill names none, and the emulator rejects it), Tapis
+    and Sutro in the path."""
     if BACKENDS[backend] == "aws_batch":
         try:
             body = json.loads(request.body)
         except ValueError:
             return []
-        ids = (body.get("jobIds") or [body.get("jobId")]) if isinstance(body, dict) else []
+        ids = (body.get("jobs") or [body.get("jobId")]) if isinstance(body, dict) else []
         return [i for i in ids if isinstance(i, str)]
     parts = [unquote(p) for p in request.path.split("/") if p]
     return [parts[2]] if BACKENDS[backend] == "tapis" else [parts[-1]]

@@ -240,10 +240,19 @@ class FinishBeforeRecheck:
         self.fired = False
 
     def refresh(self, job: Job) -> Job | None:
+        self._finish_first(job)
+        return self.inner.refresh(job)
+
+    def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]:
+        """The bulk re-check (reaper.sweep.BulkBackend), where the inner backend has one."""
+        for job in jobs:
+            self._finish_first(job)
+        return self.inner.refresh_many(jobs)  # type: ignore[no-any-return]
+
+    def _finish_first(self, job: Job) -> None:
         if job.id == self.target and not self.fired:
             self.fired = True
             self.emulator.set_status(job.id, self.status)
-        return self.inner.refresh(job)
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
         return self.inner.cancel(job, reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, max
 QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum
 DESCRIBE_CHUNK = 100  # DescribeJobs takes "a list of up to 100 job IDs"
 TERMINATE_CHUNK = 50  # TerminateJobs takes "an array of up to 50 Batch job IDs"
+DESCRIBE_CONCURRENCY = 8  # DescribeJobs calls in flight when enriching many jobs (DESIGN.md §4)
 # Codes a service answers with when it does not know an operation (moto answers a bare 404).
 _UNKNOWN_OPERATION = frozenset({"UnknownOperationException", "UnknownOperation", "404"})
 # Per-job TerminateJobs errors worth one more try through TerminateJob and botocore's retries.
@@ -144,14 +146,26 @@ class AwsBatchBackend:
         return None if record is None else self._detailed(job, record)
 
     def _describe(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """Records by job id, 100 ids per DescribeJobs, up to DESCRIBE_CONCURRENCY calls in
+        flight (the calls are independent; botocore clients are thread-safe). Raises
+        BackendError if any call fails."""
         unique = list(dict.fromkeys(ids))
-        records: dict[str, Mapping[str, Any]] = {}
-        for start in range(0, len(unique), DESCRIBE_CHUNK):
-            response = self._call("DescribeJobs", jobs=unique[start : start + DESCRIBE_CHUNK])
-            for record in self._require_list("DescribeJobs", response, "jobs"):
-                if isinstance(record, Mapping) and isinstance(record.get("jobId"), str):
-                    records[record["jobId"]] = record
-        return records
+        chunks = [unique[i : i + DESCRIBE_CHUNK] for i in range(0, len(unique), DESCRIBE_CHUNK)]
+        if len(chunks) <= 1:
+            pages = [self._describe_chunk(chunk) for chunk in chunks]
+        else:
+            workers = min(DESCRIBE_CONCURRENCY, len(chunks))
+            with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-describe") as pool:
+                pages = list(pool.map(self._describe_chunk, chunks))
+        return {job_id: record for page in pages for job_id, record in page.items()}
+
+    def _describe_chunk(self, ids: list[str]) -> dict[str, Mapping[str, Any]]:
+        response = self._call("DescribeJobs", jobs=ids)
+        return {
+            record["jobId"]: record
+            for record in self._require_list("DescribeJobs", response, "jobs")
+            if isinstance(record, Mapping) and isinstance(record.get("jobId"), str)
+        }
 
     def _detailed(self, job: Job, record: Mapping[str, Any]) -> Job:
         # JobDetail.jobQueue is an ARN; keep the queue name the job was listed under.
@@ -176,16 +190,48 @@ class AwsBatchBackend:
         """Cancel several jobs with one reason: one DescribeJobs per 100, one TerminateJobs per
         50 (TerminateJob one by one where the service lacks TerminateJobs). Results are in the
         order of `jobs`; never raises for a per-job problem."""
-        reason = truncate_reason(reason)
         try:
             records = self._describe([job.id for job in jobs])
         except BackendError as exc:
             return [CancelResult(CancelOutcome.FAILED, str(exc)) for _ in jobs]
-        results: dict[str, CancelResult] = {}
-        for job in jobs:
-            outcome = self._precheck(records.get(job.id))
-            if outcome is not None:
-                results[job.id] = outcome
+        decided = {job.id: self._precheck(records.get(job.id)) for job in jobs}
+        return self._terminate_undecided(jobs, decided, reason)
+
+    # -- the sweep's bulk path (reaper.sweep.BulkBackend) --------------------------------------
+    @property
+    def refresh_batch(self) -> int:
+        """The most jobs one `refresh_many` call reads (DescribeJobs takes 100 ids)."""
+        return DESCRIBE_CHUNK
+
+    @property
+    def cancel_batch(self) -> int:
+        """The most jobs one `cancel_checked` call carries in one API call: TerminateJobs takes
+        50 ids, or 1 once the service turned out to lack TerminateJobs."""
+        return TERMINATE_CHUNK if self._bulk else 1
+
+    def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]:
+        """The current detailed state of each job, in order (None for a job DescribeJobs no
+        longer knows): one DescribeJobs per 100 jobs. Raises BackendError."""
+        records = self._describe([job.id for job in jobs])
+        return [self._detailed(job, records[job.id]) if job.id in records else None for job in jobs]
+
+    def cancel_checked(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]:
+        """Terminate jobs whose state the caller has just read (`refresh`/`refresh_many`, the
+        sweep's re-check): a job read as terminal is ALREADY_TERMINAL without a call, the others
+        go out in TerminateJobs calls of up to 50 ids, without the DescribeJobs that `cancel`
+        makes first. Results are in the order of `jobs`; never raises for a per-job problem."""
+        decided = {
+            job.id: CancelResult(CancelOutcome.ALREADY_TERMINAL) if job.phase == Phase.TERMINAL
+            else None
+            for job in jobs
+        }  # fmt: skip
+        return self._terminate_undecided(jobs, decided, reason)
+
+    def _terminate_undecided(
+        self, jobs: Sequence[Job], decided: Mapping[str, CancelResult | None], reason: str
+    ) -> list[CancelResult]:
+        reason = truncate_reason(reason)
+        results = {job_id: result for job_id, result in decided.items() if result is not None}
         pending = list(dict.fromkeys(job.id for job in jobs if job.id not in results))
         for start in range(0, len(pending), TERMINATE_CHUNK):
             results.update(self._terminate_chunk(pending[start : start + TERMINATE_CHUNK], reason))

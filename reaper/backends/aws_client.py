@@ -20,7 +20,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, NoCredentialsError
 
-from reaper.backends.base import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S
+from reaper.backends.base import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, HTTP_POOL_SIZE
 from reaper.logs import register_secret
 
 # botocore's Config `max_attempts` counts retries, so a call is made at most 6 times.
@@ -35,8 +35,10 @@ def client_config(
     max_retries: int = MAX_RETRIES,
 ) -> Config:
     """botocore client settings: explicit timeouts (botocore's default is 60 s each) and the
-    `standard` retry mode (backoff with jitter on throttling, 5xx and connection errors)."""
+    `standard` retry mode (backoff with jitter on throttling, 5xx and connection errors), and a
+    connection pool as large as the sweep's calls in flight."""
     return Config(
+        max_pool_connections=HTTP_POOL_SIZE,
         connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
         retries={"mode": "standard", "max_attempts": max_retries},

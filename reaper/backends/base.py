@@ -15,6 +15,10 @@ MAX_REASON_CHARS = 1024
 
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 30.0
+# Connections each backend's HTTP client keeps open: a sweep has up to 8 re-check reads and 8
+# cancel calls in flight per backend (reaper.sweep). requests' and botocore's default pools hold
+# 10: past that, each extra call opens a connection and throws it away afterwards.
+HTTP_POOL_SIZE = 20
 
 
 class CancelOutcome(StrEnum):

@@ -42,14 +42,17 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
+    HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
 )
 from reaper.backends.credentials import read_secret
+from reaper.backends.http import pin_environment
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
     RetryableError,
@@ -112,7 +115,7 @@ class SutroBackend:
         (relative to `base_dir`). Raises BackendError when the key cannot be read."""
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
         api_url = str(section.get("api_url") or DEFAULT_API_URL)
-        return cls(name, requests.Session(), api_url, api_key)
+        return cls(name, make_session(api_url), api_url, api_key)
 
     # -- the Backend interface ------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:
@@ -276,6 +279,18 @@ class SutroBackend:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
+def make_session(api_url: str) -> requests.Session:
+    """A session for `api_url` whose pool keeps as many connections as a sweep has calls in
+    flight (requests' default keeps 10 and throws away the connections of any further calls),
+    with the environment's proxy settings read once (reaper.backends.http.pin_environment)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    pin_environment(session, api_url)
+    return session
+
+
 def parse_job(backend: str, record: Any) -> Job:
     """A Sutro job record as a Job; the status is upper-cased (older deployments answer in lower
     case) and the record kept as `raw`. Raises ValueError when a needed field is missing."""

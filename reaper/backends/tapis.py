@@ -44,11 +44,13 @@ from tapipy.tapis import Tapis, TapisResult
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
+    HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
     truncate_reason,
 )
 from reaper.backends.credentials import read_secret
+from reaper.backends.http import pin_environment
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
@@ -332,10 +334,11 @@ class TimeoutAdapter(HTTPAdapter):
     """tapipy sends every request with `requests_session.send(request, verify=...)` and no
     timeout (tapipy/tapis.py `Operation.__call__`), and requests then waits forever. Mounted on
     the client's session, this adapter supplies a (connect, read) timeout to every request that
-    does not bring its own. `max_retries=0`: retries are reaper's, one layer only."""
+    does not bring its own. `max_retries=0`: retries are reaper's, one layer only. Its pool
+    keeps HTTP_POOL_SIZE connections, as many as a sweep has calls in flight."""
 
     def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__(max_retries=0)
+        super().__init__(max_retries=0, pool_maxsize=HTTP_POOL_SIZE)
         self.timeout = timeout
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
@@ -389,6 +392,7 @@ def make_client(
     claims = getattr(client.access_token, "claims", None) or {}
     client.tenant_id = claims.get("tapis/tenant_id")
     install_timeout(client.requests_session, timeout)
+    pin_environment(client.requests_session, base_url)
     return client
 
 

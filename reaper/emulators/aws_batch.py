@@ -126,6 +126,7 @@ class AwsBatchEmulator(EmulatorServer):
         self.job_errors: dict[str, tuple[str, str]] = {}
         self._jobs: dict[str, _Job] = {}
         self._queues: dict[str, None] = {}  # insertion-ordered set of queue names
+        self._timed: set[str] = set()  # ids of terminated jobs still winding down (stop_at)
 
     # -- protocol hooks -------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -176,9 +177,7 @@ class AwsBatchEmulator(EmulatorServer):
         status = body.get("jobStatus") or "RUNNING"
         limit = min(int(body.get("maxResults") or MAX_PAGE), MAX_PAGE, self.knobs.page_size)
         page = _Page.parse(body.get("nextToken"))
-        matching = [
-            job for job in self._jobs.values() if job.queue == queue and self._status(job) == status
-        ]
+        matching = self._listing(queue, status)
         chunk = matching[page.offset : page.offset + limit]
         result: dict[str, Any] = {"jobSummaryList": [_summary(job.record) for job in chunk]}
         if page.offset + limit < len(matching):
@@ -230,6 +229,20 @@ class AwsBatchEmulator(EmulatorServer):
             result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
         return result
 
+    def _listing(self, queue: str, status: str) -> list[_Job]:
+        """The jobs of one queue and status, in table order."""
+        for job_id in list(self._timed):  # settle first: the cached lists hold settled states
+            self._settle(self._jobs[job_id])
+
+        def select() -> list[_Job]:
+            return [
+                job
+                for job in self._jobs.values()
+                if job.queue == queue and job.record["status"] == status
+            ]
+
+        return self.cached_listing(("ListJobs", queue, status), select)  # type: ignore[no-any-return]
+
     # -- state transitions ----------------------------------------------------------------------
     def _terminate(self, job: _Job, reason: str) -> None:
         """Pending jobs fail at once; STARTING/RUNNING jobs fail after `cancel_delay_s`."""
@@ -240,15 +253,19 @@ class AwsBatchEmulator(EmulatorServer):
         job.record["statusReason"] = reason
         if phase == Phase.PENDING:
             job.record.update(status="FAILED", isCancelled=True, stoppedAt=_ms(now))
+            self.invalidate()
             return
         job.record["isTerminated"] = True
         job.stop_at = now + self.knobs.cancel_delay_s
+        self._timed.add(job.record["jobId"])
         self._settle(job)
 
     def _settle(self, job: _Job) -> None:
         if job.stop_at is not None and self.clock() >= job.stop_at:
             job.record.update(status="FAILED", stoppedAt=_ms(job.stop_at))
             job.stop_at = None
+            self._timed.discard(job.record["jobId"])
+            self.invalidate()
 
     def _status(self, job: _Job) -> str:
         self._settle(job)
@@ -298,6 +315,7 @@ class AwsBatchEmulator(EmulatorServer):
         with self.lock:
             self._queues[queue] = None
             self._jobs[job_id] = _Job(record, queue)
+            self.invalidate()
         return job_id
 
     def seed_jobs(
@@ -333,6 +351,8 @@ class AwsBatchEmulator(EmulatorServer):
         with self.lock:
             job = self._jobs[job_id]
             job.stop_at = None
+            self._timed.discard(job_id)
+            self.invalidate()
             job.record["status"] = status.upper()
             phase = phase_of("aws_batch", status)
             if phase in (Phase.RUNNING, Phase.TERMINAL) and "startedAt" not in job.record:
@@ -343,6 +363,8 @@ class AwsBatchEmulator(EmulatorServer):
     def remove_job(self, job_id: str) -> None:
         with self.lock:
             self._jobs.pop(job_id, None)
+            self._timed.discard(job_id)
+            self.invalidate()
 
     def reason_of(self, job_id: str) -> str | None:
         with self.lock:

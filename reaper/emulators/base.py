@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -87,6 +87,7 @@ class EmulatorServer:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._listings: dict[Hashable, Any] = {}
 
     # -- protocol hooks -------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -154,6 +155,20 @@ class EmulatorServer:
     def mutating_calls(self) -> int:
         """Requests that could change a job (cancel, terminate, send event)."""
         raise NotImplementedError
+
+    # -- listing cache --------------------------------------------------------------------------
+    # A list call filters and orders the whole job table; paging through 100,000 jobs would redo
+    # that for every page. Emulators keep the result per query until the table changes.
+    def cached_listing(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The listing of `key`, computed once per state of the job table. Call with the lock
+        held, and call `invalidate()` whenever a job is added, removed or changes status."""
+        if key not in self._listings:
+            self._listings[key] = compute()
+        return self._listings[key]
+
+    def invalidate(self) -> None:
+        """Forget the cached listings: the job table changed."""
+        self._listings.clear()
 
     # -- request pipeline -----------------------------------------------------------------------
     def dispatch(self, request: Request) -> Response:

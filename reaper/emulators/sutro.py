@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import itertools
 import json
 import secrets
@@ -133,17 +134,18 @@ class SutroEmulator(EmulatorServer):
 
     # -- operations -----------------------------------------------------------------------------
     def _list(self, request: Request) -> Response:
-        jobs = sorted(self._jobs.values(), key=lambda job: job.key)
+        jobs, keys = self._ordered()
         if request.arg("limit") is None or not self.paging:  # documented: no limit, every job
             records = [self._wire(job) for job in jobs]
             return Response(200, {"message": "Jobs retrieved successfully.", "jobs": records})
+        start = 0
         if cursor := request.arg("cursor"):
             key = decode_cursor(cursor)
             if key is None:
                 return Response(400, {"detail": "Invalid cursor"})
-            jobs = [job for job in jobs if job.key > key]
-        page = jobs[: self._page_limit(request)]
-        more = len(jobs) > len(page)
+            start = bisect.bisect_right(keys, key)
+        page = jobs[start : start + self._page_limit(request)]
+        more = len(jobs) > start + len(page)
         body = {
             "jobs": [self._wire(job) for job in page],
             "next_cursor": encode_cursor(page[-1].key) if more else None,
@@ -208,6 +210,7 @@ class SutroEmulator(EmulatorServer):
         }
         with self.lock:
             self._jobs[job_id] = _Job(record, spec.created_at)
+            self.invalidate()  # the listing order holds every job, whatever its status
         return job_id
 
     def status_of(self, job_id: str) -> str | None:
@@ -230,11 +233,21 @@ class SutroEmulator(EmulatorServer):
     def remove_job(self, job_id: str) -> None:
         with self.lock:
             self._jobs.pop(job_id, None)
+            self.invalidate()
 
     def mutating_calls(self) -> int:
         return self.calls["CancelJob"]
 
     # -- internals ------------------------------------------------------------------------------
+    def _ordered(self) -> tuple[list[_Job], list[tuple[float, str]]]:
+        """Every job in listing order (newest first), and their sort keys."""
+
+        def order() -> tuple[list[_Job], list[tuple[float, str]]]:
+            jobs = sorted(self._jobs.values(), key=lambda job: job.key)
+            return jobs, [job.key for job in jobs]
+
+        return self.cached_listing("list-jobs", order)  # type: ignore[no-any-return]
+
     def _settle(self, job: _Job) -> str:
         """Status now: a CANCELLING job becomes CANCELLED once its cancel delay has passed."""
         if job.cancel_at is not None and self.clock() >= job.cancel_at:

@@ -25,7 +25,7 @@ import re
 import secrets
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -158,6 +158,7 @@ class TapisEmulator(EmulatorServer):
         self.exchanges: list[Exchange] = []
         self._jobs: dict[str, _Job] = {}
         self._ids = itertools.count(1)
+        self._timed: set[str] = set()  # uuids of cancelled jobs not yet CANCELLED (cancel_at)
 
     # -- routing --------------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -215,6 +216,7 @@ class TapisEmulator(EmulatorServer):
         record = self._record(job_uuid, spec)
         with self.lock:
             self._jobs[job_uuid] = _Job(record)
+            self.invalidate()
         return job_uuid
 
     def status_of(self, job_id: str) -> str | None:
@@ -226,11 +228,14 @@ class TapisEmulator(EmulatorServer):
         with self.lock:
             job = self._jobs[job_id]
             job.cancel_at = None
+            self._timed.discard(job_id)
             self._enter(job, status)
 
     def remove_job(self, job_id: str) -> None:
         with self.lock:
             self._jobs.pop(job_id, None)
+            self._timed.discard(job_id)
+            self.invalidate()
 
     def reason_of(self, job_id: str) -> str | None:
         """The eventData of the job's last user event: reaper sends its reason there."""
@@ -288,12 +293,14 @@ class TapisEmulator(EmulatorServer):
         job = self._jobs.get(job_uuid)
         if job is not None and job.cancel_at is not None and self.clock() >= job.cancel_at:
             job.cancel_at = None
+            self._timed.discard(job_uuid)
             if job.record["status"] not in TERMINAL:
                 self._enter(job, "CANCELLED")
         return job
 
     def _enter(self, job: _Job, status: str) -> None:
         record, status = job.record, status.upper()
+        self.invalidate()  # listings filter and order on the record's attributes
         record["status"] = record["lastMessage"] = status
         record["lastUpdated"] = iso(self.clock())
         if status in RUNNING and "remoteStarted" not in record:
@@ -315,7 +322,8 @@ class TapisEmulator(EmulatorServer):
             return error(400, f"JOBS_SEARCH_LIST_ERROR {exc}")
         if request.arg("startAfter"):
             return error(400, "JOBS_SEARCH_LIST_ERROR startAfter is not emulated; use skip")
-        matching = self._ordered(order, lambda r: all(c(r) for c in conditions))
+        key = ("search", _condition_key(request.query), tuple(order))
+        matching = self._ordered(key, order, lambda r: all(c(r) for c in conditions))
         selected = request.arg("select", "summaryAttributes") != "summaryAttributes"
         # Any select but summaryAttributes returns every attribute: the service's select list
         # is still a TODO (JobSearchResource, "TODO selectable fields").
@@ -339,7 +347,8 @@ class TapisEmulator(EmulatorServer):
             skip, limit = int(request.arg("skip") or 0), self._page_limit(request)
         except ValueError as exc:
             return error(400, f"JOBS_LIST_ERROR {exc}")
-        page = [summary(r) for r in self._ordered(order, lambda r: True)[skip : skip + limit]]
+        ordered = self._ordered(("list", tuple(order)), order, lambda r: True)
+        page = [summary(r) for r in ordered[skip : skip + limit]]
         return Response(200, envelope(page, f"JOBS_LIST_RETRIEVED {len(page)} jobs"))
 
     def _get(self, job_uuid: str) -> Response:
@@ -365,6 +374,7 @@ class TapisEmulator(EmulatorServer):
             return error(409, message, {"name": job_uuid})
         if job.cancel_at is None:
             job.cancel_at = self.clock() + self.knobs.cancel_delay_s
+            self._timed.add(job_uuid)
             self._settled(job_uuid)
         accepted = f"JOBS_JOB_CANCEL_ACCEPTED Request to cancel job {job_uuid} accepted."
         return Response(200, envelope({"message": accepted}, accepted))
@@ -410,11 +420,19 @@ class TapisEmulator(EmulatorServer):
 
     # -- helpers --------------------------------------------------------------------------------
     def _ordered(
-        self, order: list[tuple[str, bool]], keep: Callable[[dict[str, Any]], bool]
+        self,
+        key: Hashable,
+        order: list[tuple[str, bool]],
+        keep: Callable[[dict[str, Any]], bool],
     ) -> list[dict[str, Any]]:
-        for job_uuid in list(self._jobs):
+        """The records `keep` selects, in `order`; `key` names the query for the cache."""
+        for job_uuid in list(self._timed):  # settle first: cached listings hold settled states
             self._settled(job_uuid)
-        return sort_records([j.record for j in self._jobs.values() if keep(j.record)], order)
+
+        def select() -> list[dict[str, Any]]:
+            return sort_records([j.record for j in self._jobs.values() if keep(j.record)], order)
+
+        return self.cached_listing(key, select)  # type: ignore[no-any-return]
 
     def _page_limit(self, request: Request) -> int:
         """The page size served: the requested limit (<= 0: unlimited), capped by the knob."""
@@ -431,6 +449,11 @@ def _not_found(job_uuid: str) -> Response:
 def _same(given: str, secret: str) -> bool:
     """Constant-time comparison that also copes with non-ASCII input."""
     return secrets.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8"))
+
+
+def _condition_key(query: dict[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The search conditions of a query (its non-reserved parameters), as a cache key."""
+    return tuple(sorted((k, tuple(v)) for k, v in query.items() if k.lower() not in RESERVED))
 
 
 def _truthy(value: str | None) -> bool:
