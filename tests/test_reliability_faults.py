@@ -114,6 +114,14 @@ class Fault:
             self.apply(emulator, secrets)
 
 
+# The backend methods that make an operation's calls: the sweep uses the bulk forms where a
+# backend offers them (AWS Batch: DescribeJobs of many ids, TerminateJobs).
+OPERATION_METHODS = {
+    "refresh": ("refresh", "refresh_many"),
+    "cancel": ("cancel", "cancel_checked", "cancel_many"),
+}
+
+
 class FaultAtFirstCall:
     """A backend whose emulator turns sick at the first call of one operation."""
 
@@ -125,7 +133,7 @@ class FaultAtFirstCall:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._backend, name)
-        if name != self._operation:
+        if name not in OPERATION_METHODS.get(self._operation, (self._operation,)):
             return method
 
         def call(*args: Any) -> Any:
