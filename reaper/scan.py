@@ -15,7 +15,7 @@ from reaper.backends.base import Backend
 from reaper.decide import Candidate, Listing
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase
-from reaper.policy import Match, Policy, evaluate, render_reason
+from reaper.policy import Match, Policy, render_reason
 from reaper.policy_index import PolicyIndex
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,6 @@ class Scan:
 
     def to_listing(self) -> Listing[Match]:
         return Listing(self.backend, self.active, self.complete, tuple(self.candidates))
-
-
-def evaluate_all(policies: Sequence[Policy], job: Job, now: datetime) -> list[Match]:
-    """Matches of `job`, in policy (file, position) order. For one job; a scan evaluates many
-    with a `PolicyIndex`, which gives the same matches faster."""
-    return [m for p in policies if (m := evaluate(p, job, now)) is not None]
 
 
 def scan_backend(backend: Backend, policies: Sequence[Policy], now: datetime) -> Scan:
