@@ -44,6 +44,7 @@ from reaper.audit_read import (
     unresolved_intents,
 )
 from reaper.audit_verify import VerifyResult, verify_audit
+from reaper.decide import SkipCause  # `cause` of a `skipped` record: one list, the decider's
 from reaper.errors import ReaperError
 
 __all__ = [
@@ -89,18 +90,6 @@ class AuditOutcome(StrEnum):
     NOT_FOUND = "not_found"
     FAILED = "failed"
     DRY_RUN = "dry_run"
-
-
-class SkipCause(StrEnum):
-    """`cause` of a `skipped` record."""
-
-    PROTECTED = "protected"
-    EXCLUDED = "excluded"
-    LIMIT = "limit"
-    FRACTION_GUARD = "fraction_guard"
-    RECENTLY_CANCELLED = "recently_cancelled"
-    CHANGED = "changed"  # the re-check right before acting no longer matched
-    PAUSED = "paused"
 
 
 class AuditWriteError(ReaperError):

@@ -58,6 +58,7 @@ class SkipCause(StrEnum):
     PAUSED = "paused"
     LISTING_INCOMPLETE = "listing_incomplete"
     CHANGED = "changed"  # set later by the sweep's re-check, never by decide()
+    RECHECK_FAILED = "recheck_failed"  # the re-check could not read the job (sweep only)
 
 
 class Limit(StrEnum):

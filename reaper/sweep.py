@@ -347,7 +347,7 @@ class _Actor:
             log.error("re-check of %d job(s) on %s failed: %s", len(unit), target.name, exc)
             self.fail_backend(target.name, str(exc))
             for decision in unit:
-                self.skip(decision, "recheck_failed")
+                self.skip(decision, SkipCause.RECHECK_FAILED)
             return []
         checked: list[Checked] = []
         for decision, job in zip(unit, fresh, strict=True):
