@@ -3,6 +3,11 @@ any input."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -155,9 +160,33 @@ def test_hostile_or_odd_documents_are_diagnostics(text: str, fragment: str) -> N
     assert fragment in only_error(text)
 
 
-def test_deep_nesting_is_refused_before_the_parser_recurses() -> None:
-    # libyaml's composer overflows the C stack (a segfault) at a few ten thousand levels
-    assert "nested more than" in only_error("a: " + "[" * 100_000)
+@pytest.mark.parametrize("opener", ["[", "{", "- "])
+def test_deep_nesting_is_refused_with_a_location(opener: str) -> None:
+    # libyaml's composer overflows the C stack (a segfault) at a few ten thousand levels; reaper
+    # counts the depth itself, and newer PyYAML also stops it (its own wording): whichever layer
+    # stops the input, the user gets one located error, never a crash.
+    text = (
+        "a: " + opener * 100_000
+        if opener != "- "
+        else "a:\n" + "".join(" " * i + "-\n" for i in range(0, 3000))
+    )
+    error = only_error(text)
+    assert re.match(r"f\.yaml:\d+:\d+: ", error), error
+
+
+def test_deep_nesting_is_refused_by_validate_in_bounded_memory(tmp_path: Path) -> None:
+    # Through the CLI in a child limited to 512 MiB of address space: exit 78 and file:line:col.
+    policy = tmp_path / "deep.yaml"
+    policy.write_text("policies: " + "[" * 200_000)
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))"
+    code = f"{limit}; import sys; from reaper.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(policy)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 78, done.stderr
+    assert re.search(rf"{re.escape(str(policy))}:1:\d+: ", done.stdout + done.stderr)
+    assert "Traceback" not in done.stderr
 
 
 def test_alias_expansion_is_bounded() -> None:
