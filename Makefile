@@ -10,12 +10,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 LATEST_VENV ?= .venv-latest
-UV_COMPILE = --python-version 3.11 --generate-hashes --no-header --quiet
+UV_COMPILE = --python-version 3.11 --generate-hashes --no-header --quiet -c constraints.in
 
 .PHONY: install demo test lint typecheck check check-lock lock test-latest clean
 
 $(BIN)/reaper: pyproject.toml requirements-dev.lock
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
@@ -30,8 +30,8 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check reaper tests benchmarks
-	$(BIN)/ruff format --check reaper tests benchmarks
+	$(BIN)/ruff check reaper tests benchmarks scripts
+	$(BIN)/ruff format --check reaper tests benchmarks scripts
 
 typecheck: install
 	$(BIN)/mypy

@@ -5,7 +5,7 @@
 Three in-memory backends (`reaper.backends.memory.MemoryBackend`: AWS Batch, Tapis, Sutro) hold
 realistic jobs (mostly unique names, a handful of queues, tags, raw records); 100 varied policies
 (queues, names, statuses, tags, max_* limits, some `where`, some `exclude`) are compiled as the
-loader does. The timed path is the scan: `reaper.scan.scan_backend(backend,
+loader does. The timed path is the scan: `reaper.engine.scan.scan_backend(backend,
 policies.for_backend(name), now)` for each backend, i.e. listing (paged, in memory), the
 prefilter of undetailed AWS listings, enrichment, and evaluation of every job against every
 policy of its backend. It is what `reaper plan` runs before the decision step. Also timed: the
@@ -17,7 +17,7 @@ backend, names `train-0` .. `train-49`, and 100 policies that all target it, eac
 jobs get as far as the name glob.
 
 Prints the machine, the best of `--runs` wall and CPU times, evaluations/s (jobs x policies /
-s) and the number of matches. Not a test: timings belong here, not in tests/ (STYLE.md).
+s) and the number of matches. Not a test: timings belong here, not in tests/ .
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from reaper.backends.memory import MemoryBackend
+from reaper.engine.scan import Scan, scan_backend
 from reaper.jobs import Job, active_statuses, phase_of
-from reaper.policy import PolicySet, PolicySource, compile_policy
-from reaper.scan import Scan, scan_backend
+from reaper.policy.model import PolicySet, PolicySource, compile_policy
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 HOUR = 3600

@@ -4,7 +4,7 @@
     python benchmarks/bench_startup.py --runs 50 --no-write
 
 `reaper validate` reads YAML, checks it against the JSON Schema and compiles every policy; it
-imports no SDK (DESIGN.md §3), so its start-up is the interpreter's plus reaper's own modules.
+imports no SDK (docs/commands.md), so its start-up is the interpreter's plus reaper's own modules.
 Each command runs `--runs` times in a fresh process; the table shows the minimum (the machine's
 best) and the median (what a user sees). Target: `reaper validate` ≤ 0.3 s."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import common
 from common import BACKENDS, Scenario
 
-CONCURRENCY = 8  # reaper.sweep.DEFAULT_CONCURRENCY: cancel calls in flight per backend
+CONCURRENCY = 8  # reaper.engine.sweep.DEFAULT_CONCURRENCY: cancel calls in flight per backend
 AWS_LIST_PAGE, AWS_DESCRIBE, AWS_TERMINATE = 1000, 100, 50
 TAPIS_PAGE, SUTRO_PAGE = 100, 100
 AWS_ACTIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")

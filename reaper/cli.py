@@ -1,4 +1,4 @@
-"""Command line: parses arguments, runs one command, returns an exit code (DESIGN.md §3).
+"""Command line: parses arguments, runs one command, returns an exit code (docs/commands.md).
 
 Every command lives in `reaper/commands/<name>.py` with `add_parser(subparsers)` and
 `run(args) -> int`. Exit codes are `reaper.errors.ExitCode`."""
@@ -13,7 +13,7 @@ from types import ModuleType
 
 from reaper import __version__
 from reaper.errors import ConfigError, ExitCode, ReaperError
-from reaper.logs import configure_logging
+from reaper.service.logs import configure_logging
 
 # Command name → module. Add a line here for a new command.
 COMMANDS: dict[str, str] = {
@@ -39,6 +39,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)"
     )
+    parser.set_defaults(run_command=main)  # lets a command (demo) run others without importing cli
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only is None else [only]:
         _command_module(name).add_parser(subparsers)

@@ -7,7 +7,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes, the same for every command (DESIGN.md §3)."""
+    """Exit codes, the same for every command (docs/commands.md)."""
 
     OK = 0
     FAILED = 1  # a backend or a cancel failed, or `audit verify` found a broken chain

@@ -1,4 +1,4 @@
-"""The normalised Job record every backend yields, and the phase tables (DESIGN.md §2.3)."""
+"""The normalised Job record every backend yields, and the phase tables (docs/backends.md)."""
 
 from __future__ import annotations
 
@@ -96,3 +96,17 @@ class Job:
     def age(self, now: datetime) -> timedelta:
         """Time since submission, whatever the state."""
         return max(now - self.created_at, timedelta(0))
+
+
+class SkipCause(StrEnum):
+    """Why a matched job was not cancelled: the `cause` of an audit `skipped` record. Shared by
+    the decider (reaper.engine) and the audit (reaper.audit), so it lives below both."""
+
+    PROTECTED = "protected"
+    LIMIT = "limit"
+    FRACTION_GUARD = "fraction_guard"
+    RECENTLY_CANCELLED = "recently_cancelled"
+    PAUSED = "paused"
+    LISTING_INCOMPLETE = "listing_incomplete"
+    CHANGED = "changed"  # set later by the sweep's re-check, never by decide()
+    RECHECK_FAILED = "recheck_failed"  # the re-check could not read the job (sweep only)

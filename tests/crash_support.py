@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from reaper.audit_read import Record, decode_line, unresolved_intents
+from reaper.audit.reader import Record, decode_line, unresolved_intents
 from reaper.emulators.base import JobSpec, Request, Response
 from reaper.emulators.world import BACKENDS, World, child_environ
 from reaper.jobs import Phase, phase_of

@@ -244,7 +244,7 @@ class FinishBeforeRecheck:
         return self.inner.refresh(job)
 
     def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]:
-        """The bulk re-check (reaper.sweep.BulkBackend), where the inner backend has one."""
+        """The bulk re-check (reaper.engine.sweep.BulkBackend), where the inner backend has one."""
         for job in jobs:
             self._finish_first(job)
         return self.inner.refresh_many(jobs)  # type: ignore[no-any-return]

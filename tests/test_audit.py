@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reaper.audit import (
+from reaper.audit.reader import is_cancelled_outcome, iter_lines_backward, read_tail_from
+from reaper.audit.writer import (
     GENESIS,
     AuditEvent,
     AuditLog,
@@ -31,7 +32,6 @@ from reaper.audit import (
     unresolved_intents,
     verify_audit,
 )
-from reaper.audit_read import is_cancelled_outcome, iter_lines_backward, read_tail_from
 from reaper.commands.audit import parse_since
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -288,7 +288,7 @@ def test_a_failing_write_raises_audit_write_error() -> None:
 SHORT_WRITE_CHILD = """
 import resource, signal, sys
 from pathlib import Path
-from reaper.audit import AuditLog, AuditWriteError
+from reaper.audit.writer import AuditLog, AuditWriteError
 path = Path(sys.argv[1])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 log = AuditLog(path, host="h")

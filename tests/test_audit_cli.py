@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reaper.audit import AuditEvent, AuditLog, AuditOutcome, SkipCause
+from reaper.audit.writer import AuditEvent, AuditLog, AuditOutcome, SkipCause
 from reaper.cli import main
 from reaper.errors import ConfigError, Diagnostic, ExitCode
 
@@ -150,10 +150,10 @@ def test_without_file_the_config_names_the_log(
             raise ConfigError([Diagnostic(str(path), 3, 1, "unknown key 'x'")])
         return types.SimpleNamespace(audit_log=audit_file)
 
-    fake = types.ModuleType("reaper.config")
+    fake = types.ModuleType("reaper.policy.config")
     fake.find_config_path = find_config_path  # type: ignore[attr-defined]
     fake.load_config = load_config  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "reaper.config", fake)
+    monkeypatch.setitem(sys.modules, "reaper.policy.config", fake)
 
     assert main(["audit", "verify", "--config", "site.yaml"]) == ExitCode.OK
     assert seen == ["site.yaml"] and "chain intact" in capsys.readouterr().out

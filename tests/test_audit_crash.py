@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from reaper.audit import AuditLog, read_audit, unresolved_intents, verify_audit
+from reaper.audit.writer import AuditLog, read_audit, unresolved_intents, verify_audit
 
 REPO = Path(__file__).resolve().parent.parent
 KILLS = 60
@@ -23,7 +23,7 @@ KILLS = 60
 CHILD = """
 import random, sys
 from pathlib import Path
-from reaper.audit import AuditLog
+from reaper.audit.writer import AuditLog
 log = AuditLog(Path(sys.argv[1]), host="crash")
 rng = random.Random(int(sys.argv[2]))
 print("ready", flush=True)

@@ -1,5 +1,5 @@
 """The AWS Batch listing and terminate tests again, against moto's server: an independent
-implementation of the same wire protocol (DESIGN.md §7).
+implementation of the same wire protocol (docs/architecture.md).
 
 moto's Batch runs jobs in Docker unless its config says `use_docker: false`; then a submitted job
 is marked SUCCEEDED at once, so the tests put jobs into the state they need through moto's

@@ -15,8 +15,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reaper import config as config_module
-from reaper.config import (
+from reaper.errors import ConfigError
+from reaper.jobs import BACKEND_TYPES
+from reaper.policy import config as config_module
+from reaper.policy.config import (
     BackendConfig,
     Config,
     Schedule,
@@ -25,8 +27,6 @@ from reaper.config import (
     load_config,
     load_policies,
 )
-from reaper.errors import ConfigError
-from reaper.jobs import BACKEND_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = "policies: policies/\naudit_log: audit.jsonl\n"

@@ -1,4 +1,5 @@
-"""Crash consistency of `reaper run --once` under SIGKILL (DESIGN.md §4 step 6, §5).
+"""Crash consistency of `reaper run --once` under SIGKILL (docs/architecture.md, docs/audit.md,
+sweep step 6).
 
 Two lanes run side by side, each with its own emulated world (AWS Batch, Tapis and Sutro on
 loopback, 20-50 ms per request) and its own audit log. Each lane starts `reaper run --once` over
@@ -29,11 +30,11 @@ from pathlib import Path
 import pytest
 
 from reaper import cli
-from reaper.audit_read import AuditReadResult, Record, decode_line, read_audit, unresolved_intents
+from reaper.audit.reader import AuditReadResult, Record, decode_line, read_audit, unresolved_intents
 from reaper.backends.aws_batch import TERMINATE_CHUNK
 from reaper.emulators.base import Knobs
 from reaper.emulators.world import BACKENDS, World, emulated_world
-from reaper.sweep import DEFAULT_CONCURRENCY
+from reaper.engine.sweep import DEFAULT_CONCURRENCY
 from tests.crash_support import (
     ENDING,
     POLICIES_YAML,

@@ -2,7 +2,7 @@
 isolation, watchdog gating, graceful stop, the self-pipe and signal flags, the backend pool.
 
 Backends are `MemoryBackend` fakes handed out by an injected opener; config and policies are
-real files loaded by `reaper.config`; systemd is a datagram socket the test owns."""
+real files loaded by `reaper.policy.config`; systemd is a datagram socket the test owns."""
 
 from __future__ import annotations
 
@@ -19,18 +19,18 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from reaper.audit import AuditLog, hash_line
-from reaper.backend_pool import BackendPool
+from reaper.audit.writer import AuditLog, hash_line
 from reaper.backends.memory import MemoryBackend
 from reaper.cli import main as cli_main
-from reaper.config import load_all
-from reaper.daemon import Daemon, DaemonOptions, Services
+from reaper.engine.pool import BackendPool
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import Job, Phase
-from reaper.metrics import Metrics
-from reaper.notify import Notifier
-from reaper.reload import Loaded, plan_reload
-from reaper.wakeup import SignalFlags, Wakeup, handling_signals
+from reaper.policy.config import load_all
+from reaper.service.daemon import Daemon, DaemonOptions, Services
+from reaper.service.metrics import Metrics
+from reaper.service.reload import Loaded, plan_reload
+from reaper.service.signals import SignalFlags, Wakeup, handling_signals
+from reaper.service.systemd import Notifier
 from tests.daemon_support import NotifyListener, events, read_records, wait_for
 
 NOW = datetime.now(UTC)

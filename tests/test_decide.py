@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reaper.decide import (
+from reaper.engine.decide import (
     RECANCEL_WINDOW,
     Action,
     Candidate,
@@ -19,12 +19,11 @@ from reaper.decide import (
     LimitHit,
     Listing,
     Plan,
-    SkipCause,
     decide,
     is_too_broad,
     select_recent_cancels,
 )
-from reaper.jobs import Job, Phase
+from reaper.jobs import Job, Phase, SkipCause
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 KEEP = "reaper:keep"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reaper.decide import (
+from reaper.engine.decide import (
     Action,
     Candidate,
     Decision,
@@ -17,10 +17,10 @@ from reaper.decide import (
     JobKey,
     Listing,
     Plan,
-    SkipCause,
     decide,
     decision_order,
 )
+from reaper.jobs import SkipCause
 from tests.test_decide import KEEP, FakeMatch, FakePolicy, cand, job
 
 # Deterministic: the same 300 examples on every run (the brief asks for reproducible tests).

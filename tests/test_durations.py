@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from reaper.durations import DurationError, format_duration, parse_duration
+from reaper.policy.durations import DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import reaper.runtime
+import reaper.engine.runtime
 from reaper.backends.base import Backend
 from reaper.emulators.base import Knobs
 from reaper.emulators.world import World
@@ -149,7 +149,7 @@ def test_job_finishing_between_plan_and_act_is_skipped_changed(
 ) -> None:
     with standard_world(tmp_path) as world:
         target = job_id(backend, "long-1")
-        create = reaper.runtime.create_backend
+        create = reaper.engine.runtime.create_backend
 
         def create_wrapped(name: str, section: Any, base: Path) -> Backend:
             built = create(name, section, base)
@@ -157,7 +157,7 @@ def test_job_finishing_between_plan_and_act_is_skipped_changed(
                 return built
             return FinishBeforeRecheck(built, world.emulators[name], target, FINISHED[name])
 
-        monkeypatch.setattr(reaper.runtime, "create_backend", create_wrapped)
+        monkeypatch.setattr(reaper.engine.runtime, "create_backend", create_wrapped)
         result = run_once(world)
         assert result.code == ExitCode.OK, result.out + result.err
         sweep = last_sweep(audit_records(world))

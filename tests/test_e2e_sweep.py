@@ -120,7 +120,7 @@ def test_dry_run_makes_no_mutating_call_and_audits_intent_and_result(
                 assert status_of(w, backend, name) != CANCELLED[backend]
         assert sweep[0]["event"] == "sweep_start"
         assert sweep[0]["dry_run"] is (how != "per-policy")
-    # Dry run is loud (STYLE.md habit 2): the operator is told why nothing was cancelled.
+    # Dry run is loud: the operator is told why nothing was cancelled.
     notice = {"flag": "DRY RUN (--dry-run)", "config-default": "absent means true"}
     if how in notice:
         assert result.out.startswith("DRY RUN") and notice[how] in result.out, result.out

@@ -1,5 +1,5 @@
 """`reaper validate` must stay light: no SDK, scheduler, metrics or HTTP client import
-(DESIGN.md §3: "no network, no credentials, no SDK imports")."""
+(docs/commands.md: "no network, no credentials, no SDK imports")."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def imported_modules(*args: str) -> set[str]:
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
     names = {line.rsplit("|", 1)[-1].strip() for line in lines[1:]}  # [0] is the header
-    assert "reaper.config" in names  # the trace is real
+    assert "reaper.policy.config" in names  # the trace is real
     return {name.split(".")[0] for name in names}
 
 

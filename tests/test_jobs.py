@@ -1,4 +1,4 @@
-"""Phase tables (DESIGN.md §2.3), case-insensitive status names, and Job's durations."""
+"""Phase tables (docs/backends.md), case-insensitive status names, and Job's durations."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +16,7 @@ from reaper.jobs import (
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
-# Transcribed from DESIGN.md §2.3, independently of reaper/jobs.py.
+# Transcribed from docs/backends.mdindependently of reaper/jobs.py.
 EXPECTED = {
     "aws_batch": {
         Phase.PENDING: "SUBMITTED PENDING RUNNABLE",

@@ -1,4 +1,4 @@
-"""reaper.logs: line shapes, SDK logger floors, and that secrets never reach the output."""
+"""reaper.service.logs: line shapes, SDK logger floors, and that secrets never reach the output."""
 
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
-from reaper.logs import (
-    REDACTED,
+from reaper.redact import REDACTED, redact, redact_patterns, register_secret
+from reaper.service.logs import (
     SDK_LOGGERS,
     ReaperHandler,
     configure_logging,
     parse_level,
-    redact,
-    redact_patterns,
-    register_secret,
     remove_reaper_handlers,
 )
 

@@ -1,4 +1,4 @@
-"""reaper.metrics, read back through the text exposition of a fresh registry per test."""
+"""reaper.service.metrics, read back through the text exposition of a fresh registry per test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from reaper.metrics import (
+from reaper.service.metrics import (
     BackendSweepStats,
     Metrics,
     parse_listen,

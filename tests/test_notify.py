@@ -1,4 +1,4 @@
-"""reaper.notify against real AF_UNIX datagram sockets, the way systemd listens."""
+"""reaper.service.systemd against real AF_UNIX datagram sockets, the way systemd listens."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reaper.notify import (
+from reaper.service.systemd import (
     Notifier,
     monotonic_usec,
     parse_notify_address,
@@ -120,7 +120,7 @@ def test_unsupported_addresses_disable_notification(value):
 
 def test_send_failure_never_raises_and_warns_once(tmp_path, caplog):
     notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
-    with caplog.at_level(logging.DEBUG, logger="reaper.notify"), notifier:
+    with caplog.at_level(logging.DEBUG, logger="reaper.service.systemd"), notifier:
         assert not notifier.ready()
         assert not notifier.watchdog()
         assert not notifier.watchdog()

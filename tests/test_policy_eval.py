@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from reaper.globs import PatternError, compile_glob, compile_regex
 from reaper.jobs import Job, phase_of
-from reaper.policy import (
+from reaper.policy.globs import PatternError, compile_glob, compile_regex
+from reaper.policy.model import (
     Match,
     Policy,
     PolicyCompileError,
@@ -19,8 +19,8 @@ from reaper.policy import (
     compile_policy,
     evaluate,
     prefilter,
-    render_reason,
 )
+from reaper.policy.reasons import render_reason
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TYPES = ("aws_batch", "tapis", "sutro")
@@ -43,7 +43,7 @@ def aws_job(
     name: str, queue: str, status: str, created: datetime, started: datetime | None,
     *, tags: dict[str, str], **extra: Any,
 ) -> Job:  # fmt: skip
-    """A DescribeJobs JobDetail, normalised as the AWS Batch backend does (DESIGN.md §2.3)."""
+    """A DescribeJobs JobDetail, normalised as the AWS Batch backend does (docs/backends.md)."""
     job_id = f"{zlib.crc32(name.encode()):08x}-1c2d-4e5f-9a0b-{len(name):012d}"
     raw: dict[str, Any] = {
         "jobArn": f"arn:aws:batch:us-east-1:123456789012:job/{job_id}",
@@ -282,7 +282,7 @@ CASES: list[tuple[str, dict[str, Any], Job, list[str] | None]] = [
     ("tapis-terminal", {"max_age": "1s"}, TAPIS_FINISHED, None),
     ("sutro-cancelling", {"max_age": "1s"}, SUTRO_CANCELLING, None),
     ("sutro-unknown", {"max_age": "1s"}, SUTRO_UNKNOWN, None),
-    # all selectors at once (DESIGN.md §2.2's first example)
+    # all selectors at once (docs/policies.md's first example)
     ("aws-all", {"queues": ["gpu-*"], "statuses": ["running"], "names": ["train-*"],
                  "tags": {"team": "ml"}, "max_runtime": "12h"}, AWS_RUNNING,
      ["runtime 13h02m > max_runtime 12h", "queue gpu-a ~ gpu-*", "name train-resnet ~ train-*",

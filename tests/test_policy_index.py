@@ -19,13 +19,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reaper import policy_index
 from reaper.backends.memory import MemoryBackend
-from reaper.globs import PatternError, compile_glob, match_stars
+from reaper.engine.scan import scan_backend
 from reaper.jobs import Job, phase_of
-from reaper.policy import Policy, compile_policy, evaluate, prefilter
-from reaper.policy_index import PolicyIndex
-from reaper.scan import scan_backend
+from reaper.policy import index as policy_index
+from reaper.policy.globs import PatternError, compile_glob, match_stars
+from reaper.policy.index import PolicyIndex
+from reaper.policy.model import Policy, compile_policy, evaluate, prefilter
 from tests.test_policy_property import NOW, PROPERTY, SOURCE, TYPES, as_yaml, jobs, policies
 
 KEY_FIELDS = ("backend", "queue", "status", "phase", "detailed")
@@ -225,7 +225,7 @@ def test_every_text_a_glob_matches_starts_with_its_prefix(glob: str, text: str) 
 
 
 def test_a_lone_surrogate_is_matched_as_re2_sees_it() -> None:
-    """RE2 sees `\\udc00` spelt out (reaper.globs._encodable); the fast path must not differ."""
+    """RE2 sees `\\udc00` spelt out (reaper.policy.globs._encodable); the fast path agrees."""
     assert compile_glob("*c00").matches("a\udc00")
     assert compile_glob("a\\udc00").matches("a\udc00")
     assert not compile_glob("a*").matches("b\udc00")

@@ -1,6 +1,6 @@
 """Property tests: `evaluate` agrees with a plain reference predicate written here, independently
-of reaper.policy / reaper.selectors / reaper.where / reaper.globs (fnmatch for globs, `re` for
-the regexes, which are chosen so that Python and RE2 agree, plain comparisons for the rest).
+of reaper.policy.model / .selectors / .where / .globs (fnmatch for globs, `re` for the regexes,
+which are chosen so that Python and RE2 agree, plain comparisons for the rest).
 
 Default 300 examples per test; `HYPOTHESIS_PROFILE=slow` (tests/conftest.py) runs 10,000.
 """
@@ -16,9 +16,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reaper.globs import PatternError, compile_glob
 from reaper.jobs import PHASES, Job, phase_of
-from reaper.policy import PolicyCompileError, PolicySource, compile_policy, evaluate, prefilter
+from reaper.policy.globs import PatternError, compile_glob
+from reaper.policy.model import (
+    PolicyCompileError,
+    PolicySource,
+    compile_policy,
+    evaluate,
+    prefilter,
+)
 
 PROPERTY = settings(max_examples=max(300, settings.default.max_examples), deadline=None)
 

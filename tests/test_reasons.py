@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from reaper.jobs import Job, Phase
-from reaper.policy import Match, PolicyCompileError, PolicySource, compile_policy, evaluate
-from reaper.reasons import TemplateError, compile_template, render_reason
+from reaper.policy.model import Match, PolicyCompileError, PolicySource, compile_policy, evaluate
+from reaper.policy.reasons import render_reason
+from reaper.policy.templates import TemplateError, compile_template
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SOURCE = PolicySource("policies/r.yaml", "0" * 64, None, 0)

@@ -1,4 +1,4 @@
-"""Reliability: one sick backend among healthy ones (DESIGN.md §4: "a backend that fails is
+"""Reliability: one sick backend among healthy ones (docs/architecture.md: "a backend that fails is
 reported and retried next sweep; the other backends' sweeps go on").
 
 The emulated world (three emulators seeded with the demo mix, the demo policies) with real
@@ -25,23 +25,23 @@ from typing import Any
 import pytest
 import requests
 
-from reaper.audit import AuditLog, read_audit, verify_audit
+from reaper.audit.writer import AuditLog, read_audit, verify_audit
 from reaper.backends.aws_batch import AwsBatchBackend
 from reaper.backends.aws_client import client_config
 from reaper.backends.base import Backend
 from reaper.backends.retry import RetryPolicy
 from reaper.backends.sutro import SutroBackend
 from reaper.backends.tapis import TapisBackend, make_client
-from reaper.config import load_all
 from reaper.emulators import aws_batch as aws_emulator
 from reaper.emulators.base import EmulatorServer
 from reaper.emulators.sutro import SutroEmulator
 from reaper.emulators.tapis import TapisEmulator, make_token
 from reaper.emulators.world import World, child_environ, emulated_world
+from reaper.engine.runtime import sweep_env
+from reaper.engine.sweep import SweepReport, run_sweep
 from reaper.errors import ExitCode
-from reaper.logs import SDK_LOGGERS, configure_logging, remove_reaper_handlers
-from reaper.runtime import sweep_env
-from reaper.sweep import SweepReport, run_sweep
+from reaper.policy.config import load_all
+from reaper.service.logs import SDK_LOGGERS, configure_logging, remove_reaper_handlers
 from tests.harness_aws_batch import make_client as make_aws_client
 
 # What the demo policies cancel in the demo mix (reaper/emulators/seed.py): batch has three
@@ -260,7 +260,7 @@ def test_a_listing_that_fails_part_way_is_audited_as_incomplete(
     sweep_with_fault: Callable[[str, Fault], Outcome],
 ) -> None:
     """The jobs of the pages read before the failure are decided, and skipped: acting on half
-    a picture would break the fraction guard and the dedupe (DESIGN.md §4)."""
+    a picture would break the fraction guard and the dedupe (docs/architecture.md)."""
     outcome = sweep_with_fault("hpc", FAULTS["list-page-2-fails"])  # oldest first: page 1 matches
     records = read_audit(outcome.world.audit_path).records
     causes = {r["cause"] for r in records if r.get("backend") == "hpc" and "cause" in r}

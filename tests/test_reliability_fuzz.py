@@ -1,4 +1,4 @@
-"""Reliability: the policy and config loaders on hostile input (DESIGN.md §2, STYLE.md habit 4).
+"""Reliability: the policy and config loaders on hostile input (docs/policies.md).
 
 Whatever the bytes — the example files mutated byte by byte and line by line, random nested
 structures dumped as YAML (deep nesting, huge numbers, odd scalars), alias bombs, text that is
@@ -23,9 +23,9 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from reaper.config import BackendConfig, load_all, load_config, load_policies
 from reaper.errors import ConfigError
-from reaper.yamlsrc import MAX_DEPTH
+from reaper.policy.config import BackendConfig, load_all, load_config, load_policies
+from reaper.policy.yamlsrc import MAX_DEPTH
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE_POLICIES = [

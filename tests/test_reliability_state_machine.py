@@ -1,4 +1,4 @@
-"""Reliability: a hypothesis state machine over `run_sweep` (DESIGN.md §4, §5).
+"""Reliability: a hypothesis state machine over `run_sweep` (docs/architecture.md, docs/audit.md).
 
 Three in-memory backends of different types, a real hash-chained `AuditLog` in a temp folder and
 an injected clock. Rules add jobs (random status, ages, tags including the protect tag, names,
@@ -6,7 +6,7 @@ queues, raw records), change them, advance the clock, inject faults (listing fai
 enrichment, re-check and cancel failures, a job changing between listing and re-check), toggle
 the pause file, change the limits and dry run, and sweep. After every sweep the outcome is
 checked against a reference written here, independently of reaper's policy evaluation (fnmatch
-for globs, plain comparisons for the rest, the phase tables copied from DESIGN.md §2.3):
+for globs, plain comparisons for the rest, the phase tables copied from docs/backends.md):
 
 - a cancel call is made only for a job that, at that moment, exists, is active, carries no
   protect tag, and matches (by the reference) the policy its `intent` record names; that intent
@@ -54,21 +54,21 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from reaper.audit import AuditLog, verify_audit
+from reaper.audit.writer import AuditLog, verify_audit
 from reaper.backends.base import CancelOutcome, CancelResult
 from reaper.backends.memory import MemoryBackend
-from reaper.decide import Guards, SkipCause
+from reaper.engine.decide import Guards
+from reaper.engine.sweep import SweepEnv, SweepReport, run_sweep
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import Job, Phase
-from reaper.policy import PolicySet, PolicySource, compile_policy
-from reaper.sweep import SweepEnv, SweepReport, run_sweep
+from reaper.jobs import Job, Phase, SkipCause
+from reaper.policy.model import PolicySet, PolicySource, compile_policy
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 KEEP = "reaper:keep"
-WINDOW = timedelta(minutes=10)  # DESIGN.md §4 step 3: no re-cancel within 10 minutes
+WINDOW = timedelta(minutes=10)  # docs/architecture.md, sweep step 3: no re-cancel within 10 minutes
 H, D, M = timedelta(hours=1), timedelta(days=1), timedelta(minutes=1)
 
-# --- the reference: phases (DESIGN.md §2.3) -------------------------------------------------
+# --- the reference: phases (docs/backends.md) -------------------------------------------------
 
 _PENDING = {
     "aws_batch": {"SUBMITTED", "PENDING", "RUNNABLE"},
@@ -566,7 +566,7 @@ class SweepMachine(RuleBasedStateMachine):
         return [j for n in range(1, self.count + 1) if (j := inner.job(f"j{n}")) is not None]
 
     def expected_refusals(self, names: Sequence[str], now: datetime) -> set[tuple[str, str]]:
-        """(policy, backend) pairs the fraction guard must refuse (DESIGN.md §2.1 limits)."""
+        """(policy, backend) pairs the fraction guard must refuse (docs/config.md limits)."""
         fraction, floor = self.guards.max_match_fraction, self.guards.fraction_guard_floor
         if fraction is None:
             return set()

@@ -1,4 +1,4 @@
-"""reaper.scheduler with real APScheduler threads and short intervals.
+"""reaper.service.scheduler with real APScheduler threads and short intervals.
 
 No timing assertions: each test waits on an Event with a generous bound and asserts counts
 and orderings, never durations."""
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reaper.scheduler import (
+from reaper.service.scheduler import (
     Schedule,
     SweepScheduler,
     build_trigger,
@@ -112,7 +112,7 @@ def test_a_slow_backend_does_not_delay_another_and_never_overlaps(recorder, make
 
 def test_an_overrunning_sweep_is_logged_as_skipped(recorder, make_scheduler, caplog):
     recorder.gates["a"] = threading.Event()
-    with caplog.at_level(logging.WARNING, logger="reaper.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="reaper.service.scheduler"):
         make_scheduler().start(run_now=True)
         recorder.wait_for(lambda: recorder.runs["b"] >= 5)
     skipped = [r for r in caplog.records if "still running" in r.getMessage()]
@@ -121,12 +121,12 @@ def test_an_overrunning_sweep_is_logged_as_skipped(recorder, make_scheduler, cap
 
 def test_an_exception_is_logged_and_the_backend_runs_again(recorder, make_scheduler, caplog):
     recorder.failing.add("a")
-    with caplog.at_level(logging.ERROR, logger="reaper.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="reaper.service.scheduler"):
         scheduler = make_scheduler()
         scheduler.start()
         recorder.wait_for(lambda: recorder.runs["a"] >= 3 and recorder.runs["b"] >= 3)
         assert scheduler.running
-    errors = [r for r in caplog.records if r.name == "reaper.scheduler"]
+    errors = [r for r in caplog.records if r.name == "reaper.service.scheduler"]
     assert errors and "RuntimeError: sweep bug in a" in errors[0].getMessage()
 
 

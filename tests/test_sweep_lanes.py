@@ -1,7 +1,7 @@
-"""The acting part of a sweep (reaper.sweep._Actor): re-check lane and cancel lane, bulk backends
-(refresh_many / cancel_checked), and the guarantees that survive batching: an intent is durable
-before the call that cancels its job, a result follows it, the re-check decides, dry run makes
-no call, and a failed audit write stops every later cancel call."""
+"""The acting part of a sweep (reaper.engine.sweep._Actor): re-check lane and cancel lane, bulk
+backends (refresh_many / cancel_checked), and the guarantees that survive batching: an intent is
+durable before the call that cancels its job, a result follows it, the re-check decides, dry run
+makes no call, and a failed audit write stops every later cancel call."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from reaper.audit import AuditLog, AuditWriteError, read_audit
+from reaper.audit.writer import AuditLog, AuditWriteError, read_audit
 from reaper.backends.base import CancelResult
 from reaper.backends.memory import MemoryBackend
-from reaper.decide import Guards
+from reaper.engine.decide import Guards
+from reaper.engine.sweep import BulkBackend, SweepEnv, SweepReport, run_sweep
 from reaper.jobs import Job, Phase
-from reaper.policy import Policy, PolicySet, PolicySource, compile_policy
-from reaper.sweep import BulkBackend, SweepEnv, SweepReport, run_sweep
+from reaper.policy.model import Policy, PolicySet, PolicySource, compile_policy
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 TYPES = {"aws_batch", "tapis", "sutro"}

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from reaper import cli
-from reaper.yamlsrc import parse_yaml
+from reaper.policy.yamlsrc import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = "tests/fixtures/broken"

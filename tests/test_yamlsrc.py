@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reaper.errors import ConfigError
-from reaper.yamlsrc import Position, Problem, parse_yaml, read_as_hint
+from reaper.policy.yamlsrc import Position, Problem, parse_yaml, read_as_hint
 
 DOC = """\
 policies:

@@ -1,4 +1,4 @@
-"""Reading the audit log (DESIGN.md §5): lines forwards and backwards, records, queries.
+"""Reading the audit log (docs/audit.md): lines forwards and backwards, records, queries.
 
 The file format, shared with the writer in `reaper/audit.py`:
 
@@ -238,7 +238,7 @@ def recently_cancelled(
     without a result yet — an interrupted cancel may have reached the backend, and an
     asynchronous cancel leaves the job active while it winds down, so start-up reconciliation
     cannot tell "never arrived" from "still stopping". A failed cancel does not count, so the
-    next sweep retries it. Read from the log, this survives restarts (DESIGN.md §4.3)."""
+    next sweep retries it. Read from the log, this survives restarts (docs/architecture.md)."""
     recent = [r for r in records if _is_within(r, now - window)]
     found = {
         _job_key(r)

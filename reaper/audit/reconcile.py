@@ -1,4 +1,4 @@
-"""Start-up reconciliation (DESIGN.md §5): an `intent` without a `result` means a crash
+"""Start-up reconciliation (docs/audit.md): an `intent` without a `result` means a crash
 interrupted a cancel. Look the job up and write the missing `result` as `unconfirmed→…`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from reaper.audit import AuditLog, read_audit, unconfirmed_outcome, unresolved_intents
+from reaper.audit.writer import AuditLog, read_audit, unconfirmed_outcome, unresolved_intents
 from reaper.backends.base import Backend
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, phase_of

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reaper.audit_read import GENESIS, Line, hash_line, is_valid_prev, iter_lines
+from reaper.audit.reader import GENESIS, Line, hash_line, is_valid_prev, iter_lines
 
 
 @dataclass(frozen=True, slots=True)

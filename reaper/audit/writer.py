@@ -1,4 +1,4 @@
-"""The audit log writer: append-only JSON Lines with a sha256 hash chain (DESIGN.md §5).
+"""The audit log writer: append-only JSON Lines with a sha256 hash chain (docs/audit.md).
 
 Guarantees of `AuditLog.append`: the record is one line written by ONE `os.write` on an
 `O_APPEND` descriptor and `fsync`ed before `append` returns, so a caller that cancels only after
@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from reaper import __version__
-from reaper.audit_read import (
+from reaper.audit.reader import (
     GENESIS,
     AuditReadResult,
     Record,
@@ -43,9 +43,9 @@ from reaper.audit_read import (
     recently_cancelled,
     unresolved_intents,
 )
-from reaper.audit_verify import VerifyResult, verify_audit
-from reaper.decide import SkipCause  # `cause` of a `skipped` record: one list, the decider's
+from reaper.audit.verify import VerifyResult, verify_audit
 from reaper.errors import ReaperError
+from reaper.jobs import SkipCause  # `cause` of a `skipped` record
 
 __all__ = [
     "GENESIS",

@@ -1,5 +1,10 @@
-"""Backend registry: the YAML `type` string → the class, imported only when configured, so that
-`reaper validate` never pays for importing boto3 or tapipy."""
+"""The backends: one module per job service behind the `Backend` protocol (`base`), and the
+registry from the YAML `type` string to the class, imported only when configured, so that
+`reaper validate` never pays for importing boto3 or tapipy. Calls, permissions and limits:
+docs/backends.md.
+
+May import: the ground (`reaper.jobs`, `reaper.errors`, `reaper.redact`) and the SDKs; the only
+part that imports boto3, botocore, tapipy or requests."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """AWS Batch backend on boto3: ListJobs per queue and non-terminal status, DescribeJobs for tags,
-TerminateJob(s) to cancel (DESIGN.md §2.3, §4 step 5).
+TerminateJob(s) to cancel (docs/backends.md, docs/architecture.md, sweep step 5).
 
 Retries and timeouts are botocore's alone (standard retry mode, explicit connect/read timeouts):
 no second retry layer is stacked on top. This module is imported only when an `aws_batch`
@@ -29,7 +29,8 @@ LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, max
 QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum
 DESCRIBE_CHUNK = 100  # DescribeJobs takes "a list of up to 100 job IDs"
 TERMINATE_CHUNK = 50  # TerminateJobs takes "an array of up to 50 Batch job IDs"
-DESCRIBE_CONCURRENCY = 8  # DescribeJobs calls in flight when enriching many jobs (DESIGN.md §4)
+# DescribeJobs calls in flight when enriching many jobs (docs/architecture.md)
+DESCRIBE_CONCURRENCY = 8
 # Codes a service answers with when it does not know an operation (moto answers a bare 404).
 _UNKNOWN_OPERATION = frozenset({"UnknownOperationException", "UnknownOperation", "404"})
 # Per-job TerminateJobs errors worth one more try through TerminateJob and botocore's retries.
@@ -197,7 +198,7 @@ class AwsBatchBackend:
         decided = {job.id: self._precheck(records.get(job.id)) for job in jobs}
         return self._terminate_undecided(jobs, decided, reason)
 
-    # -- the sweep's bulk path (reaper.sweep.BulkBackend) --------------------------------------
+    # -- the sweep's bulk path (reaper.engine.sweep.BulkBackend) ------------------------------
     @property
     def refresh_batch(self) -> int:
         """The most jobs one `refresh_many` call reads (DescribeJobs takes 100 ids)."""

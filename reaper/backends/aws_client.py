@@ -21,7 +21,7 @@ from botocore.credentials import (
 from botocore.exceptions import BotoCoreError, NoCredentialsError
 
 from reaper.backends.base import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, HTTP_POOL_SIZE
-from reaper.logs import register_secret
+from reaper.redact import register_secret
 
 # botocore's Config `max_attempts` counts retries, so a call is made at most 6 times.
 MAX_RETRIES = 5

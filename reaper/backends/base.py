@@ -1,4 +1,4 @@
-"""The one small interface every backend implements (STYLE.md "Shape")."""
+"""The one small interface every backend implements."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ MAX_REASON_CHARS = 1024
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 30.0
 # Connections each backend's HTTP client keeps open: a sweep has up to 8 re-check reads and 8
-# cancel calls in flight per backend (reaper.sweep). requests' and botocore's default pools hold
-# 10: past that, each extra call opens a connection and throws it away afterwards.
+# cancel calls in flight per backend (reaper.engine.sweep). requests' and botocore's default
+# pools hold 10: past that, each extra call opens a connection and throws it away afterwards.
 HTTP_POOL_SIZE = 20
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reaper.errors import BackendError
-from reaper.logs import register_secret
+from reaper.redact import register_secret
 
 
 def read_secret(

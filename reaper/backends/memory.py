@@ -1,6 +1,6 @@
-"""An in-memory backend: a fake we ship for tests, property tests and benchmarks (STYLE.md habit
-11). It implements the `Backend` Protocol over a list of `Job`s, with paging, fault knobs and
-call counters, and needs no network, emulator or SDK.
+"""An in-memory backend: a fake we ship for tests, property tests and benchmarks. It implements
+the `Backend` Protocol over a list of `Job`s, with paging, fault knobs and call counters, and needs
+no network, emulator or SDK.
 
 A cancel takes `cancel_delay` of the injected clock's time to land: until then the job keeps its
 status and stays listed, as Tapis and Sutro jobs do after an asynchronous cancel and AWS Batch

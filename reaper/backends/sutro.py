@@ -27,7 +27,7 @@ github.com/sutro-sh/sutro `sutro/sdk.py`):
 What is assumed: that a 404 on `job-cancel` means the job is unknown; that a deployment which
 answers the documented POST with 405 takes GET instead (the official SDK sends GET); that 429 and
 5xx are transient (retried, honouring `Retry-After`); that the cursor, when offered, never repeats
-(a repeat is an error: a listing that cannot finish must not be acted on, DESIGN.md §4)."""
+(a repeat is an error: a listing that cannot finish must not be acted on, docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tapis Jobs v3 backend on tapipy (DESIGN.md §2.3, §4 step 5).
+"""Tapis Jobs v3 backend on tapipy (docs/backends.md, docs/architecture.md, sweep step 5).
 
 What Tapis does, and where that is written down:
 - `GET /v3/jobs/search` takes search conditions as query parameters `<attr>.<op>=<value>`
@@ -54,7 +54,7 @@ from reaper.backends.http import pin_environment
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
-from reaper.logs import register_secret
+from reaper.redact import register_secret
 
 logger = logging.getLogger(__name__)
 

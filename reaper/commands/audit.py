@@ -1,4 +1,4 @@
-"""`reaper audit`: query the audit log; `reaper audit verify`: check its hash chain (DESIGN.md §5).
+"""`reaper audit`: query the audit log; `reaper audit verify`: check its hash chain (docs/audit.md).
 
 The file is `--file` (repeatable, oldest first for rotated files), else the config's `audit_log`.
 """
@@ -14,10 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from reaper.audit_read import AuditReadResult, Record, matches_filter, read_audit
-from reaper.audit_verify import verify_audit
-from reaper.durations import DurationError, parse_duration
+from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_audit
+from reaper.audit.verify import verify_audit
 from reaper.errors import ConfigError, ExitCode
+from reaper.policy.durations import DurationError, parse_duration
 
 SCHEMA_VERSION = 1
 HEADER = ("TS", "EVENT", "BACKEND", "JOB", "POLICY", "OUTCOME", "REASON")
@@ -81,7 +81,7 @@ def _audit_files(args: argparse.Namespace) -> list[Path]:
     if args.files:
         return list(args.files)
     # Imported here: config loading is only needed without --file.
-    from reaper.config import find_config_path, load_config
+    from reaper.policy.config import find_config_path, load_config
 
     return [load_config(find_config_path(args.config, os.environ)).audit_log]
 

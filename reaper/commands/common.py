@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from reaper.config import Config
-    from reaper.policy import PolicySet
+    from reaper.policy.config import Config
+    from reaper.policy.model import PolicySet
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,6 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     """The config named by --config / $REAPER_CONFIG / the defaults, and its policies.
     Raises ConfigError (cli.main prints it and exits 78)."""
-    from reaper.config import find_config_path, load_all
+    from reaper.policy.config import find_config_path, load_all
 
     return load_all(find_config_path(args.config, os.environ, Path.cwd()))

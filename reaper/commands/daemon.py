@@ -1,5 +1,5 @@
 """`reaper daemon [--config F] [--max-sweep DURATION]`: scheduled sweeps until SIGTERM; SIGHUP
-reloads (DESIGN.md §3, §6; docs/systemd.md).
+reloads (docs/commands.md, docs/systemd.md; docs/systemd.md).
 
 Start-up order: config and policies (invalid → exit 78 before READY), audit log, backends,
 reconciliation of interrupted cancels, metrics listener, signal handlers, scheduler, READY=1."""
@@ -14,13 +14,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from reaper.commands.common import add_config_option, load
-from reaper.durations import DurationError, parse_duration
 from reaper.errors import ExitCode, ReaperError
+from reaper.policy.durations import DurationError, parse_duration
 
 if TYPE_CHECKING:
-    from reaper.daemon import DaemonOptions
-    from reaper.metrics import Metrics, MetricsServer
-    from reaper.reload import Loaded
+    from reaper.service.daemon import DaemonOptions
+    from reaper.service.metrics import Metrics, MetricsServer
+    from reaper.service.reload import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.daemon import DaemonOptions
-    from reaper.reload import Loaded
+    from reaper.service.daemon import DaemonOptions
+    from reaper.service.reload import Loaded
 
     try:
         max_sweep = parse_duration(args.max_sweep)
@@ -55,13 +55,13 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
     ReaperError (exit 1) when the audit log cannot be opened or the metrics port not bound."""
     from prometheus_client import CollectorRegistry
 
-    from reaper.audit import AuditLog
-    from reaper.backend_pool import BackendPool
-    from reaper.daemon import Daemon, Services
-    from reaper.metrics import Metrics
-    from reaper.notify import Notifier
-    from reaper.reconcile import reconcile
-    from reaper.wakeup import SignalFlags, Wakeup, handling_signals
+    from reaper.audit.reconcile import reconcile
+    from reaper.audit.writer import AuditLog
+    from reaper.engine.pool import BackendPool
+    from reaper.service.daemon import Daemon, Services
+    from reaper.service.metrics import Metrics
+    from reaper.service.signals import SignalFlags, Wakeup, handling_signals
+    from reaper.service.systemd import Notifier
 
     config = loaded.config
     metrics = Metrics(CollectorRegistry())
@@ -88,7 +88,7 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
 
 def start_metrics(metrics: Metrics, listen: str) -> MetricsServer:
     """Serve `metrics` on `listen`; raises ReaperError when the address cannot be bound."""
-    from reaper.metrics import serve
+    from reaper.service.metrics import serve
 
     try:
         server = serve(metrics.registry, listen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.cli import main as cli_main
     from reaper.emulators.world import emulated_world
+
+    # The demo runs other commands through the command line's own entry point, which the CLI
+    # hands to every command (`args.run_command`): a command never imports the CLI above it.
+    cli_main: Callable[[list[str]], int] = args.run_command
 
     folder = args.dir or Path(tempfile.mkdtemp(prefix="reaper-demo-"))
     with emulated_world(folder) as world:

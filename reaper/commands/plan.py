@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper import report
 from reaper.commands.common import add_config_option, load
-from reaper.decide import Decision, Plan
+from reaper.engine import report
+from reaper.engine.decide import Decision, Plan
+from reaper.engine.scan import Scan
 from reaper.errors import ExitCode
-from reaper.policy import Match
-from reaper.scan import Scan
+from reaper.policy.model import Match
 
 
 def add_parser(subparsers: Any) -> None:
@@ -27,8 +27,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.runtime import open_backends, sweep_env
-    from reaper.sweep import plan_sweep
+    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.sweep import plan_sweep
 
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)

@@ -13,7 +13,7 @@ from reaper.commands.common import add_config_option, load
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
-    from reaper.sweep import SweepReport
+    from reaper.engine.sweep import SweepReport
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
             "reaper run: give --once (or use `reaper daemon` for scheduled sweeps)", file=sys.stderr
         )
         return ExitCode.USAGE
-    from reaper.audit import AuditLog
-    from reaper.reconcile import reconcile
-    from reaper.report import sweep_summary
-    from reaper.runtime import open_backends, sweep_env
-    from reaper.sweep import run_sweep
+    from reaper.audit.reconcile import reconcile
+    from reaper.audit.writer import AuditLog
+    from reaper.engine.report import sweep_summary
+    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.sweep import run_sweep
 
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
@@ -72,7 +72,7 @@ def write_metrics(
     (replaced atomically). A write failure is logged: the sweep itself went as it went."""
     from prometheus_client import CollectorRegistry
 
-    from reaper.metrics import BackendSweepStats, Metrics, write_textfile
+    from reaper.service.metrics import BackendSweepStats, Metrics, write_textfile
 
     metrics = Metrics(CollectorRegistry())
     metrics.set_policies_loaded(policies)
@@ -88,7 +88,7 @@ def write_metrics(
 
 
 def _dry_run_notice(forced: bool, configured: bool) -> str | None:
-    """Dry run is loud (STYLE.md habit 2): say that nothing was cancelled, and why."""
+    """Dry run is loud: say that nothing was cancelled, and why."""
     if forced:
         return "DRY RUN (--dry-run): nothing was cancelled"
     if configured:

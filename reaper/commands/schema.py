@@ -1,5 +1,5 @@
 """`reaper schema [--config]`: print the JSON Schema (draft-07) of policy files, or of
-reaper.yaml, for editors' YAML language servers (DESIGN.md §3)."""
+reaper.yaml, for editors' YAML language servers (docs/commands.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from typing import Any, TextIO
 
 from reaper.errors import ExitCode
-from reaper.schema import schema_text
+from reaper.policy.schema import schema_text
 
 
 def add_parser(subparsers: Any) -> None:

@@ -1,5 +1,5 @@
 """`reaper validate [--config F] [PATH…]`: schema and semantic checks of the config and the
-policies, with no network, no credentials and no SDK imports (DESIGN.md §3)."""
+policies, with no network, no credentials and no SDK imports (docs/commands.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from reaper.config import (
+from reaper.errors import ConfigError, ExitCode
+from reaper.policy.config import (
     CONFIG_ENV,
     SYSTEM_CONFIG,
     expand_policy_paths,
@@ -18,7 +19,6 @@ from reaper.config import (
     load_config,
     load_policies,
 )
-from reaper.errors import ConfigError, ExitCode
 
 
 def add_parser(subparsers: Any) -> None:

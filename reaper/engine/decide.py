@@ -1,7 +1,7 @@
-"""The decision step of a sweep (DESIGN.md §4 step 3): candidates in, decisions out.
+"""The decision step of a sweep (docs/architecture.md, sweep step 3): candidates in, decisions out.
 
-Pure: plain data in, plain data out; no I/O, no clock, no logging (STYLE.md "Keep the pure parts
-pure"). `decide()` applies the rules below, in this order, each in one small function whose
+Pure: plain data in, plain data out; no I/O, no clock, no logging. `decide()` applies the rules
+below, in this order, each in one small function whose
 docstring says why it exists:
 
 1. `skip_protected`            a job carrying the protect tag is never cancelled
@@ -13,8 +13,8 @@ docstring says why it exists:
 6. `hold_while_paused`         the pause file turns every would-be cancel into a skip
 7. `propose`                   dry run (global or per policy) is a flag on a cancel, nothing more
 
-The step takes small Protocols instead of `reaper.policy` types so that it stays below policy in
-the import graph and is testable with plain dataclasses; it is generic over the match type, so
+The step takes small Protocols instead of `reaper.policy.model` types so that it needs nothing
+of the policy language and is testable with plain dataclasses; it is generic over the match type, so
 the sweep gets its own `Match` objects back, fully typed.
 """
 
@@ -28,11 +28,11 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Generic, Protocol, TypeVar
 
-from reaper.jobs import Job
+from reaper.jobs import Job, SkipCause
 
 JobKey = tuple[str, str]  # (backend name, job id): job ids are unique only within a backend
 
-# DESIGN.md §4 step 3: "no re-cancel within 10 minutes".
+# docs/architecture.md, sweep step 3: "no re-cancel within 10 minutes".
 RECANCEL_WINDOW = timedelta(minutes=10)
 
 # The fraction guard never refuses a policy that matches this many jobs or fewer on a backend.
@@ -50,24 +50,13 @@ class Action(StrEnum):
     SKIP = "skip"
 
 
-class SkipCause(StrEnum):
-    PROTECTED = "protected"
-    LIMIT = "limit"
-    FRACTION_GUARD = "fraction_guard"
-    RECENTLY_CANCELLED = "recently_cancelled"
-    PAUSED = "paused"
-    LISTING_INCOMPLETE = "listing_incomplete"
-    CHANGED = "changed"  # set later by the sweep's re-check, never by decide()
-    RECHECK_FAILED = "recheck_failed"  # the re-check could not read the job (sweep only)
-
-
 class Limit(StrEnum):
     MAX_CANCELS = "max_cancels"  # per policy, per sweep, over all backends
     MAX_CANCELS_PER_SWEEP = "max_cancels_per_sweep"  # over all policies and backends
 
 
 class PolicyLike(Protocol):
-    """What the decision step needs of a policy (`reaper.policy.Policy` satisfies it)."""
+    """What the decision step needs of a policy (`reaper.policy.model.Policy` satisfies it)."""
 
     @property
     def name(self) -> str: ...
@@ -80,7 +69,7 @@ class PolicyLike(Protocol):
 
 
 class MatchLike(Protocol):
-    """What the decision step needs of a match (`reaper.policy.Match` satisfies it)."""
+    """What the decision step needs of a match (`reaper.policy.model.Match` satisfies it)."""
 
     @property
     def policy(self) -> PolicyLike: ...
@@ -136,7 +125,7 @@ class Listing(Generic[M]):
 @dataclass(frozen=True, slots=True)
 class Guards:
     """The safety settings of `reaper.yaml`. The defaults are the safe side (dry run on, the
-    example limits of DESIGN.md §2.1); the config loader should pass every value explicitly."""
+    example limits of docs/config.md); the config loader should pass every value explicitly."""
 
     protect_tag: str = "reaper:keep"
     max_cancels_per_sweep: int | None = 100
@@ -198,7 +187,7 @@ class Plan(Generic[M]):
 
     @property
     def refused(self) -> bool:
-        """True when a safety guard refused to act (the caller exits 3, DESIGN.md §3)."""
+        """True when a safety guard refused to act (the caller exits 3, docs/commands.md)."""
         return bool(self.fraction_refusals or self.limit_hits)
 
     def cancels(self) -> list[Decision[M]]:
@@ -256,10 +245,10 @@ def decision_order(d: Decision[M]) -> tuple[tuple[str, int], str, datetime, str,
 def propose(candidate: Candidate[M], guards: Guards) -> Decision[M]:
     """The provisional decision for a candidate: cancel, by its first policy (rule 2).
 
-    Rule 7, dry run: the decision stays `cancel`, flagged `dry_run`, when the config or the
-    policy says so. Dry run is one branch in one place — the sweep swaps only the cancel call
-    (STYLE.md habit 2) — so dry-run cancels pass through every guard below and count against
-    the limits: a plan shows exactly what a real run would do."""
+    Rule 7, dry run: the decision stays `cancel`, flagged `dry_run`, when the config or the policy
+    says so. Dry run is one branch in one place — the sweep swaps only the cancel call — so dry-run
+    cancels pass through every guard below and count against the limits: a plan shows exactly what a
+    real run would do."""
     first, *others = candidate.matches
     return Decision(
         job=candidate.job,
@@ -277,7 +266,7 @@ def dedupe_candidates(candidates: Iterable[Candidate[M]]) -> list[Candidate[M]]:
     """Rule 2: one candidate per (backend, job id), in first-seen order.
 
     A job matched by several policies is cancelled once, by the first policy in (file, position)
-    order, and the others are recorded as `also_matched` (DESIGN.md §2.2): two cancels of one
+    order, and the others are recorded as `also_matched` (docs/policies.md): two cancels of one
     job would double-count limits and write two conflicting reasons. A job can also be listed
     twice in one sweep (AWS lists per status, and a job can move from RUNNABLE to RUNNING between
     two calls); its entries are merged, keeping the one whose first policy comes first, so its
@@ -323,7 +312,8 @@ def skip_protected(decisions: list[Decision[M]], protect_tag: str) -> list[Decis
 def skip_incomplete_listings(
     decisions: list[Decision[M]], incomplete: Collection[str]
 ) -> list[Decision[M]]:
-    """No cancels on a backend whose listing failed part-way (DESIGN.md §4): acting on half a
+    """No cancels on a backend whose listing failed part-way (docs/architecture.md): acting on half
+    a
     picture breaks the fraction guard (the denominator is short) and the dedupe (a job's other
     listing may be on a page never read). The backend is retried next sweep."""
     return _skip_where(
@@ -336,13 +326,13 @@ def find_fraction_refusals(
 ) -> list[FractionRefusal]:
     """Rule 3: the (policy, backend) pairs the fraction guard refuses, in policy order.
 
-    A policy that matches more than `max_match_fraction` of a backend's active jobs — and more
-    than `fraction_guard_floor` of them, see DEFAULT_FRACTION_GUARD_FLOOR — is almost always a
-    mistake (a typo in a glob, a unit slip in a duration), so the whole policy is refused on that
-    backend: never a truncated subset, which would kill an arbitrary slice of a mistake
-    (STYLE.md habit 3). The count is every job the policy matched there, protected or shadowed
-    by an earlier policy too: it measures how broad the policy is, which must not depend on
-    other policies. Backends with an incomplete listing are not judged (their count is short)."""
+    A policy that matches more than `max_match_fraction` of a backend's active jobs — and more than
+    `fraction_guard_floor` of them, see DEFAULT_FRACTION_GUARD_FLOOR — is almost always a mistake (a
+    typo in a glob, a unit slip in a duration), so the whole policy is refused on that backend:
+    never a truncated subset, which would kill an arbitrary slice of a mistake. The count is every
+    job the policy matched there, protected or shadowed by an earlier policy too: it measures how
+    broad the policy is, which must not depend on other policies. Backends with an incomplete
+    listing are not judged (their count is short)."""
     if guards.max_match_fraction is None:
         return []
     active = {lst.backend: lst.active_count for lst in listings if lst.complete}

@@ -1,7 +1,8 @@
 """The daemon's live backends: built on first use, rebuilt after a reload, closed when unused.
 
 A backend that cannot be built (a missing token file, an unknown AWS profile) is not fatal: its
-sweep reports the error and the next sweep tries again (DESIGN.md §4: "reported and retried next
+sweep reports the error and the next sweep tries again (docs/architecture.md: "reported and retried
+next
 sweep"). A reload bumps the generation, so every backend is rebuilt from the new config at its
 next sweep — re-reading token and key files — while a sweep in flight keeps the client it
 started with."""
@@ -17,8 +18,8 @@ from typing import Any
 
 from reaper.backends import create_backend
 from reaper.backends.base import Backend
-from reaper.config import BackendConfig, Config
 from reaper.errors import BackendError
+from reaper.policy.config import BackendConfig, Config
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.decide import Action, Decision, Plan, SkipCause
-from reaper.durations import format_duration
-from reaper.policy import Match
-from reaper.scan import Scan
-from reaper.sweep import SweepReport
+from reaper.engine.decide import Action, Decision, Plan
+from reaper.engine.scan import Scan
+from reaper.engine.sweep import SweepReport
+from reaper.jobs import SkipCause
+from reaper.policy.durations import format_duration
+from reaper.policy.model import Match
 
 SCHEMA_VERSION = 1
 COLUMNS = ("BACKEND", "JOB", "NAME", "QUEUE", "STATUS", "RUNTIME", "POLICY", "DECISION", "REASON")

@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from reaper.audit import AuditLog
+from reaper.audit.writer import AuditLog
 from reaper.backends import create_backend
 from reaper.backends.base import Backend
-from reaper.config import Config
-from reaper.decide import Guards
+from reaper.engine.decide import Guards
+from reaper.engine.sweep import SweepEnv
 from reaper.errors import BackendError
-from reaper.policy import PolicySet
-from reaper.sweep import SweepEnv
+from reaper.policy.config import Config
+from reaper.policy.model import PolicySet
 
 log = logging.getLogger(__name__)
 

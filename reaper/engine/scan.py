@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from reaper.backends.base import Backend
-from reaper.decide import Candidate, Listing
+from reaper.engine.decide import Candidate, Listing
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase
-from reaper.policy import Match, Policy, render_reason
-from reaper.policy_index import PolicyIndex
+from reaper.policy.index import PolicyIndex
+from reaper.policy.model import Match, Policy
+from reaper.policy.reasons import render_reason
 
 log = logging.getLogger(__name__)
 

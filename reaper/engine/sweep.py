@@ -1,4 +1,4 @@
-"""One sweep: list → match → decide → re-check → cancel → audit (DESIGN.md §4).
+"""One sweep: list → match → decide → re-check → cancel → audit (docs/architecture.md).
 
 The only module with side effects on jobs. Every backend is scanned independently and
 concurrently; a backend that fails is reported and the others go on. Dry run is one branch in
@@ -18,17 +18,18 @@ from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
-from reaper.audit import AuditLog, AuditWriteError, read_tail, recently_cancelled
+from reaper.audit.writer import AuditLog, AuditWriteError, read_tail, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
-from reaper.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, SkipCause, decide
+from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
+from reaper.engine.scan import Scan, scan_backend
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import Job
-from reaper.policy import Match, PolicySet, evaluate
-from reaper.scan import Scan, scan_backend
+from reaper.jobs import Job, SkipCause
+from reaper.policy.model import Match, PolicySet, evaluate
 
 log = logging.getLogger(__name__)
 
-# Cancel calls in flight per backend (DESIGN.md §4 step 5); as many re-check reads run beside them.
+# Cancel calls in flight per backend (docs/architecture.md, sweep step 5); as many re-check reads
+# run beside them.
 DEFAULT_CONCURRENCY = 8
 # Workers per cancel slot: besides the jobs in a cancel call, others are being re-read or wait
 # on the audit log (one file, one record at a time), and the cancel lane must not run dry.
@@ -48,7 +49,7 @@ class SweepEnv:
     pause_file: Path | None = None
     concurrency: int = DEFAULT_CONCURRENCY
     # Set by the daemon on SIGTERM: cancels already in flight finish and are recorded, no new
-    # one starts (DESIGN.md §6). Jobs left alone are evaluated afresh by the next sweep.
+    # one starts (docs/systemd.md). Jobs left alone are evaluated afresh by the next sweep.
     stop: threading.Event | None = None
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
@@ -282,7 +283,7 @@ class _Actor:
     """Writes skipped records, then re-checks and cancels, per backend concurrently. For every
     job, in this order: re-check (skip it if it no longer matches), `intent` written and fsynced,
     the cancel call, `result`. Once an audit write fails, no further cancel call is made anywhere
-    (DESIGN.md §5: if the record cannot be written, nothing is cancelled)."""
+    (docs/audit.md: if the record cannot be written, nothing is cancelled)."""
 
     def __init__(self, env: SweepEnv, audit: AuditLog, sweep_id: str, report: SweepReport) -> None:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
@@ -338,7 +339,8 @@ class _Actor:
 
     def recheck(self, target: _Target, unit: list[Decision[Match]]) -> list[Checked]:
         """The unit's jobs that still match, as just read; the others are recorded as skipped:
-        gone, no longer matching, protected since, or unreadable (DESIGN.md §4 step 4)."""
+        gone, no longer matching, protected since, or unreadable (docs/architecture.md, sweep step
+        4)."""
         try:
             fresh = target.read([decision.job for decision in unit])
         except BackendError as exc:

@@ -1,5 +1,6 @@
 """Loading `reaper.yaml` and the policy files: YAML with positions → JSON Schema → semantic checks
-(DESIGN.md §2.1, §2.2). Every problem is reported as `file:line:col` in one `ConfigError`; one bad
+(docs/config.md, docs/policies.md). Every problem is reported as `file:line:col` in one
+`ConfigError`; one bad
 policy file makes the whole set invalid.
 
 Imports stay light: no SDK is imported here, so `reaper validate` never pays for boto3."""
@@ -15,13 +16,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from reaper.durations import DurationError, parse_duration
 from reaper.errors import ConfigError, Diagnostic
-from reaper.gitinfo import commit_of
 from reaper.jobs import BACKEND_TYPES
-from reaper.policy import Policy, PolicyCompileError, PolicySet, PolicySource, compile_policy
-from reaper.schema import check_schema, load_schema
-from reaper.yamlsrc import NodePath, Problem, SourceMap, YamlDocument, load_yaml_file
+from reaper.policy.durations import DurationError, parse_duration
+from reaper.policy.gitinfo import commit_of
+from reaper.policy.model import Policy, PolicyCompileError, PolicySet, PolicySource, compile_policy
+from reaper.policy.schema import check_schema, load_schema
+from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, YamlDocument, load_yaml_file
 
 CONFIG_ENV = "REAPER_CONFIG"
 LOCAL_CONFIG = Path("reaper.yaml")

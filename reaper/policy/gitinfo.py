@@ -1,4 +1,4 @@
-"""The git commit a policy file comes from, for the audit's `policy_commit` (DESIGN.md §5)."""
+"""The git commit a policy file comes from, for the audit's `policy_commit` (docs/audit.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Globs and regular expressions, both compiled to google-re2 (DESIGN.md §2.2).
+"""Globs and regular expressions, both compiled to google-re2 (docs/policies.md).
 
 RE2 matches in time linear in the input, so a pattern in a policy file can never hang a sweep.
 Globs are translated here rather than with `fnmatch.translate`, whose output uses lookaheads and

@@ -1,11 +1,11 @@
-"""The policies of one sweep, indexed for evaluating many jobs at one `now` (DESIGN.md §2.2).
+"""The policies of one sweep, indexed for evaluating many jobs at one `now` (docs/policies.md).
 
     index = PolicyIndex(policies, now)      # once per sweep and backend
     matches = index.evaluate_all(job)       # == [evaluate(p, job, now) for p ...] without Nones
     index.may_match(undetailed_job)         # == any(prefilter(p, job, now) for p ...)
 
-Same answers as `reaper.policy.evaluate` / `prefilter`, found faster (tests/test_policy_index.py
-checks it against them):
+Same answers as `reaper.policy.model.evaluate` / `prefilter`, found faster
+(tests/test_policy_index.py checks it against them):
 - What a policy's `queues:` and `statuses:`, its `backends:` and the job's phase decide depends
   only on the job's backend, queue, status, phase and detail (its *key*), and a sweep sees few
   distinct keys. For each key seen, the policies still in the running are worked out once, each
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reaper.jobs import Job, Phase
-from reaper.policy import Match, Policy, evaluate, prefilter
-from reaper.selectors import GlobSelector, Selector, SelectorBlock, Test
+from reaper.policy.model import Match, Policy, evaluate, prefilter
+from reaper.policy.selectors import GlobSelector, Selector, SelectorBlock, Test
 
 __all__ = ["PolicyIndex"]
 

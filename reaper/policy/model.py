@@ -1,8 +1,8 @@
-"""Policies: compiled once from a schema-validated mapping, evaluated purely (DESIGN.md §2.2).
+"""Policies: compiled once from a schema-validated mapping, evaluated purely (docs/policies.md).
 
     policy = compile_policy(mapping, source, target_types={"aws_batch"})
     match = evaluate(policy, job, now)          # Match with the facts that made it true, or None
-    reason = render_reason(match, now)
+    reason = render_reason(match, now)          # reaper.policy.reasons
 
 Semantics, in one place:
 - Only pending and running jobs are considered; terminal and unknown-phase jobs never match, nor
@@ -12,7 +12,8 @@ Semantics, in one place:
 - A policy that needs tags or `where` never matches a job whose listing was not detailed
   (`job.detailed` False): without its tags an `exclude:` could not protect it. Use `prefilter`
   to decide which jobs to enrich first.
-- Selector semantics: see reaper.selectors (statuses, globs, tags, durations) and reaper.where.
+- Selector semantics: see reaper.policy.selectors (statuses, globs, tags, durations) and
+  reaper.policy.where.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from datetime import datetime
 from typing import Any
 
 from reaper.jobs import Job, Phase
-from reaper.reasons import ReasonTemplate, TemplateError, compile_template, render_reason
-from reaper.selectors import SELECTOR_KEYS, Fact, SelectorBlock, compile_block
-from reaper.where import PathPart, Problems
+from reaper.policy.selectors import SELECTOR_KEYS, Fact, SelectorBlock, compile_block
+from reaper.policy.templates import ReasonTemplate, TemplateError, compile_template
+from reaper.policy.where import PathPart, Problems
 
 __all__ = [
     "Fact",
@@ -38,7 +39,6 @@ __all__ = [
     "compile_policy",
     "evaluate",
     "prefilter",
-    "render_reason",
 ]
 
 POLICY_KEYS = (

@@ -1,4 +1,4 @@
-"""Compiled policy selectors: each one tests a job and says why it holds (DESIGN.md §2.2).
+"""Compiled policy selectors: each one tests a job and says why it holds (docs/policies.md).
 
 A selector is compiled once from the policy mapping; `explain` returns the facts that made it
 true, or None. Evaluation never raises on any job a backend can produce: a value of the wrong
@@ -7,7 +7,7 @@ type simply does not match.
 Each selector also answers `holds(job, now)`, true exactly when `explain` is not None, without
 building facts (most jobs match nothing: the facts are only worth building for the ones that
 do); `compile_test(now)`, the same as a one-argument predicate for a fixed `now` (a sweep's
-index, reaper.policy_index); `reads`, the Job fields the answer depends on; and `cost`, to test
+index, reaper.policy.index); `reads`, the Job fields the answer depends on; and `cost`, to test
 the cheap selectors first.
 """
 
@@ -21,10 +21,10 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar, Protocol
 
-from reaper.durations import DurationError, format_duration, parse_duration
-from reaper.globs import Pattern, PatternError, compile_glob
 from reaper.jobs import PHASES, Job, Phase
-from reaper.where import PathPart, Problems, WhereClause, compile_where
+from reaper.policy.durations import DurationError, format_duration, parse_duration
+from reaper.policy.globs import Pattern, PatternError, compile_glob
+from reaper.policy.where import PathPart, Problems, WhereClause, compile_where
 
 # Canonical order: facts (and so generated reasons) list the numbers first.
 SELECTOR_KEYS = (
@@ -186,7 +186,7 @@ class DurationSelector:
     """`max_runtime`: started (started_at set), now - started_at > limit.
     `max_pending`: not started (started_at None), now - created_at > limit.
     `max_age`: now - created_at > limit, whatever the state.
-    Terminal jobs never reach a selector (see `reaper.policy.evaluate`)."""
+    Terminal jobs never reach a selector (see `reaper.policy.model.evaluate`)."""
 
     measure: Measure
     limit: timedelta

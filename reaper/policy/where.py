@@ -1,4 +1,4 @@
-"""`where:` conditions on a backend's raw job record (DESIGN.md §2.2).
+"""`where:` conditions on a backend's raw job record (docs/policies.md).
 
     where:
       job_cost: {gt: 50}
@@ -11,7 +11,7 @@ that is absent, or whose value is null, is *missing*: a missing path satisfies o
 
 Operators: `eq ne` (strict equality: 1 = 1.0, but true ≠ 1 and "1" ≠ 1), `lt le gt ge` (numbers
 only; bools are not numbers; any other value is no match), `in not_in` (a list of values, equality
-as for `eq`), `glob` (whole string, see reaper.globs), `regex` (RE2, matches anywhere in the
+as for `eq`), `glob` (whole string, see reaper.policy.globs), `regex` (RE2, matches anywhere in the
 string: anchor with ^...$), `exists` (true / false). Glob and regex match strings only.
 No operator raises on any value a backend can return.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from reaper.globs import Pattern, PatternError, compile_glob, compile_regex
+from reaper.policy.globs import Pattern, PatternError, compile_glob, compile_regex
 
 PathPart = str | int
 Problems = list[tuple[tuple[PathPart, ...], str]]

@@ -1,4 +1,4 @@
-"""YAML that remembers where everything came from (DESIGN.md §2.1).
+"""YAML that remembers where everything came from (docs/config.md).
 
 PyYAML's safe loader, extended so that
 - a duplicate key is an error naming both lines (PyYAML silently keeps the last one);

@@ -1,9 +1,10 @@
 """`reaper daemon`: scheduled sweeps until SIGTERM, reload on SIGHUP, systemd readiness,
-status and watchdog, metrics (DESIGN.md §3, §6).
+status and watchdog, metrics (docs/commands.md, docs/systemd.md).
 
-Threads. The main thread runs `Daemon.run`: it sleeps on a self-pipe (`reaper.wakeup`) and does
-everything the signals ask for — reload, stop — plus the watchdog pings and status lines. The
-scheduler runs each backend's sweep in that backend's own worker thread (`reaper.scheduler`);
+Threads. The main thread runs `Daemon.run`: it sleeps on a self-pipe (`reaper.service.signals`)
+and does everything the signals ask for — reload, stop — plus the watchdog pings and status
+lines. The scheduler runs each backend's sweep in that backend's own worker thread
+(`reaper.service.scheduler`);
 a sweep takes the policy set current when it starts (`Loaded`, swapped whole by a reload),
 reports to metrics, and pokes the main loop.
 
@@ -11,7 +12,7 @@ Watchdog. `WATCHDOG=1` goes out from the main loop only while the scheduler runs
 has been in flight longer than `max_sweep`: a wedged main loop or a hung sweep (a backend that
 accepts the connection and never answers) stops the pings, and systemd restarts the daemon.
 
-Imports APScheduler (through `reaper.scheduler`) at the top: only the daemon command imports
+Imports APScheduler (through `reaper.service.scheduler`) at the top: only the daemon command imports
 this module, lazily."""
 
 from __future__ import annotations
@@ -25,19 +26,25 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reaper.audit import AuditLog, AuditWriteError
-from reaper.backend_pool import BackendPool
-from reaper.config import Config, load_all
+from reaper.audit.writer import AuditLog, AuditWriteError
+from reaper.engine.pool import BackendPool
+from reaper.engine.runtime import sweep_env, utc_now
+from reaper.engine.sweep import BackendReport, run_sweep
 from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
-from reaper.logs import redact
-from reaper.metrics import Metrics, write_textfile
-from reaper.notify import Notifier
-from reaper.policy import PolicySet
-from reaper.reload import Loaded, ReloadPlan, plan_reload, reload_failed_fields, reload_fields
-from reaper.runtime import sweep_env, utc_now
-from reaper.scheduler import SweepScheduler
-from reaper.sweep import BackendReport, run_sweep
-from reaper.wakeup import SignalFlags, Wakeup
+from reaper.policy.config import Config, load_all
+from reaper.policy.model import PolicySet
+from reaper.redact import redact
+from reaper.service.metrics import Metrics, write_textfile
+from reaper.service.reload import (
+    Loaded,
+    ReloadPlan,
+    plan_reload,
+    reload_failed_fields,
+    reload_fields,
+)
+from reaper.service.scheduler import SweepScheduler
+from reaper.service.signals import SignalFlags, Wakeup
+from reaper.service.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +189,7 @@ class Daemon:
             return exc.diagnostics
         except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
             return [Diagnostic(str(path), 1, 1, f"schedule: {exc}")]
-        except Exception as exc:  # main loop (STYLE.md habit 9): a reload bug keeps the old set
+        except Exception as exc:  # main loop: a reload bug keeps the old set
             log.exception("reload failed unexpectedly")
             return [Diagnostic(str(path), 1, 1, f"internal error: {redact(repr(exc))}")]
         return []

@@ -6,31 +6,31 @@ carry a `<N>` syslog priority prefix so `journalctl -p err` works. `--log-format
 one JSON object per line for log shippers.
 
 Secrets. botocore's and urllib3's DEBUG output includes request headers (`Authorization`,
-`X-Amz-Security-Token`), tapipy's includes `X-Tapis-Token` (DESIGN.md §6). Two layers keep them
+`X-Amz-Security-Token`), tapipy's includes `X-Tapis-Token`. Two layers keep them
 out: the SDK loggers are held at INFO or above whatever the root level, and a filter on the
 handler drops their sub-INFO records anyway and masks credential-shaped text (headers, AWS
 keys, bearer tokens, JWTs) plus every exact secret a backend registered with
-`register_secret`, in the message, its arguments, extra fields and exception text."""
+`register_secret` (reaper.redact), in the message, its arguments, extra fields and exception
+text."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import sys
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TextIO
 
-REDACTED = "[REDACTED]"
+from reaper.redact import RedactingFilter, extra_fields
+
 SDK_LOGGERS = ("botocore", "boto3", "urllib3", "tapipy", "requests", "s3transfer")
 SDK_FLOOR = logging.INFO
 # APScheduler: INFO is chatter ("Running job ...") and its WARNINGs (a run skipped or missed)
-# are logged again, with the backend's name, by reaper.scheduler's listener. Its ERRORs (a job
-# raised, with the traceback) still show; everything shows when the root is at DEBUG.
+# are logged again, with the backend's name, by reaper.service.scheduler's listener. Its ERRORs
+# (a job raised, with the traceback) still show; everything shows when the root is at DEBUG.
 QUIET_LOGGERS = ("apscheduler",)
 QUIET_FLOOR = logging.ERROR
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
@@ -38,106 +38,11 @@ LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNI
 # sd-daemon(3) priority prefixes, read by journald from a stream (SyslogLevelPrefix=yes).
 SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                    logging.CRITICAL: 2}  # fmt: skip
-MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words; nothing that short is a key
-
-# Keys whose value is a credential, in headers (`Key: v`), dicts (`'Key': b'v'`), JSON, INI
-# (`key = v`) and query strings (`Key=v&`).
-_SECRET_KEYS = (
-    r"authorization|proxy-authorization|x-tapis-token|x-amz-security-token|x-amz-signature|"
-    r"x-amz-credential|aws_secret_access_key|aws_session_token|secret_?access_?key|"
-    r"session_?token|access_token|refresh_token|id_token|token|x-auth-token|api[-_]?key|"
-    r"x-api-key|client_secret|password|passwd|secret"
-)
-# Not preceded by a letter or digit (`nextToken` is a page cursor) but may follow `_`
-# (`SUTRO_API_KEY=...`); not followed by a word character (`token_file` is a path).
-_KEY = rf"(?<![A-Za-z0-9-])(?:{_SECRET_KEYS})(?![\w-])"
-_HEADER_KEY = r"(?<![\w-])(?:proxy-)?authorization(?![\w-])"
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # 'Authorization': b'AWS4-HMAC-SHA256 Credential=..., Signature=...'  /  "token": "..."
-    # (a quote left open by a truncated message runs to the end of the text)
-    (re.compile(rf"({_KEY})([\"']?\s*[:=]\s*b?)([\"'])(?:(?!\3)[^\\]|\\[\s\S]?)*(?:\3|$)",
-                re.I),
-     rf"\1\2\3{REDACTED}\3"),
-    # Authorization: Bearer abc  (a header value runs to the end of the line; `\r\n` escaped
-    # in a bytes repr counts as the end too)
-    (re.compile(rf"({_HEADER_KEY})(\s*[:=]\s*)(?!b?[\"'])(?:(?!\\[rn])[^\r\n])+", re.I),
-     rf"\1\2{REDACTED}"),
-    # aws_secret_access_key = abc   /   X-Amz-Security-Token=abc&...
-    (re.compile(rf"({_KEY})([\"']?\s*[:=]\s*)(?!b?[\"'])[^\s,;&\"'<>)}}\]]+", re.I),
-     rf"\1\2{REDACTED}"),
-    (re.compile(r"\b(Bearer|Key|Token)(\s+)[A-Za-z0-9\-._~+/]{12,}=*"), rf"\1\2{REDACTED}"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
-    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),
-)  # fmt: skip
 
 
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
-
-
-def redact_patterns(text: str) -> str:
-    """`text` with credential-shaped substrings replaced by [REDACTED]."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-class RedactingFilter(logging.Filter):
-    """A handler filter that rewrites each record with secrets masked. Thread-safe.
-
-    It renders `msg % args` and the exception text itself (so the formatter uses the masked
-    copies) and masks string extra fields. It never drops a record."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()
-        for secret in secrets:
-            self.register_secret(secret)
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return self._secrets
-
-    def register_secret(self, value: str) -> bool:
-        """Mask `value` (and its whitespace-stripped form) literally from now on. Returns False
-        for values too short to mask without destroying ordinary text."""
-        candidates = {v for v in (value, value.strip()) if len(v) >= MIN_SECRET_CHARS}
-        with self._lock:
-            merged = set(self._secrets) | candidates
-            # Longest first, so a secret that contains another is masked whole.
-            self._secrets = tuple(sorted(merged, key=lambda s: (-len(s), s)))
-        return bool(candidates)
-
-    def redact(self, text: str) -> str:
-        """`text` with registered secrets and credential-shaped substrings masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return redact_patterns(text)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redact(render_message(record))
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
-        for key, value in extra_fields(record).items():
-            if isinstance(value, str):
-                setattr(record, key, self.redact(value))
-        return True
-
-
-def render_message(record: logging.LogRecord) -> str:
-    """`msg % args`, or a readable stand-in when they do not fit: a filter runs outside the
-    handler's error handling, so raising here would raise into the code that logged."""
-    try:
-        return record.getMessage()
-    except (TypeError, ValueError, KeyError):
-        return f"{record.msg!r} % {record.args!r} (log call arguments do not fit)"
 
 
 class SdkFloorFilter(logging.Filter):
@@ -150,17 +55,6 @@ class SdkFloorFilter(logging.Filter):
 
 def is_sdk_logger(name: str) -> bool:
     return any(name == sdk or name.startswith(sdk + ".") for sdk in SDK_LOGGERS)
-
-
-_STANDARD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
-)
-
-
-def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The fields a caller passed with `extra=`, in the order given."""
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and k[0] != "_"}
 
 
 def iso_utc(created: float) -> str:
@@ -299,23 +193,3 @@ def remove_reaper_handlers(logger: logging.Logger) -> list[str]:
         logger.removeHandler(handler)
         handler.close()
     return secrets
-
-
-def installed_redactors() -> list[RedactingFilter]:
-    """The redacting filters on the root logger's handlers."""
-    handlers = logging.getLogger().handlers
-    return [f for h in handlers for f in h.filters if isinstance(f, RedactingFilter)]
-
-
-def register_secret(value: str) -> bool:
-    """Mask `value` literally in every log line from now on (backends call this with each
-    token or key they load). Returns False when logging is not configured or the value is too
-    short to mask; the value itself is never logged."""
-    return any([redactor.register_secret(value) for redactor in installed_redactors()])
-
-
-def redact(text: str) -> str:
-    """`text` masked as log lines are: for error messages and audit fields built from SDK
-    errors. Uses the registered secrets when logging is configured, else the patterns only."""
-    redactors = installed_redactors()
-    return redactors[0].redact(text) if redactors else redact_patterns(text)

@@ -1,4 +1,4 @@
-"""Prometheus series for reaper (DESIGN.md §6), kept on an injected CollectorRegistry.
+"""Prometheus series for reaper (docs/systemd.md), kept on an injected CollectorRegistry.
 
 Names start `reaper_`, use base units (seconds) and `_total` for counters. Labels are limited
 to `backend`, `policy`, `outcome` and `cause`: every one comes from config or from a closed set,

@@ -1,8 +1,8 @@
-"""What a reload changes (DESIGN.md §6, STYLE.md habit 7): the daemon validates the whole new
+"""What a reload changes (docs/systemd.md): the daemon validates the whole new
 config and policy set, then swaps it in as one immutable `Loaded`, or keeps the old one.
 
-Pure: loading is `reaper.config.load_all`; this module compares two loaded sets and builds the
-audit fields of `reload` and `reload_failed` records."""
+Pure: loading is `reaper.policy.config.load_all`; this module compares two loaded sets and builds
+the audit fields of `reload` and `reload_failed` records."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reaper.config import Config
 from reaper.errors import Diagnostic
-from reaper.policy import PolicySet
+from reaper.policy.config import Config
+from reaper.policy.model import PolicySet
 
 # Settings a running daemon cannot change: the audit file's descriptor and the chain it
 # continues, the bound metrics socket. Changing them takes a restart.
@@ -26,7 +26,7 @@ RESTART_ONLY: dict[str, Callable[[Config], object]] = {
 @dataclass(frozen=True)
 class Loaded:
     """One validated config with its policy set. Never mutated: a reload swaps it whole, and
-    each sweep takes the one current when it starts (DESIGN.md §4 step 1)."""
+    each sweep takes the one current when it starts (docs/architecture.md, sweep step 1)."""
 
     config: Config
     policies: PolicySet

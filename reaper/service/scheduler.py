@@ -1,4 +1,4 @@
-"""When sweeps run: one APScheduler 3.x job per backend (STYLE.md habit 8).
+"""When sweeps run: one APScheduler 3.x job per backend.
 
 Each backend gets its own job and its own one-thread executor, so a slow or hung backend never
 delays another, and a backend's sweeps can never overlap (`max_instances=1` on a single worker).

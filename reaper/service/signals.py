@@ -1,6 +1,6 @@
 """How the daemon's main loop is woken: a self-pipe, poked by signal handlers and sweep threads.
 
-Signal handlers only set a flag and write one byte (STYLE.md habit 7, patroni `daemon.py`):
+Signal handlers only set a flag and write one byte (patroni `daemon.py`):
 reloading, stopping and everything else happen in the main loop. A pipe rather than a
 `threading.Event`: a Python signal handler runs in the main thread between bytecodes, possibly
 while that thread holds the Event's internal lock, and `Event.set()` would then deadlock."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from reaper.yamlsrc import NodePath, Problem, SourceMap, read_as_hint
+from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, read_as_hint
 
 SchemaName = Literal["policy", "config"]
 SECRET_KEYS = frozenset({"token", "api_key", "password", "secret", "secret_access_key"})
@@ -32,7 +32,7 @@ _TYPE_WORDS = {
 
 
 def load_schema(name: SchemaName) -> dict[str, Any]:
-    """The schema as shipped in `reaper/schema/<name>.schema.json`."""
+    """The schema as shipped in `reaper/policy/schema/<name>.schema.json`."""
     text = resources.files(__package__).joinpath(f"{name}.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
