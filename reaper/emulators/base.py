@@ -290,13 +290,6 @@ class EmulatorServer:
         with self.lock:
             return sum(self.calls[op] for op in self.mutating_operations)
 
-    # -- listing cache (until every emulator uses `table`) -------------------------------------
-    def cached_listing(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        return self.table.listing(key, compute, settle=False)
-
-    def invalidate(self) -> None:
-        self.table.invalidate()
-
     # -- request pipeline -----------------------------------------------------------------------
     def dispatch(self, request: Request) -> Response:
         operation, handler = self.route(request)
