@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.engine.explain import explain_job
+    from reaper.engine.explain import SweepState, explain_job
     from reaper.engine.runtime import guards_from, utc_now
 
     config, policies = load(args)
@@ -61,11 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"reaper explain: {error}", file=sys.stderr)
         return ExitCode.FAILED
     recent, audit_error = read_recent(config.audit_log, now)
-    explanation = explain_job(
-        job, policies.for_backend(args.backend), guards_from(config), now=now,
-        paused=config.pause_file is not None and config.pause_file.exists(),
-        recent=recent, audit_error=audit_error,
-    )  # fmt: skip
+    paused = config.pause_file is not None and config.pause_file.exists()
+    state = SweepState(guards_from(config), paused, recent, audit_error)
+    explanation = explain_job(job, policies.for_backend(args.backend), state, now)
     if args.json:
         json.dump(explanation_json(explanation), sys.stdout, indent=2, default=str)
         print()
