@@ -6,9 +6,11 @@ of that one job.
 Pure: the job, the policies, the guards, the pause state and the recent cancels come in (the
 command reads them, read-only); plain data comes out. The per-job guards are shown as checks
 built by a list of rules (`GUARD_CHECKS`, in the decision step's order) that a new guard appends
-to, as a new policy condition appends to `reaper.policy.explain.CLAUSES`. The fraction guard and the limits count
-over a whole listing, so they are reported as the policy's and the config's settings, not
-decided here: only a limit of 0 decides a single job on its own, and `decide` applies it."""
+to, as a new policy condition appends to `reaper.policy.explain.CLAUSES`.
+
+The fraction guard and the limits count over a whole listing, so they are reported as the
+policy's and the config's settings, not decided here: only a limit of 0 decides a single job on
+its own, and `decide` applies it."""
 
 from __future__ import annotations
 
