@@ -169,12 +169,30 @@ def test_cancel_active_job(emulator, backend, status) -> None:
 
 
 @pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED", "CANCELLED"])
-def test_cancel_of_a_finished_job_is_already_terminal(emulator, backend, final) -> None:
+def test_an_older_deployment_refuses_a_finished_job(emulator, backend, final) -> None:
+    emulator.refuse_terminal = True  # older deployments answered `cancelled: false`
     (job_id,) = seed(emulator, "RUNNING")
     (job,) = listed(backend)
     emulator.set_status(job_id, final)
     result = backend.cancel(job, "too late")
     assert result.outcome == CancelOutcome.ALREADY_TERMINAL
+    assert emulator.status_of(job_id) == final
+
+
+@pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED", "CANCELLED"])
+def test_the_current_api_accepts_a_finished_job_and_changes_nothing(
+    emulator, backend, final
+) -> None:
+    # docs.sutro.sh/reference/api/cancel-job: the endpoint "does not reject jobs that are already
+    # terminal": `cancelled: true` alone does not prove reaper ended the job. The job itself
+    # keeps its final status.
+    (job_id,) = seed(emulator, "RUNNING")
+    (job,) = listed(backend)
+    emulator.set_status(job_id, final)
+    outcome = backend.cancel(job, "too late").outcome
+    # The backend re-reads the job: one that finished on its own is `already_terminal`; one
+    # cancelled meanwhile cannot be told from reaper's own (fast) cancel and counts as that.
+    assert outcome == (CancelOutcome.CANCELLED if final == "CANCELLED" else "already_terminal")
     assert emulator.status_of(job_id) == final
 
 
@@ -188,6 +206,7 @@ def test_a_slow_cancel_passes_through_cancelling() -> None:
         assert backend.cancel(job, "r").outcome == CancelOutcome.CANCELLED
         assert emu.status_of(job_id) == "CANCELLING"
         assert listed(backend) == []  # CANCELLING is terminal: never cancelled twice
+        emu.refuse_terminal = True
         assert backend.cancel(job, "again").outcome == CancelOutcome.ALREADY_TERMINAL
         clock.now += 31
         assert emu.status_of(job_id) == "CANCELLED"
@@ -304,4 +323,5 @@ def test_from_config_reads_the_key_from_a_relative_file(emulator, tmp_path) -> N
 )
 def test_from_config_without_a_key_is_a_backend_error(tmp_path, section, needle) -> None:
     with pytest.raises(BackendError, match=needle):
-        SutroBackend.from_config("s", {"type": "sutro", **section}, tmp_path, environ={})
+        section = {"type": "sutro", "api_url": "https://sutro.example.com", **section}
+        SutroBackend.from_config("s", section, tmp_path, environ={})

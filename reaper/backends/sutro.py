@@ -19,15 +19,23 @@ github.com/sutro-sh/sutro `sutro/sdk.py`):
   (docs.sutro.sh/batch-api-reference/fetch-job). `refresh` uses it rather than
   `GET job-status/{job_id}`, which carries only the status string: a re-check needs
   `datetime_started` and the `where` fields too.
-- `POST job-cancel/{job_id}` answers `{"cancelled": bool, "message": str}`; documented messages
-  are "Job X has been successfully cancelled", "... could not be cancelled because it has already
-  completed" and "Job X not found" (docs.sutro.sh/batch-api-reference/cancel-job). The
-  cancellation is asynchronous. The request takes no reason, so the reason reaches only the audit.
+- The API lives at the deployment's `/v1` prefix (`api_url` normalised as the SDK does:
+  reaper.backends.sutro_url).
+- `GET job-cancel/{job_id}` (the SDK's `cancel_job`, and docs.sutro.sh/reference/api/cancel-job;
+  older documents said POST) answers `{"cancelled": bool, "message": str}` and moves the job to
+  CANCELLING: the cancellation is asynchronous. The current docs say the endpoint "accepts any
+  existing job and does not reject jobs that are already terminal", so `cancelled: true` does
+  not prove the job was active: the sweep re-reads every job just before its cancel, and the
+  audit's confirmation follows it to a terminal state. A missing job is a 404 with `detail`;
+  older deployments answered `cancelled: false` with "Job X not found" or "... could not be
+  cancelled because it has already completed", which are read too. The request takes no
+  reason, so the reason reaches only the audit.
 
-What is assumed: that a 404 on `job-cancel` means the job is unknown; that a deployment which
-answers the documented POST with 405 takes GET instead (the official SDK sends GET); that 429 and
-5xx are transient (retried, honouring `Retry-After`); that the cursor, when offered, never repeats
-(a repeat is an error: a listing that cannot finish must not be acted on, docs/architecture.md)."""
+What is assumed: that a deployment which answers GET with 405 takes POST instead (the older
+documents), tried once and then remembered for the backend; that 429, 5xx and Cloudflare's 524
+(which the SDK retries) are transient (retried, honouring `Retry-After`); that the cursor, when
+offered, never repeats (a repeat is an error: a listing that cannot finish must not be acted on,
+docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -59,12 +67,17 @@ from reaper.backends.retry import (
     RetryPolicy,
     call_with_retries,
 )
+from reaper.backends.sutro_url import SutroUrlError, normalize_api_url
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.sutro.sh"
+# Cloudflare's "a timeout occurred" in front of a deployment: the SDK's do_request retries it.
+CLOUDFLARE_TIMEOUT = 524
+SUTRO_RETRYABLE = RETRYABLE_STATUS | {CLOUDFLARE_TIMEOUT}
+FINISHED_ON_THEIR_OWN = frozenset({"SUCCEEDED", "FAILED"})  # terminal, and not by a cancel
+CANCEL_METHODS = ("GET", "POST")  # the SDK's and current docs' first, then the older documents'
 PAGE_LIMIT = 100  # the documented maximum of `limit` on list-jobs
 RETRY_AFTER_CAP_S = 30.0  # honour a server's Retry-After, but never stall a sweep for longer
 AUTH_FAILURE = frozenset({401, 403})
@@ -96,7 +109,8 @@ class SutroBackend:
     ) -> None:
         self.name = name
         self._session = session
-        self._base = api_url.rstrip("/") + "/"
+        self._base = normalize_api_url(api_url) + "/"
+        self._cancel_method = CANCEL_METHODS[0]  # switched for good by a 405 (`cancel`)
         self._api_key = api_key
         self._headers = {"Authorization": f"Key {api_key}", "Accept": "application/json"}
         self._retry = retry or RetryPolicy()
@@ -110,10 +124,14 @@ class SutroBackend:
         base_dir: Path,
         environ: Mapping[str, str] | None = None,
     ) -> SutroBackend:
-        """Build from a `reaper.yaml` section: `api_url`, and `api_key_env` or `api_key_file`
-        (relative to `base_dir`). Raises BackendError when the key cannot be read."""
+        """Build from a `reaper.yaml` section: `api_url` (the deployment's URL, required), and
+        `api_key_env` or `api_key_file` (relative to `base_dir`). Raises BackendError when the
+        URL is not a deployment's or the key cannot be read."""
+        try:
+            api_url = normalize_api_url(str(section.get("api_url") or ""))
+        except SutroUrlError as exc:
+            raise BackendError(name, str(exc)) from None
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
-        api_url = str(section.get("api_url") or DEFAULT_API_URL)
         return cls(name, make_session(api_url), api_url, api_key)
 
     # -- the Backend interface ------------------------------------------------------------------
@@ -156,18 +174,37 @@ class SutroBackend:
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Ask Sutro to cancel the job. `reason` is not sent: job-cancel has no field for it,
         so it is recorded only in the audit log. Never raises for a per-job problem."""
-        path, method = f"job-cancel/{quote(job.id, safe='')}", "POST"
+        path, method = f"job-cancel/{quote(job.id, safe='')}", self._cancel_method
         try:
             response = self._request(method, path)
-            if response.status_code == 405:  # the official SDK sends GET; some deployments want it
-                method = "GET"
+            if response.status_code == 405:
+                method = next(m for m in CANCEL_METHODS if m != method)
                 response = self._request(method, path)
+                if response.status_code != 405:
+                    logger.info("%s: job-cancel takes %s on this deployment", self.name, method)
+                    self._cancel_method = method
             if response.status_code == 404:
                 return CancelResult(CancelOutcome.NOT_FOUND)
             body = self._parse(response, f"{method} {path}")
         except BackendError as exc:
             return CancelResult(CancelOutcome.FAILED, str(exc))
-        return classify_cancel(body)
+        result = classify_cancel(body)
+        return self._verify_accepted(job) if result.outcome == CancelOutcome.CANCELLED else result
+
+    def _verify_accepted(self, job: Job) -> CancelResult:
+        """`cancelled: true` also answers a job that had already finished (the endpoint "does
+        not reject jobs that are already terminal"): one re-read tells a job that ended on its
+        own (SUCCEEDED, FAILED: `already_terminal`) from one reaper's call is stopping. A job
+        now CANCELLING, CANCELLED or still active counts as reaper's cancel, which the audit's
+        confirmation follows to its end; so does one the re-read cannot see."""
+        try:
+            fresh = self.refresh(job)
+        except BackendError as exc:
+            logger.info("%s: cancel of %s accepted, re-read failed: %s", self.name, job.id, exc)
+            return CancelResult(CancelOutcome.CANCELLED)
+        if fresh is not None and fresh.status.upper() in FINISHED_ON_THEIR_OWN:
+            return CancelResult(CancelOutcome.ALREADY_TERMINAL)
+        return CancelResult(CancelOutcome.CANCELLED)
 
     def close(self) -> None:
         self._session.close()
@@ -222,7 +259,7 @@ class SutroBackend:
 
         def attempt() -> requests.Response:
             response = self._send(method, path, params)
-            if response.status_code in RETRYABLE_STATUS:
+            if response.status_code in SUTRO_RETRYABLE:
                 self._honour_retry_after(response, next(numbers))
                 raise RetryableError(f"HTTP {response.status_code}")
             return response

@@ -10,7 +10,7 @@ import random
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,6 +90,7 @@ class TableJob:
 
 
 J = TypeVar("J", bound=TableJob)
+RECENT_REQUESTS = 1000  # requests `EmulatorServer.recent` keeps, newest last
 
 
 class JobTable(Generic[J]):
@@ -200,7 +201,8 @@ class EmulatorServer:
     """Base class. Subclasses implement `route(request)` → (operation, handler), the two
     protocol-specific fault responses, and how a job is added, changes status and completes a
     cancel; `table` holds the jobs. `calls` counts requests per operation, and those named in
-    `mutating_operations` are the ones that could change a job."""
+    `mutating_operations` are the ones that could change a job; `recent` keeps the newest
+    requests as (operation, method, path), for tests that check what a client really sent."""
 
     mutating_operations: tuple[str, ...] = ()
 
@@ -208,6 +210,7 @@ class EmulatorServer:
         self.knobs = knobs or Knobs()
         self.clock = clock
         self.calls: Counter[str] = Counter()
+        self.recent: deque[tuple[str, str, str]] = deque(maxlen=RECENT_REQUESTS)
         self.table: JobTable[Any] = JobTable(clock, self.complete_cancel)
         self.lock = self.table.lock
         self._rng = random.Random(self.knobs.seed)
@@ -295,6 +298,7 @@ class EmulatorServer:
         operation, handler = self.route(request)
         with self.lock:
             self.calls[operation] += 1
+            self.recent.append((operation, request.method, request.path))
             fault = self._fault_for(operation, request)
         if self.knobs.latency_s:
             time.sleep(self.knobs.latency_s)

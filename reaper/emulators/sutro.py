@@ -1,11 +1,14 @@
 """A loopback emulator of Sutro's job API: list-jobs (with optional `limit`/`cursor` paging),
 jobs/{id}, job-status/{id} and job-cancel/{id}, behind `Authorization: Key <key>`.
 
-It follows Sutro's published API (docs.sutro.sh "Batch API reference"; the official SDK,
-github.com/sutro-sh/sutro `sutro/sdk.py`); see reaper/backends/sutro.py for what is documented
-and what is assumed. Where the two sources differ it accepts both: job-cancel by POST (the docs)
-or GET (the SDK); paths with or without a `/v1` prefix and a trailing slash. job-status answers
-`{"job_status": {job_id: status}}`, the shape the SDK reads (`["job_status"][job_id]`)."""
+It follows Sutro's current API reference (docs.sutro.sh/reference/api) and the official SDK
+(`sutro` on PyPI, `sutro/sdk.py`), which tests/test_sutro_reference.py runs against it: every
+path under the deployment's `/v1` prefix (a path without it is a 404, as on a deployment);
+job-cancel by GET; a cancel of an existing job that is already terminal answers `cancelled: true`
+("the endpoint ... does not reject jobs that are already terminal") and an unknown job 404 with
+`detail`. Knobs bring back what older deployments did (POST, `cancelled: false` refusals, paths
+without `/v1`). job-status answers `{"job_status": {job_id: status}}`, the shape the SDK reads
+(`["job_status"][job_id]`). See reaper/backends/sutro.py for what is documented and assumed."""
 
 from __future__ import annotations
 
@@ -68,9 +71,12 @@ def decode_cursor(cursor: str) -> tuple[float, str] | None:
 class SutroEmulator(EmulatorServer):
     """Sutro's job API in memory. Knobs beyond the base, changeable while it runs:
     `lowercase_status` answers statuses in lower case like older Sutro documents;
-    `not_found_status` is the HTTP status of job-cancel for an unknown job (200 with
-    `cancelled: false` as documented, or 404); `paging=False` ignores `limit` like a deployment
-    without paging; `retry_after` adds a Retry-After header (seconds) to throttling answers."""
+    `not_found_status` is the HTTP status of job-cancel for an unknown job (404 with `detail` as
+    documented now, or 200 with `cancelled: false` as older documents said); `cancel_methods`
+    the methods job-cancel takes (others answer 405); `refuse_terminal` answers a cancel of a
+    terminal job `cancelled: false` like older deployments; `legacy_paths` also serves paths
+    without `/v1`; `paging=False` ignores `limit` like a deployment without paging;
+    `retry_after` adds a Retry-After header (seconds) to throttling answers."""
 
     mutating_operations = ("CancelJob",)
     table: JobTable[_Job]
@@ -82,7 +88,10 @@ class SutroEmulator(EmulatorServer):
         *,
         api_key: str | None = None,
         lowercase_status: bool = False,
-        not_found_status: int = 200,
+        not_found_status: int = 404,
+        cancel_methods: tuple[str, ...] = ("GET",),
+        refuse_terminal: bool = False,
+        legacy_paths: bool = False,
         paging: bool = True,
         retry_after: float | None = None,
     ) -> None:
@@ -90,15 +99,16 @@ class SutroEmulator(EmulatorServer):
         self.api_key = api_key or "sk_emu_" + secrets.token_urlsafe(16)
         self.lowercase_status = lowercase_status
         self.not_found_status = not_found_status
+        self.cancel_methods = cancel_methods
+        self.refuse_terminal = refuse_terminal
+        self.legacy_paths = legacy_paths
         self.paging = paging
         self.retry_after = retry_after
         self._ids = itertools.count(1)
 
     # -- routing --------------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
-        parts = [unquote(p) for p in request.path.split("/") if p]
-        if parts[:1] == ["v1"]:
-            parts = parts[1:]
+        parts = self._api_path(request.path)
         method = request.method
         if parts == ["list-jobs"] and method == "GET":
             return "ListJobs", self._authorised(request, lambda: self._list(request))
@@ -107,10 +117,18 @@ class SutroEmulator(EmulatorServer):
         if len(parts) == 2 and parts[0] == "job-status" and method == "GET":
             return "JobStatus", self._authorised(request, lambda: self._status(parts[1]))
         if len(parts) == 2 and parts[0] == "job-cancel":
-            if method in ("POST", "GET"):
+            if method in self.cancel_methods:
                 return "CancelJob", self._authorised(request, lambda: self._cancel(parts[1]))
             return "CancelJob", lambda: Response(405, {"detail": "Method Not Allowed"})
         return "NotFound", lambda: Response(404, {"detail": "Not Found"})
+
+    def _api_path(self, path: str) -> list[str]:
+        """The path's segments below `/v1`; none (a 404) for a path outside it, unless the
+        emulator plays an older deployment (`legacy_paths`)."""
+        parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:1] == ["v1"]:
+            return parts[1:]
+        return parts if self.legacy_paths else []
 
     def _authorised(
         self, request: Request, handler: Callable[[], Response]
@@ -176,20 +194,22 @@ class SutroEmulator(EmulatorServer):
     def _cancel(self, job_id: str) -> Response:
         job = self.table.get(job_id)
         if job is None:
+            if self.not_found_status == 404:
+                return Response(404, {"detail": f"Job {job_id} not found"})
             body = {"cancelled": False, "message": f"Job {job_id} not found"}
             return Response(self.not_found_status, body)
         status = self._status_now(job)
-        if status in TERMINAL:
+        if status in TERMINAL and self.refuse_terminal:
             return Response(200, {"cancelled": False, "message": _refusal(job_id, status)})
+        if status in TERMINAL:  # accepted, and nothing changes (docs: "does not reject")
+            return Response(200, {"cancelled": True, "message": _accepted(job_id)})
         now = self.clock()
         if status == "RUNNING" and self.knobs.cancel_delay_s > 0:
             job.record["status"] = "CANCELLING"
             self.table.schedule(job, now + self.knobs.cancel_delay_s)
         else:
             self._finish(job, "CANCELLED", now)
-        return Response(
-            200, {"cancelled": True, "message": f"Job {job_id} has been successfully cancelled"}
-        )
+        return Response(200, {"cancelled": True, "message": _accepted(job_id)})
 
     # -- job table ------------------------------------------------------------------------------
     def add_job(self, spec: JobSpec) -> str:
@@ -263,6 +283,10 @@ class SutroEmulator(EmulatorServer):
         except ValueError:
             asked = MAX_LIMIT
         return max(1, min(asked, MAX_LIMIT, self.knobs.page_size))
+
+
+def _accepted(job_id: str) -> str:
+    return f"Cancelling job with job_id: {job_id}. Check the job status endpoint for details."
 
 
 def _refusal(job_id: str, status: str) -> str:

@@ -242,6 +242,18 @@ def _check_credentials(path: NodePath, section: Mapping[str, Any]) -> list[Probl
     if section.get("type") == "sutro" and {"api_key_env", "api_key_file"} <= set(section):
         message = "give api_key_env or api_key_file, not both"
         return [Problem((*path, "api_key_file"), message, at_key=True)]
+    if section.get("type") == "sutro" and "api_url" in section:
+        return _check_sutro_url((*path, "api_url"), str(section["api_url"]))
+    return []
+
+
+def _check_sutro_url(path: NodePath, url: str) -> list[Problem]:
+    from reaper.backends.sutro_url import SutroUrlError, normalize_api_url
+
+    try:
+        normalize_api_url(url)
+    except SutroUrlError as exc:
+        return [Problem(path, str(exc))]
     return []
 
 
