@@ -325,3 +325,36 @@ def test_from_config_without_a_key_is_a_backend_error(tmp_path, section, needle)
     with pytest.raises(BackendError, match=needle):
         section = {"type": "sutro", "api_url": "https://sutro.example.com", **section}
         SutroBackend.from_config("s", section, tmp_path, environ={})
+
+
+def test_a_deployment_that_wants_post_is_asked_once_with_get(emulator, backend) -> None:
+    emulator.cancel_methods = ("POST",)  # an older deployment: GET answers 405
+    first, second = seed(emulator, "RUNNING", n=2)
+    jobs = {job.id: job for job in listed(backend)}
+    assert backend.cancel(jobs[first], "r").outcome == CancelOutcome.CANCELLED
+    assert backend.cancel(jobs[second], "r").outcome == CancelOutcome.CANCELLED
+    cancels = [(method, path) for op, method, path in emulator.recent if op == "CancelJob"]
+    assert cancels == [
+        ("GET", f"/v1/job-cancel/{first}"),
+        ("POST", f"/v1/job-cancel/{first}"),
+        ("POST", f"/v1/job-cancel/{second}"),  # remembered: no second 405
+    ]
+
+
+def test_cloudflare_524_is_retried_like_a_5xx(emulator) -> None:
+    emulator.error_status = 524
+    (job_id,) = seed(emulator, "RUNNING")
+    emulator.knobs.fail_first = 1
+    backend = make_backend(emulator, "sutro")
+    try:
+        assert [job.id for job in listed(backend)] == [job_id]
+    finally:
+        backend.close()
+    assert emulator.calls["ListJobs"] == 2
+
+
+def test_paths_outside_v1_are_not_served(emulator) -> None:
+    response = requests.get(
+        f"{emulator.url}/list-jobs", headers={"Authorization": f"Key {emulator.api_key}"}, timeout=5
+    )
+    assert response.status_code == 404

@@ -102,6 +102,7 @@ class SutroEmulator(EmulatorServer):
         self.cancel_methods = cancel_methods
         self.refuse_terminal = refuse_terminal
         self.legacy_paths = legacy_paths
+        self.error_status = 500  # what the fault knobs (fail_first, error_rate) answer with
         self.paging = paging
         self.retry_after = retry_after
         self._ids = itertools.count(1)
@@ -152,6 +153,10 @@ class SutroEmulator(EmulatorServer):
     def throttle_response(self) -> Response:
         headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
         return Response(429, {"detail": "Too Many Requests"}, headers)
+
+    def error_response(self) -> Response:
+        # `error_status` 524: Cloudflare's "a timeout occurred" in front of a deployment
+        return Response(self.error_status, {"detail": "Internal Server Error"})
 
     def is_list_operation(self, operation: str) -> bool:
         return operation == "ListJobs"
