@@ -110,10 +110,13 @@ def _load(args: argparse.Namespace) -> tuple[Config | None, PolicySet]:
     return load_all(config_path)
 
 
-def default_test_paths(config: Config) -> list[Path]:
-    """The config's policy folder (searched recursively) and `tests/` beside it."""
-    folder = config.policies_path if config.policies_path.is_dir() else config.policies_path.parent
-    return [folder, folder.parent / "tests"]
+def default_test_paths(policy_paths: list[Path]) -> list[Path]:
+    """Each policy folder (searched recursively; a policy file's folder) and `tests/` beside it."""
+    paths: list[Path] = []
+    for path in policy_paths:
+        folder = path if path.is_dir() else path.parent
+        paths.extend(p for p in (folder, folder.parent / "tests") if p not in paths)
+    return paths
 
 
 def _test(
@@ -129,7 +132,8 @@ def _test(
     from reaper.engine.runtime import guards_from
     from reaper.policy.testfile import find_test_files, load_test_files
 
-    searched = args.paths or ([] if config is None else default_test_paths(config))
+    policy_paths = args.policies or ([] if config is None else [config.policies_path])
+    searched = args.paths or default_test_paths(policy_paths)
     files = find_test_files(searched)
     if not files:
         where = ", ".join(str(p) for p in searched) or "(no path given)"
