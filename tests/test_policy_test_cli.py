@@ -220,6 +220,7 @@ def test_an_invalid_test_file_exits_78_located(
     located = [entry for entry in result.err.splitlines() if entry.startswith(f"{path}:")]
     assert any(entry.startswith(f"{path}:{line}:{column}: ") and message in entry
                for entry in located), located  # fmt: skip
+    assert result.err.splitlines()[-1] == f"{len(located)} problem{'s' * (len(located) != 1)} found"
 
 
 def test_an_invalid_policy_exits_78_as_validate_does(repo: Path) -> None:

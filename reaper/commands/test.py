@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from reaper.errors import BackendError, ExitCode
+from reaper.errors import BackendError, ConfigError, ExitCode
 
 if TYPE_CHECKING:
     from reaper.policy.config import Config
@@ -78,12 +78,18 @@ def run(
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
         config, policies = _load(args)
+        if args.record:
+            return _record(args, config, policies, out, err)
+        return _test(args, config, policies, out, err)
     except _UsageError as exc:
         print(f"reaper test: {exc}", file=err)
         return ExitCode.USAGE
-    if args.record:
-        return _record(args, config, policies, out, err)
-    return _test(args, config, policies, out, err)
+    except ConfigError as exc:  # as `validate` reports it
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=err)
+        count = len(exc.diagnostics)
+        print(f"{count} problem{'s' if count != 1 else ''} found", file=err)
+        return ExitCode.CONFIG
 
 
 class _UsageError(Exception):
