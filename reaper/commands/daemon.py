@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, load
+from reaper.commands.common import add_config_option, add_shard_option, load
 from reaper.errors import ExitCode, ReaperError
 from reaper.policy.durations import DurationError, parse_duration
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("daemon", help="scheduled sweeps until SIGTERM; SIGHUP reloads")
     add_config_option(parser)
+    add_shard_option(parser)
     parser.add_argument(
         "--max-sweep",
         default="10m",
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"reaper daemon: --max-sweep: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     loaded = Loaded(*load(args))  # ConfigError: cli.main prints it and exits 78
-    return run_daemon(loaded, DaemonOptions(max_sweep=max_sweep))
+    return run_daemon(loaded, DaemonOptions(max_sweep=max_sweep, shard=args.shard))
 
 
 def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:

@@ -33,6 +33,7 @@ from reaper.engine.sweep import BackendReport, run_sweep
 from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
 from reaper.policy.config import Config, load_all
 from reaper.policy.model import PolicySet
+from reaper.policy.shard import Shard
 from reaper.redact import redact
 from reaper.service.metrics import Metrics, write_textfile
 from reaper.service.reload import (
@@ -65,6 +66,7 @@ Loader = Callable[[Path], tuple[Config, PolicySet]]
 class DaemonOptions:
     max_sweep: timedelta = DEFAULT_MAX_SWEEP
     stop_grace: timedelta = DEFAULT_STOP_GRACE
+    shard: Shard | None = None  # `--shard`: overrides the config's `shard:`, also after reloads
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,8 @@ class Daemon:
     def _try_reload(self, path: Path) -> list[Diagnostic]:
         """Load, validate and apply; returns what stopped it (nothing: the new set is active)."""
         try:
-            self._apply(plan_reload(self._loaded, Loaded(*self._load(path))))
+            new = Loaded(*self._load(path)).with_shard(self._options.shard)
+            self._apply(plan_reload(self._loaded, new))
         except ConfigError as exc:
             return exc.diagnostics
         except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
