@@ -120,6 +120,7 @@ class Daemon:
             self.sweep_backend, loaded.backend_names, schedule.every, schedule.cron,
             schedule.jitter, monotonic=monotonic,
         )  # fmt: skip
+        self._publish_interval()
 
     @property
     def loaded(self) -> Loaded:
@@ -289,9 +290,14 @@ class Daemon:
         for setting in plan.restart_only:
             log.warning("%s changed; it takes effect at the next restart", setting)
         self._metrics.declare_backends(plan.new.backend_names)
+        self._publish_interval()
         self._metrics.record_reload(True, len(plan.new.policies))
         self._write_audit("reload", reload_fields(plan.new))
         log.info("reloaded %s: %d policies active", config.path, len(plan.new.policies))
+
+    def _publish_interval(self) -> None:
+        interval = self._scheduler.longest_interval(self._clock())
+        self._metrics.set_schedule_interval(interval.total_seconds())
 
     def _reject(self, path: Path, diagnostics: list[Diagnostic]) -> None:
         kept = self._loaded
