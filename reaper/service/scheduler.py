@@ -14,6 +14,7 @@ This module imports APScheduler at the top; the daemon imports this module lazil
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -147,7 +148,7 @@ def longest_interval(schedule: Schedule, now: datetime, fires: int = 24) -> time
             break
         times.append(fire)
         previous, moment = fire, fire + timedelta(microseconds=1)
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     return max(gaps, default=timedelta(0))
 
 
