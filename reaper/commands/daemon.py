@@ -18,6 +18,7 @@ from reaper.errors import ExitCode, ReaperError
 from reaper.policy.durations import DurationError, parse_duration
 
 if TYPE_CHECKING:
+    from reaper.service.coordination import Coordinator
     from reaper.service.daemon import DaemonOptions
     from reaper.service.metrics import Metrics, MetricsServer
     from reaper.service.reload import Loaded
@@ -79,12 +80,38 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
         notifier = stack.enter_context(Notifier())
         flags = SignalFlags(wakeup)
         stack.enter_context(handling_signals(flags))
-        daemon = Daemon(loaded, Services(audit, pool, metrics, notifier, wakeup, flags), options)
+        coordinator = start_coordination(loaded)
+        if coordinator is not None:
+            stack.callback(coordinator.stop)
+        services = Services(audit, pool, metrics, notifier, wakeup, flags)
+        daemon = Daemon(loaded, services, options, coordinator=coordinator)
         code = daemon.run()
         if daemon.abandoned:
             stack.close()
             abandon(code)
     return code
+
+
+def start_coordination(loaded: Loaded) -> Coordinator | None:
+    """Join the coordination group when `coordination:` is configured (docs/scale.md).
+    Raises ReaperError (exit 1) when tooz is missing or the service cannot be joined."""
+    settings = loaded.config.coordination
+    if settings is None:
+        return None
+    try:
+        from reaper.service.coordination import Coordinator, lease_for, resolve_url, with_lease
+    except ImportError as exc:  # tooz: the optional `coordination` extra
+        raise ReaperError(f"coordination: needs tooz (pip install 'reaper[coordination]'): "
+                          f"{exc}") from None  # fmt: skip
+    from reaper.engine.runtime import utc_now
+    from reaper.service.scheduler import Schedule, longest_interval
+
+    schedule = loaded.config.schedule
+    period = longest_interval(Schedule(schedule.every, schedule.cron), utc_now())
+    url = with_lease(resolve_url(settings), lease_for(period))
+    coordinator = Coordinator(url, settings.member, settings.group)
+    coordinator.start()
+    return coordinator
 
 
 def start_metrics(metrics: Metrics, listen: str) -> MetricsServer:

@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(sorted(outside))
         print(f"reaper run: not in shard {config.shard}: {names}", file=sys.stderr)
         return ExitCode.USAGE
+    if config.coordination is not None:  # locks and partitions are the daemons' (docs/scale.md)
+        print("reaper run: `coordination:` applies to `reaper daemon`; this run sweeps every "
+              "backend it is given", file=sys.stderr)  # fmt: skip
     opened = open_backends(config, args.backend)
     try:
         with AuditLog(config.audit_log) as audit:

@@ -59,6 +59,19 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class Coordination:
+    """`coordination:` (docs/scale.md): a tooz back-end URL given as exactly one of `url`,
+    `url_env` (a variable holding it) or `url_file` (a file holding it), this instance's
+    `member` name (None: the host name) and the tooz `group` the instances join."""
+
+    url: str | None = None
+    url_env: str | None = None
+    url_file: Path | None = None
+    member: str | None = None
+    group: str = "reaper"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A validated `reaper.yaml`; relative paths are resolved against its folder."""
 
@@ -75,6 +88,7 @@ class Config:
     metrics_textfile: Path | None = None
     backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
     shard: Shard | None = None
+    coordination: Coordination | None = None
 
     @property
     def swept_backends(self) -> Mapping[str, BackendConfig]:
@@ -203,6 +217,12 @@ def check_config_semantics(
     if shard and shard["index"] >= shard["count"]:
         message = f"index must be below count ({shard['count']})"
         problems.append(Problem(("shard", "index"), message))
+    coordination = data.get("coordination") if intact("coordination") else None
+    if coordination is not None:
+        given = [k for k in ("url", "url_env", "url_file") if k in coordination]
+        if len(given) != 1:
+            message = "give exactly one of url, url_env and url_file"
+            problems.append(Problem(("coordination",), message))
     backends = data.get("backends") if ("backends",) not in broken else None
     for name, section in (backends or {}).items():
         if intact("backends", name):
@@ -285,6 +305,19 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
             }
         ),
         shard=Shard(int(shard["index"]), int(shard["count"])) if shard else None,
+        coordination=_build_coordination(base, data.get("coordination")),
+    )
+
+
+def _build_coordination(base: Path, section: Mapping[str, Any] | None) -> Coordination | None:
+    if section is None:
+        return None
+    return Coordination(
+        url=section.get("url"),
+        url_env=section.get("url_env"),
+        url_file=_resolve_optional(base, section.get("url_file")),
+        member=section.get("member"),
+        group=str(section.get("group", "reaper")),
     )
 
 

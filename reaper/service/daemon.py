@@ -35,6 +35,7 @@ from reaper.policy.config import Config, load_all
 from reaper.policy.model import PolicySet
 from reaper.policy.shard import Shard
 from reaper.redact import redact
+from reaper.service.coordination import CoordinationError, Coordinator
 from reaper.service.metrics import Metrics, write_textfile
 from reaper.service.reload import (
     Loaded,
@@ -103,8 +104,10 @@ class Daemon:
         load: Loader = load_all,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self._loaded = loaded
+        self._coordinator = coordinator
         self._audit, self._pool, self._metrics = services.audit, services.pool, services.metrics
         self._notifier, self._wakeup = services.notifier, services.wakeup
         self._flags = services.flags
@@ -222,10 +225,29 @@ class Daemon:
     # -- sweep threads --------------------------------------------------------------------------
     def sweep_backend(self, name: str) -> None:
         """One scheduled sweep of one backend with the policy set current now. A failing
-        backend is recorded (metrics, status), never raised."""
+        backend is recorded (metrics, status), never raised. With coordination, only when the
+        partitioner gives the backend to this member and its lock is free (docs/scale.md)."""
         if self._stopping.is_set():
             return
         loaded = self._loaded  # one snapshot for the whole sweep
+        if self._coordinator is None:
+            self._sweep(name, loaded)
+            return
+        try:
+            if not self._coordinator.owns(name):
+                log.debug("%s belongs to another member", name, extra={"backend": name})
+                return
+            with self._coordinator.holding(name) as taken:
+                if not taken:
+                    log.info("%s is being swept by another member; skipped", name,
+                             extra={"backend": name})  # fmt: skip
+                    return
+                self._sweep(name, loaded)
+        except CoordinationError as exc:  # nobody may be sweeping it: fail loudly
+            log.error("%s", exc, extra={"backend": name})
+            self._record(loaded, BackendReport(name, error=str(exc)), None)
+
+    def _sweep(self, name: str, loaded: Loaded) -> None:
         try:
             backend = self._pool.get(name, loaded.config)
         except BackendError as exc:

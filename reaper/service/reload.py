@@ -17,10 +17,12 @@ from reaper.policy.model import PolicySet
 from reaper.policy.shard import Shard
 
 # Settings a running daemon cannot change: the audit file's descriptor and the chain it
-# continues, the bound metrics socket. Changing them takes a restart.
+# continues, the bound metrics socket, the coordination group it joined. Changing them takes a
+# restart.
 RESTART_ONLY: dict[str, Callable[[Config], object]] = {
     "audit_log": lambda config: config.audit_log,
     "metrics.listen": lambda config: config.metrics_listen,
+    "coordination": lambda config: config.coordination,
 }
 
 
