@@ -132,32 +132,33 @@ def test_the_config_takes_exactly_one_url_source(tmp_path):
     assert codes == {"two": 78, "none": 78, "ok": 0}
 
 
-@needs_redis
-def test_members_split_the_backends_and_a_silent_member_loses_its_share(redis_url):
-    group = fresh_group()
-    url = with_lease(redis_url, 1)
+@contextmanager
+def two_members(redis_url: str, lease_s: int) -> Iterator[tuple[Coordinator, Coordinator]]:
+    """Members a and b of a fresh group, both started; stopped on the way out."""
+    group, url = fresh_group(), with_lease(redis_url, lease_s)
     a, b = Coordinator(url, "a", group), Coordinator(url, "b", group)
-    a.start()
-    b.start()
     try:
-        names = [f"backend-{n}" for n in range(20)]
-        wait_for(lambda: all(a.owns(n) != b.owns(n) for n in names), 15, "a and b to agree")
-        assert 0 < sum(a.owns(n) for n in names) < len(names)
-        b._stopping.set()  # b stops heartbeating without leaving: as if it had died
-        wait_for(lambda: all(a.owns(n) for n in names), 15, "a to own every backend")
+        a.start()
+        b.start()
+        yield a, b
     finally:
         a.stop()
         b.stop()
 
 
 @needs_redis
+def test_members_split_the_backends_and_a_silent_member_loses_its_share(redis_url):
+    names = [f"backend-{n}" for n in range(20)]
+    with two_members(redis_url, 1) as (a, b):
+        wait_for(lambda: all(a.owns(n) != b.owns(n) for n in names), 15, "a and b to agree")
+        assert 0 < sum(a.owns(n) for n in names) < len(names)
+        b._stopping.set()  # b stops heartbeating without leaving: as if it had died
+        wait_for(lambda: all(a.owns(n) for n in names), 15, "a to own every backend")
+
+
+@needs_redis
 def test_a_backend_lock_is_held_by_one_member_at_a_time(redis_url):
-    group = fresh_group()
-    url = with_lease(redis_url, 2)
-    a, b = Coordinator(url, "a", group), Coordinator(url, "b", group)
-    a.start()
-    b.start()
-    try:
+    with two_members(redis_url, 2) as (a, b):
         with a.holding("batch") as taken_by_a:
             with b.holding("batch") as taken_by_b:
                 assert (taken_by_a, taken_by_b) == (True, False)
@@ -166,9 +167,6 @@ def test_a_backend_lock_is_held_by_one_member_at_a_time(redis_url):
                 assert taken_by_b is False
         with b.holding("batch") as taken_by_b:
             assert taken_by_b is True  # released on the way out
-    finally:
-        a.stop()
-        b.stop()
 
 
 # -- three daemons ------------------------------------------------------------------------------
