@@ -18,6 +18,7 @@ from tests.e2e_support import (
     NAMES,
     TAGGED,
     CliResult,
+    edit_config,
     job_id,
     mutating_calls,
     run_cli,
@@ -291,3 +292,13 @@ def test_an_unknown_backend_is_a_usage_error_and_a_bad_config_exits_78(
     bad.write_text("policies: policies/\nbackends: 3\n", encoding="utf-8")
     assert run_cli("explain", "batch", "x", "--config", str(bad)).code == 78
     assert run_cli("explain", "batch").code == 2  # JOB_ID missing
+
+
+def test_a_backend_that_cannot_be_built_exits_1_and_says_so(world: World) -> None:
+    def unset_token(data: dict[str, Any]) -> None:
+        data["backends"]["hpc"]["token_env"] = "REAPER_TEST_NO_SUCH_TOKEN"
+
+    edit_config(world, unset_token)
+    result = explain(world, "hpc", "long-1")
+    assert result.code == 1
+    assert "backend hpc not reachable" in result.err and result.out == ""
