@@ -45,7 +45,7 @@ dry_run: false
 schedule: {every: 1h}
 limits: {max_match_fraction: 1.0}
 backends:
-  mem: {type: sutro, api_key_env: UNUSED_KEY}
+  mem: {type: sutro, api_url: https://sutro.example.com, api_key_env: UNUSED_KEY}
 """
 CAP_OLD = """\
 policies:
@@ -239,7 +239,8 @@ def test_reload_applies_a_new_schedule_and_new_backends(make_rig: Any) -> None:
     rig.daemon.scheduler.start()
     before = rig.daemon.scheduler.next_run_times()["mem"]
     assert before is not None
-    config = CONFIG.replace("every: 1h", "every: 3h") + "  mem2: {type: sutro, api_key_env: K}\n"
+    mem2 = "  mem2: {type: sutro, api_url: https://sutro.example.com, api_key_env: K}\n"
+    config = CONFIG.replace("every: 1h", "every: 3h") + mem2
     (rig.folder / "reaper.yaml").write_text(config, encoding="utf-8")
     assert rig.daemon.reload()
     assert rig.daemon.scheduler.backend_names == ["mem", "mem2"]
