@@ -37,6 +37,9 @@ class FakePolicy:
     order: tuple[str, int]
     dry_run: bool = False
     max_cancels: int | None = None
+    grace: timedelta | None = None
+    require_notice: bool = False
+    window: None = None
 
 
 @dataclass(frozen=True)

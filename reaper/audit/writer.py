@@ -37,6 +37,7 @@ from reaper.audit.reader import (
     filter_records,
     hash_line,
     iter_lines_backward,
+    open_warnings,
     read_audit,
     read_tail,
     read_tail_from,
@@ -57,6 +58,7 @@ __all__ = [
     "SkipCause",
     "VerifyResult",
     "filter_records",
+    "open_warnings",
     "read_audit",
     "read_tail",
     "recently_cancelled",
@@ -80,6 +82,11 @@ class AuditEvent(StrEnum):
     SWEEP_END = "sweep_end"
     RELOAD = "reload"
     RELOAD_FAILED = "reload_failed"
+    # The ladder (docs/audit.md, "Warnings"): a policy with a grace period warns first.
+    WARNED = "warned"  # the job will be cancelled at `due` if it still matches then
+    CLEARED = "cleared"  # a warned job no longer matches: no cancel
+    NOTIFIED = "notified"  # a notice was delivered to a notifier (names the jobs)
+    NOTIFY_FAILED = "notify_failed"  # a notice could not be delivered, after the retries
 
 
 class AuditOutcome(StrEnum):
