@@ -24,9 +24,24 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
     parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--at", metavar="TIME", type=_instant,
+        help="decide as a sweep at this ISO 8601 time would (jobs as listed now): for grace "
+        "periods and windows, e.g. --at 2026-12-24T21:00:00+01:00",
+    )  # fmt: skip
+
+
+def _instant(text: str) -> datetime:
+    from reaper.jobs import parse_instant
+
+    value = parse_instant(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
+    from reaper.commands.run import runtime_clock
     from reaper.engine.runtime import open_backends, sweep_env
     from reaper.engine.sweep import plan_sweep
 
@@ -40,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     opened = open_backends(config, args.backend)
     try:
-        env = sweep_env(config, policies, opened.backends, audit=None)
+        clock = runtime_clock() if args.at is None else (lambda: args.at)
+        env = sweep_env(config, policies, opened.backends, audit=None, clock=clock)
         scans, plan = plan_sweep(env)
     finally:
         opened.close()

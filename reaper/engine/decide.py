@@ -182,6 +182,7 @@ class OpenWarning:
     dry_run: bool = False
     delivered: bool = False
     job_name: str = ""
+    owner: str = ""  # for routing the `cleared` notice to who heard the warning
 
     @property
     def key(self) -> JobKey:

@@ -38,7 +38,16 @@ from reaper.engine.decide import (
     decide,
     is_protected,
 )
+from reaper.engine.notices import (
+    NoticeEvent,
+    NoticeItem,
+    Routing,
+    cleared_item,
+    match_item,
+    route,
+)
 from reaper.engine.scan import Scan, scan_backend
+from reaper.engine.sender import NoticeSender
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import KEEP_UNTIL_TAG, Job, SkipCause, parse_instant
 from reaper.policy.model import Match, PolicySet, evaluate
@@ -77,6 +86,10 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    # Notices (docs/config.md, "Notifiers"): who hears of what, and the thread that sends.
+    # Without a sender nothing is sent; warnings and grace still work, audited only.
+    routing: Routing | None = None
+    sender: NoticeSender | None = None
 
 
 @dataclass
@@ -162,11 +175,61 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     act = _Actor(env, audit, sweep_id, report)
     act.record_skips(plan)
     act.record_ladder(plan)
+    _send_notices(env, sweep_id, _ladder_items(env, plan, now))
     act.run(plan)
+    _send_notices(env, sweep_id, act.outcome_items)
     for backend_report in report.backends.values():
         backend_report.duration_s = monotonic() - started
     _write_sweep_end(audit, report)
     return report
+
+
+NoticeDraft = tuple[NoticeItem, bool]  # an item, and whether it is about a dry run
+
+
+def _ladder_items(env: SweepEnv, plan: Plan[Match], now: datetime) -> list[NoticeDraft]:
+    """The `warned` notices of this sweep (a first warning, or again while `require_notice`
+    waits for a delivery), the `cleared` ones, and the `refused` ones (a guard held a cancel)."""
+    if env.routing is None:
+        return []
+    drafts: list[NoticeDraft] = []
+    for d in plan.decisions:
+        event = _ladder_event(d)
+        if event is not None:
+            item = match_item(
+                event, env.routing, d.match, d.reason, due=d.due, cause=str(d.cause or "")
+            )
+            drafts.extend([(item, d.dry_run)] if item else [])
+    for clearance in plan.cleared:
+        policy = env.policies.by_name(clearance.warning.policy)
+        item = cleared_item(env.routing, policy, clearance)
+        drafts.extend([(item, clearance.warning.dry_run)] if item else [])
+    return drafts
+
+
+def _ladder_event(decision: Decision[Match]) -> NoticeEvent | None:
+    if decision.action is Action.WARN or decision.cause is SkipCause.NOTICE_PENDING:
+        return NoticeEvent.WARNED
+    if decision.cause in (SkipCause.FRACTION_GUARD, SkipCause.LIMIT):
+        return NoticeEvent.REFUSED
+    return None
+
+
+def _send_notices(env: SweepEnv, sweep_id: str, drafts: Sequence[NoticeDraft]) -> None:
+    """Hand this batch to the sender and return at once. Dry-run items are logged, not sent."""
+    if env.routing is None or not drafts:
+        return
+    dry = [item for item, dry_run in drafts if dry_run]
+    if dry:
+        log.info("dry run: %d notice line(s) not sent (%s)", len(dry),
+                 ", ".join(sorted({str(item.event) for item in dry})))  # fmt: skip
+    notices = route([item for item, dry_run in drafts if not dry_run], env.routing, sweep_id)
+    if env.sender is None:
+        for notice in notices:
+            log.info("no notifier thread: %s notice to %s about %d job(s) not sent",
+                     notice.event, notice.notifier.name, len(notice.jobs))  # fmt: skip
+        return
+    env.sender.submit(notices)
 
 
 def _names(env: SweepEnv, names: Sequence[str] | None) -> list[str]:
@@ -226,7 +289,7 @@ def _warnings_of(records: Mapping[JobKey, Mapping[str, Any]]) -> dict[JobKey, Op
         found[key] = OpenWarning(
             backend=key[0], job_id=key[1], policy=str(record.get("policy")), due=due,
             dry_run=bool(record.get("dry_run")), delivered=bool(record.get("delivered")),
-            job_name=str(record.get("job_name") or ""),
+            job_name=str(record.get("job_name") or ""), owner=str(record.get("owner") or ""),
         )  # fmt: skip
     return found
 
@@ -379,6 +442,7 @@ class _Actor:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
+        self.outcome_items: list[NoticeDraft] = []  # `cancelled` / `failed` notice lines
 
     def record_skips(self, plan: Plan[Match]) -> None:
         for decision in plan.decisions:
@@ -392,7 +456,7 @@ class _Actor:
         before any notice about them is sent, like an intent before its cancel)."""
         for decision in plan.warnings():
             self.count(decision.job.backend, "outcomes", "warned")
-            self.write("warned", job_fields(decision))
+            self.write("warned", job_fields(decision) | {"owner": decision.job.owner})
         for clearance in plan.cleared:
             self.count(clearance.warning.backend, "outcomes", "cleared")
             self.write("cleared", clearance_fields(clearance))
@@ -488,6 +552,18 @@ class _Actor:
             ):
                 self.count(decision.job.backend, "outcomes", outcome)
                 self.write("result", fields | {"outcome": outcome, "error": error})
+                self.note_outcome(decision, outcome)
+
+    def note_outcome(self, decision: Decision[Match], outcome: str) -> None:
+        """Queue the `cancelled` or `failed` notice line of a cancel just recorded."""
+        routing = self.env.routing
+        event = {"cancelled": NoticeEvent.CANCELLED, "failed": NoticeEvent.FAILED}.get(outcome)
+        if routing is None or event is None:
+            return
+        item = match_item(event, routing, decision.match, decision.reason, due=decision.due)
+        if item is not None:
+            with self.lock:
+                self.outcome_items.append((item, decision.dry_run))
 
     def skip(self, decision: Decision[Match], cause: str) -> None:
         self.count(decision.job.backend, "skipped", str(cause))
