@@ -58,6 +58,7 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
     from reaper.audit.reconcile import reconcile
     from reaper.audit.writer import AuditLog
     from reaper.engine.pool import BackendPool
+    from reaper.engine.sender import NoticeSender
     from reaper.service.daemon import Daemon, Services
     from reaper.service.metrics import Metrics
     from reaper.service.signals import SignalFlags, Wakeup, handling_signals
@@ -78,7 +79,9 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
         notifier = stack.enter_context(Notifier())
         flags = SignalFlags(wakeup)
         stack.enter_context(handling_signals(flags))
-        daemon = Daemon(loaded, Services(audit, pool, metrics, notifier, wakeup, flags), options)
+        sender = NoticeSender(audit, on_outcome=metrics.record_notice)
+        services = Services(audit, pool, metrics, notifier, wakeup, flags, sender)
+        daemon = Daemon(loaded, services, options)
         code = daemon.run()
         if daemon.abandoned:
             stack.close()

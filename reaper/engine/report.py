@@ -127,7 +127,8 @@ def sweep_summary(result: SweepReport) -> list[str]:
     for name, r in result.backends.items():
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items())) or "nothing done"
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(r.skipped.items()))
-        line = f"{name}: {r.active} active; {outcomes}" + (
+        ladder = "".join(f"; {k} {v}" for k, v in sorted(r.ladder.items()))
+        line = f"{name}: {r.active} active; {outcomes}{ladder}" + (
             f"; skipped: {skipped}" if skipped else ""
         )
         lines.append(line + (f"; ERROR: {r.error}" if r.error else ""))

@@ -101,6 +101,7 @@ class BackendReport:
     matched: Counter[str] = field(default_factory=Counter)  # policy → jobs it decided
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    ladder: Counter[str] = field(default_factory=Counter)  # warned, cleared
     error: str | None = None
     duration_s: float = 0.0
 
@@ -322,7 +323,7 @@ def _backend_report(scan: Scan) -> BackendReport:
 def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
-               "error": r.error}
+               "error": r.error} | ({"ladder": dict(r.ladder)} if r.ladder else {})
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
@@ -455,10 +456,10 @@ class _Actor:
         """`warned` for each job warned this sweep, `cleared` for each warning closed (written
         before any notice about them is sent, like an intent before its cancel)."""
         for decision in plan.warnings():
-            self.count(decision.job.backend, "outcomes", "warned")
+            self.count(decision.job.backend, "ladder", "warned")
             self.write("warned", job_fields(decision) | {"owner": decision.job.owner})
         for clearance in plan.cleared:
-            self.count(clearance.warning.backend, "outcomes", "cleared")
+            self.count(clearance.warning.backend, "ladder", "cleared")
             self.write("cleared", clearance_fields(clearance))
 
     def run(self, plan: Plan[Match]) -> None:
