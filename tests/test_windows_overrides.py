@@ -28,7 +28,9 @@ policies:
     max_runtime: 2h
 {extra}
 """
-NIGHTS = '    window: {days: [mon, tue, wed, thu, fri], hours: "20:00-07:00", timezone: Europe/Berlin}'
+NIGHTS = (
+    '    window: {days: [mon, tue, wed, thu, fri], hours: "20:00-07:00", timezone: Europe/Berlin}'
+)
 
 
 def berlin(*args: int) -> datetime:
@@ -184,7 +186,9 @@ def test_max_runtime_tag_is_capped_by_max_extension_and_audited(
     jobs = tagged(14, **{"reaper:max-runtime": "36h"})
     with world(tmp_path, "", jobs) as w:
         w.config_path.parent.joinpath("policies", "policies.yaml").write_text(
-            CAP.format(extra="    max_extension: 1h").replace("max_runtime: 2h", "max_runtime: 12h"),
+            CAP.format(extra="    max_extension: 1h").replace(
+                "max_runtime: 2h", "max_runtime: 12h"
+            ),
             encoding="utf-8",
         )
         assert run_once(w).code == 0  # 14h > 12h + 1h: cancelled despite asking for 36h
