@@ -19,6 +19,7 @@ from reaper.service.logs import configure_logging
 COMMANDS: dict[str, str] = {
     "validate": "reaper.commands.validate",
     "plan": "reaper.commands.plan",
+    "explain": "reaper.commands.explain",
     "run": "reaper.commands.run",
     "audit": "reaper.commands.audit",
     "schema": "reaper.commands.schema",

@@ -1,5 +1,5 @@
 """Time windows and per-job override tags, through the CLI against the emulators (issue 14):
-`plan --at` decides as a sweep at that time would, `run --once` under a replaced clock acts;
+`plan --now` decides as a sweep at that time would, `run --once` under a replaced clock acts;
 windows across midnight and across both daylight-saving changes of Europe/Berlin; the
 `reaper:keep-until` and `reaper:max-runtime` tags with `max_extension`."""
 
@@ -45,7 +45,7 @@ def world(tmp_path: Path, extra: str, jobs: list[Any] | None = None) -> Any:
 
 
 def plan_at(w: World, at: datetime) -> dict[str, Any]:
-    result = run_cli("plan", "--json", "--at", at.isoformat(), "--config", str(w.config_path))
+    result = run_cli("plan", "--json", "--now", at.isoformat(), "--config", str(w.config_path))
     assert result.code == 0, result.err
     body: dict[str, Any] = json.loads(result.out)
     return body

@@ -1,0 +1,110 @@
+"""One job explained (`reaper explain`, docs/commands.md): every policy of its backend, clause by
+clause (reaper.policy.explain); the guards a sweep applies to a single job; and the decision a
+sweep would take now, made by the sweep's own decision step (reaper.engine.decide) on a listing
+of that one job.
+
+Pure: the job, the policies, the guards, the pause state and the recent cancels come in (the
+command reads them, read-only); plain data comes out. The fraction guard and the limits count
+over a whole listing, so they are reported as the policy's and the config's settings, not
+decided here: only a limit of 0 decides a single job on its own, and `decide` applies it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from reaper.engine.decide import (
+    RECANCEL_WINDOW,
+    Candidate,
+    Decision,
+    Guards,
+    JobKey,
+    LimitHit,
+    Listing,
+    decide,
+)
+from reaper.jobs import Job
+from reaper.policy.durations import format_duration
+from reaper.policy.explain import PolicyExplanation, explain_policy
+from reaper.policy.model import Match, Policy
+from reaper.policy.reasons import render_reason
+from reaper.policy.selectors import Check
+
+
+@dataclass(frozen=True)
+class JobExplanation:
+    """What `reaper explain` shows. `checks` are the per-job guards (protect tag, re-cancel
+    window, pause file); `decision` is None when no policy matches."""
+
+    job: Job
+    now: datetime
+    policies: tuple[PolicyExplanation, ...]
+    guards: Guards
+    checks: tuple[Check, ...]
+    decision: Decision[Match] | None
+    limit_hits: tuple[LimitHit, ...]
+
+
+def explain_job(
+    job: Job,
+    policies: Sequence[Policy],
+    guards: Guards,
+    *,
+    now: datetime,
+    paused: bool,
+    recent: Collection[JobKey],
+    audit_error: str | None = None,
+) -> JobExplanation:
+    """Explain `job` under `policies` (those of its backend, in order) at `now` (aware).
+    `recent` are the jobs the audit log shows cancelled within the re-cancel window;
+    `audit_error` says why it could not be read (then, as in `plan`, none count)."""
+    explained = tuple(explain_policy(policy, job, now) for policy in policies)
+    matches = tuple(e.match for e in explained if e.match is not None)
+    decision, hits = _decide_one(job, matches, guards, now, paused=paused, recent=recent)
+    checks = (
+        protect_check(job, guards.protect_tag),
+        recancel_check(job, recent, audit_error),
+        Check("pause_file", "exists" if paused else "absent", "absent", not paused),
+    )
+    return JobExplanation(job, now, explained, guards, checks, decision, hits)
+
+
+def _decide_one(
+    job: Job,
+    matches: tuple[Match, ...],
+    guards: Guards,
+    now: datetime,
+    *,
+    paused: bool,
+    recent: Collection[JobKey],
+) -> tuple[Decision[Match] | None, tuple[LimitHit, ...]]:
+    """The sweep's decision step on a listing of this one job. The fraction guard is left out:
+    its denominator is the backend's whole listing, which one job cannot stand for."""
+    if not matches:
+        return None, ()
+    candidate = Candidate(job, matches, render_reason(matches[0], now))
+    listing = Listing(job.backend, 1, True, (candidate,))
+    single = replace(guards, max_match_fraction=None)
+    plan = decide([listing], single, paused=paused, recently_cancelled=recent)
+    return plan.decisions[0], plan.limit_hits
+
+
+def protect_check(job: Job, tag: str) -> Check:
+    """The protect tag: its key on the job, whatever the value, means never cancelled."""
+    value = job.tags.get(tag)
+    observed = "absent" if value is None else f"{tag}={value or chr(34) * 2}"
+    return Check("protect_tag", observed, f"no {tag} tag", value is None)
+
+
+def recancel_check(job: Job, recent: Collection[JobKey], audit_error: str | None) -> Check:
+    """The re-cancel window, from the audit log's tail."""
+    window = format_duration(RECANCEL_WINDOW)
+    held = (job.backend, job.id) in recent
+    if audit_error is not None:
+        observed = f"unknown: cannot read the audit log ({audit_error})"
+    elif held:
+        observed = f"cancelled by reaper within the last {window}"
+    else:
+        observed = f"no cancel in the last {window}"
+    return Check("recancel_window", observed, f"no cancel in the last {window}", not held)
