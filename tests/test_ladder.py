@@ -290,3 +290,31 @@ def test_no_notifier_secret_in_logs_audit_plan_json_or_validate(
             assert SECRET not in text
             assert hook.url(secret=SECRET) not in text
         assert hook.attempts >= 1  # the secret URL was used, just never shown
+
+
+# -- explain and plan show the ladder --------------------------------------------------------------
+def test_explain_and_plan_show_the_pending_warning_and_its_due_time(
+    tmp_path: Path, clock: Clock, receivers: tuple[JsonReceiver, Any]
+) -> None:
+    hook, mail = receivers
+    with world_with(tmp_path, notifier_config(hook, mail.url())) as world:
+        config = str(world.config_path)
+        before = json.loads(run_cli("explain", "batch", "batch-long-1", "--json",
+                                    "--config", config).out)  # fmt: skip
+        assert before["decision"]["action"] == "warn"
+        grace = next(c for c in before["guards"] if c["clause"] == "grace")
+        assert grace["observed"].startswith("not warned yet") and not grace["holds"]
+        assert run_once(world).code == 0
+        due = clock.now + GRACE
+        clock.advance(timedelta(hours=1))
+        after = json.loads(run_cli("explain", "batch", "batch-long-1", "--json",
+                                   "--config", config).out)  # fmt: skip
+        assert after["decision"]["cause"] == "grace"
+        assert datetime.fromisoformat(after["decision"]["due"]) == due.replace(
+            microsecond=due.microsecond // 1000 * 1000
+        )  # the audit keeps milliseconds
+        grace = next(c for c in after["guards"] if c["clause"] == "grace")
+        assert grace["observed"] == f"warned, due {format_due(due)}"
+        planned = json.loads(run_cli("plan", "--json", "--config", config).out)
+        assert {d["cause"] for d in planned["decisions"]} == {"grace"}
+        assert {d["due"] for d in planned["decisions"]} == {after["decision"]["due"]}

@@ -205,3 +205,24 @@ def test_max_runtime_tag_changes_nothing_without_max_extension(tmp_path: Path) -
         [decision] = plan_at(w, datetime.now(UTC) + timedelta(minutes=1))["decisions"]
         assert decision["action"] == "cancel"
         assert any("ignored: no max_extension allowed" in f for f in decision["facts"])
+
+
+def test_explain_names_the_override_clause_and_agrees_with_evaluate() -> None:
+    from reaper.jobs import Job, Phase
+    from reaper.policy.explain import explain_policy
+    from reaper.policy.model import PolicySource, compile_policy
+
+    source = PolicySource("p.yaml", "0" * 64, None, 0)
+    policy = compile_policy(
+        {"name": "cap", "max_runtime": "12h", "max_extension": "1d"}, source, {"sutro"}
+    )
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    for hours, matches in ((14, False), (40, True)):
+        job = Job("s", "sutro", "j", "j", "", "RUNNING", Phase.RUNNING,
+                  now - timedelta(hours=hours + 1), now - timedelta(hours=hours),
+                  tags={"reaper:max-runtime": "36h"})  # fmt: skip
+        explained = explain_policy(policy, job, now)
+        assert explained.matches is matches
+        assert explained.clauses_hold is matches
+        [override] = [c for c in explained.clauses if c.name == "override"]
+        assert override.holds is matches

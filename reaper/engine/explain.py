@@ -10,7 +10,7 @@ decided here: only a limit of 0 decides a single job on its own, and `decide` ap
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -22,9 +22,11 @@ from reaper.engine.decide import (
     JobKey,
     LimitHit,
     Listing,
+    OpenWarning,
     decide,
 )
-from reaper.jobs import Job
+from reaper.engine.notices import format_due
+from reaper.jobs import KEEP_UNTIL_TAG, Job, kept_until
 from reaper.policy.durations import format_duration
 from reaper.policy.explain import PolicyExplanation, explain_policy
 from reaper.policy.model import Match, Policy
@@ -55,17 +57,24 @@ def explain_job(
     paused: bool,
     recent: Collection[JobKey],
     audit_error: str | None = None,
+    warnings: Mapping[JobKey, OpenWarning] | None = None,
 ) -> JobExplanation:
     """Explain `job` under `policies` (those of its backend, in order) at `now` (aware).
-    `recent` are the jobs the audit log shows cancelled within the re-cancel window;
-    `audit_error` says why it could not be read (then, as in `plan`, none count)."""
+    `recent` are the jobs the audit log shows cancelled within the re-cancel window and
+    `warnings` the open warnings; `audit_error` says why it could not be read (then, as in
+    `plan`, none count)."""
     explained = tuple(explain_policy(policy, job, now) for policy in policies)
     matches = tuple(e.match for e in explained if e.match is not None)
-    decision, hits = _decide_one(job, matches, guards, now, paused=paused, recent=recent)
+    warning = (warnings or {}).get((job.backend, job.id))
+    decision, hits = _decide_one(
+        job, matches, guards, now, paused=paused, recent=recent, warning=warning
+    )
     checks = (
         protect_check(job, guards.protect_tag),
+        *keep_until_checks(job, now),
         recancel_check(job, recent, audit_error),
         Check("pause_file", "exists" if paused else "absent", "absent", not paused),
+        *ladder_checks(decision, warning, now),
     )
     return JobExplanation(job, now, explained, guards, checks, decision, hits)
 
@@ -78,6 +87,7 @@ def _decide_one(
     *,
     paused: bool,
     recent: Collection[JobKey],
+    warning: OpenWarning | None = None,
 ) -> tuple[Decision[Match] | None, tuple[LimitHit, ...]]:
     """The sweep's decision step on a listing of this one job. The fraction guard is left out:
     its denominator is the backend's whole listing, which one job cannot stand for."""
@@ -86,8 +96,51 @@ def _decide_one(
     candidate = Candidate(job, matches, render_reason(matches[0], now))
     listing = Listing(job.backend, 1, True, (candidate,))
     single = replace(guards, max_match_fraction=None)
-    plan = decide([listing], single, paused=paused, recently_cancelled=recent)
+    warnings = {} if warning is None else {warning.key: warning}
+    plan = decide([listing], single, paused=paused, recently_cancelled=recent, now=now,
+                  warnings=warnings)  # fmt: skip
     return plan.decisions[0], plan.limit_hits
+
+
+def keep_until_checks(job: Job, now: datetime) -> tuple[Check, ...]:
+    """An owner's `reaper:keep-until`: protected while its time is ahead (or unreadable)."""
+    if KEEP_UNTIL_TAG not in job.tags:
+        return ()
+    held = kept_until(job.tags, now)
+    observed = f"{KEEP_UNTIL_TAG}={job.tags[KEEP_UNTIL_TAG]}"
+    return (Check("keep_until", observed, "no keep-until ahead of now", not held),)
+
+
+def ladder_checks(
+    decision: Decision[Match] | None, warning: OpenWarning | None, now: datetime
+) -> tuple[Check, ...]:
+    """The deciding policy's grace period, required notice and window (docs/policies.md,
+    "Grace, notices and windows"), as the open warning in the audit log shows them."""
+    if decision is None:
+        return ()
+    policy, checks = decision.match.policy, []
+    ours = warning if warning is not None and warning.policy == policy.name else None
+    if policy.warns_first:
+        grace = format_duration(policy.grace.total_seconds()) if policy.grace else "0s"
+        if ours is None:
+            observed = f"not warned yet: a sweep now warns, due {format_due(decision.due)}"
+        else:
+            observed = f"warned, due {format_due(ours.due)}" + (
+                " (dry run)" if ours.dry_run else ""
+            )
+        held = ours is None or now < ours.due
+        checks.append(Check("grace", observed, f"warned {grace} before, due by now", not held))
+    if policy.require_notice:
+        delivered = ours is not None and ours.delivered
+        observed = "a warned notice was delivered" if delivered else "no warned notice delivered"
+        checks.append(Check("require_notice", observed, "a delivered warned notice", delivered))
+    if policy.window is not None:
+        inside = policy.window.contains(now)
+        observed = (
+            "open now" if inside else f"closed; opens {format_due(policy.window.next_opening(now))}"
+        )
+        checks.append(Check("window", observed, policy.window.text, inside))
+    return tuple(checks)
 
 
 def protect_check(job: Job, tag: str) -> Check:
