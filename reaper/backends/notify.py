@@ -51,15 +51,18 @@ def read_url(name: str, source: str, ref: str, environ: Mapping[str, str]) -> st
 
 def register_url(url: str) -> None:
     """Mask the URL, and each part of it that may be a credential, in every log line: the
-    password, path segments and query values (tokens of Slack, Discord, ntfy... live there).
-    Parts holding a `{placeholder}` are left out: their rendered form is registered per job."""
+    password, a "host" without a dot (Slack's `slack://TokenA/...` puts a token there; a real
+    host name has dots and stays readable), path segments and query values (tokens of Discord,
+    ntfy, webhooks... live there). Parts holding a `{placeholder}` are left out: they are job
+    fields, not secrets."""
     register_secret(url)
     try:
         parts = urlsplit(url)
-        password = parts.password
+        host = parts.hostname or ""
+        fixed = [parts.password or "", "" if "." in host else host]
     except ValueError:
         return
-    pieces = [password or "", *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
+    pieces = [*fixed, *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
     for piece in pieces:
         if len(piece) >= MIN_SECRET_CHARS and "{" not in piece:
             register_secret(piece)
