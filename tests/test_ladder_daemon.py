@@ -99,3 +99,15 @@ def test_a_restart_between_warning_and_due_keeps_the_due_time(tmp_path: Path) ->
     [result] = events(audit_path, "result")
     assert result["outcome"] == "cancelled"
     assert datetime.fromisoformat(result["due"]) == T0 + GRACE
+
+
+def test_a_rotation_between_warning_and_due_keeps_the_due_time(tmp_path: Path) -> None:
+    write_files(tmp_path)
+    backend = MemoryBackend("mem", "sutro", [job("old-1", 13)])
+    audit_path = tmp_path / "audit.jsonl"
+    sweep_once(tmp_path, backend, T0)
+    audit_path.rename(tmp_path / "audit.jsonl.1")  # logrotate's rename
+    sweep_once(tmp_path, backend, T0 + timedelta(hours=1))
+    assert events(audit_path, "warned") == []  # not warned again after the rotation
+    [held] = events(audit_path, "skipped", cause="grace")
+    assert datetime.fromisoformat(held["due"]) == T0 + GRACE

@@ -163,6 +163,16 @@ def read_tail(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> list
         return read_tail_from(file, since, block_size)
 
 
+ROTATED_SUFFIX = ".1"  # logrotate's name for the file just rotated away (docs/audit.md)
+
+
+def read_tail_with_rotated(path: Path, since: datetime) -> list[Record]:
+    """`read_tail` of the file rotated away last (`PATH.1`) and then of `path`: state that must
+    outlive a rotation (open warnings) is found in either. Raises OSError."""
+    rotated = path.with_name(path.name + ROTATED_SUFFIX)
+    return read_tail(rotated, since) + read_tail(path, since)
+
+
 def read_tail_from(file: BinaryIO, since: datetime, block_size: int = BLOCK_SIZE) -> list[Record]:
     """Records with `ts` >= `since`, in file order, reading backwards from the end only until the
     first older record. Fragments are skipped. Assumes `ts` never decreases along the file (the

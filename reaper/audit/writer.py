@@ -41,6 +41,7 @@ from reaper.audit.reader import (
     read_audit,
     read_tail,
     read_tail_from,
+    read_tail_with_rotated,
     recently_cancelled,
     unresolved_intents,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "open_warnings",
     "read_audit",
     "read_tail",
+    "read_tail_with_rotated",
     "recently_cancelled",
     "unconfirmed_outcome",
     "unresolved_intents",

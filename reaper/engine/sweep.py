@@ -23,6 +23,7 @@ from reaper.audit.writer import (
     AuditWriteError,
     open_warnings,
     read_tail,
+    read_tail_with_rotated,
     recently_cancelled,
 )
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
@@ -268,10 +269,11 @@ def warning_lookback(policies: PolicySet) -> timedelta | None:
 
 def read_audit_state(audit_path: Path, now: datetime, policies: PolicySet) -> AuditState:
     """The recent cancels and the open warnings, from one backward read of the log's tail
-    (bounded by `warning_lookback`); nothing if the log does not exist yet. Raises OSError."""
+    (bounded by `warning_lookback`; with a ladder, the file rotated away last too, so that a
+    rotation forgets no warning); nothing if the log does not exist yet. Raises OSError."""
     lookback = warning_lookback(policies)
     since = now - max(RECANCEL_WINDOW, lookback or timedelta(0))
-    records = read_tail(audit_path, since)
+    records = (read_tail if lookback is None else read_tail_with_rotated)(audit_path, since)
     recent = frozenset(recently_cancelled(records, now))
     if lookback is None:
         return AuditState(recent)
