@@ -226,3 +226,13 @@ def test_explain_names_the_override_clause_and_agrees_with_evaluate() -> None:
         assert explained.clauses_hold is matches
         [override] = [c for c in explained.clauses if c.name == "override"]
         assert override.holds is matches
+
+
+def test_the_longest_wait_of_a_weeknight_window_is_the_weekend() -> None:
+    window = compile_window(
+        {"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "20:00-07:00",
+         "timezone": "Europe/Berlin"}, [],
+    )  # fmt: skip
+    assert window is not None
+    # Saturday 07:00 to Monday 20:00, and an hour of margin for a daylight-saving change.
+    assert window.longest_wait() == timedelta(hours=61 + 1)

@@ -61,12 +61,12 @@ DEFAULT_CONCURRENCY = 8
 # Workers per cancel slot: besides the jobs in a cancel call, others are being re-read or wait
 # on the audit log (one file, one record at a time), and the cancel lane must not run dry.
 WORKERS_PER_SLOT = 3
-# How far back a sweep looks for open warnings, beyond the longest grace period: a window
-# can hold a due cancel for up to a week, and a required notice for as long as delivery fails.
-# A warning older than that is forgotten and the job is warned again, with a new due time: the
-# safe side, since forgetting can only delay a cancel, never bring one forward.
-WARNING_WINDOW_SLACK = timedelta(days=8)
-WARNING_MARGIN = timedelta(days=1)
+# How far back a sweep looks for open warnings: the longest grace period, plus the longest a
+# window keeps a due cancel waiting, plus this margin (sweeps are minutes apart; a required
+# notice may fail for longer). A warning older than that is forgotten and the job is warned
+# again, with a new due time: the safe side, since forgetting can only delay a cancel, never
+# bring one forward.
+WARNING_MARGIN = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     act = _Actor(env, audit, sweep_id, report)
     act.record_skips(plan)
     act.record_ladder(plan)
-    _send_notices(env, sweep_id, _ladder_items(env, plan, now))
+    _send_notices(env, sweep_id, _ladder_items(env, plan))
     act.run(plan)
     _send_notices(env, sweep_id, act.outcome_items)
     for backend_report in report.backends.values():
@@ -189,7 +189,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
 NoticeDraft = tuple[NoticeItem, bool]  # an item, and whether it is about a dry run
 
 
-def _ladder_items(env: SweepEnv, plan: Plan[Match], now: datetime) -> list[NoticeDraft]:
+def _ladder_items(env: SweepEnv, plan: Plan[Match]) -> list[NoticeDraft]:
     """The `warned` notices of this sweep (a first warning, or again while `require_notice`
     waits for a delivery), the `cleared` ones, and the `refused` ones (a guard held a cancel)."""
     if env.routing is None:
@@ -257,14 +257,15 @@ class AuditState:
 
 
 def warning_lookback(policies: PolicySet) -> timedelta | None:
-    """How far back open warnings are read (see WARNING_WINDOW_SLACK); None when no policy
-    warns first, so a sweep without a ladder reads only the re-cancel window."""
+    """How far back open warnings are read (see WARNING_MARGIN); None when no policy warns
+    first, so a sweep without a ladder reads only the re-cancel window."""
     ladder = [p for p in policies if p.warns_first]
     if not ladder:
         return None
-    grace = max(p.grace or timedelta(0) for p in ladder)
-    slack = WARNING_WINDOW_SLACK if any(p.window is not None for p in ladder) else timedelta(0)
-    return grace + slack + WARNING_MARGIN
+    return WARNING_MARGIN + max(
+        (p.grace or timedelta(0)) + (p.window.longest_wait() if p.window else timedelta(0))
+        for p in ladder
+    )
 
 
 def read_audit_state(audit_path: Path, now: datetime, policies: PolicySet) -> AuditState:

@@ -55,6 +55,14 @@ class Window:
                 return max(at, start)
         raise ValueError(f"window {self.text} never opens")  # days is never empty
 
+    def longest_wait(self) -> timedelta:
+        """The longest a due time can wait for an opening: the longest closed stretch, from
+        the end of an opening to the start of the next (measured over two weeks from a fixed
+        Monday, so a daylight-saving hour may be off; a bound, not an exact figure)."""
+        monday = datetime(2024, 1, 1, tzinfo=self.zone).astimezone(UTC)
+        ends = [end for _, end in self._openings_around(monday, days_ahead=7)]
+        return max(self.next_opening(end) - end for end in ends) + timedelta(hours=1)
+
     def _openings_around(
         self, moment: datetime, days_ahead: int = 0
     ) -> Iterator[tuple[datetime, datetime]]:
