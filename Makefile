@@ -50,7 +50,7 @@ test-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/pip install --quiet --upgrade pip
-	$(LATEST_VENV)/bin/pip install --quiet --upgrade -e '.[test,dev]'
+	$(LATEST_VENV)/bin/pip install --quiet --upgrade -e '.[test,dev,notify]'
 	$(LATEST_VENV)/bin/pip freeze --exclude-editable > $(LATEST_VENV)/freeze.txt
 	$(LATEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
