@@ -23,6 +23,7 @@ from tests.e2e_support import (
     run_cli,
     run_once,
     running,
+    standard_jobs,
     standard_world,
 )
 
@@ -199,6 +200,29 @@ def test_explain_makes_no_mutating_call_and_writes_no_audit_record(tmp_path: Pat
         guards = {g["clause"]: g for g in body["guards"]}
         assert guards["recancel_window"]["holds"] is False
         assert body["decision"]["cause"] == "recently_cancelled"
+
+
+def test_explain_agrees_with_plan_on_every_job(tmp_path: Path) -> None:
+    """The standard mix (matches, exclusions, protected, terminal, untouched): at one `--now`,
+    explain's decision for each job is the plan's, reason included."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    with standard_world(tmp_path) as world:
+        config = ("--config", str(world.config_path), "--now", at)
+        plan = run_cli("plan", "--json", *config)
+        assert plan.code == 0, plan.err
+        planned = {
+            (d["backend"], d["job_id"]): [d["action"], d["policy"], d["cause"], d["reason"],
+                                          d["also_matched"]]
+            for d in json.loads(plan.out)["decisions"]
+        }  # fmt: skip
+        assert len(planned) == 3 * 3 + 2  # TO_CANCEL on every backend, PROTECTED on two
+        for backend in NAMES:
+            for spec in standard_jobs(backend, 0):
+                key = (backend, job_id(backend, spec.name))
+                body = explain_json(world, backend, spec.name, "--now", at)
+                d = body["decision"]
+                shown = [d["action"], d["policy"], d["cause"], d["reason"], d["also_matched"]]
+                assert shown == planned.get(key, ["none", None, None, None, []]), key
 
 
 def test_now_evaluates_as_if_at_that_time(world: World) -> None:

@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.engine.explain import explain_job
+    from reaper.engine.explain import SweepState, explain_job
     from reaper.engine.runtime import guards_from, utc_now
 
     config, policies = load(args)
@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if job is None:
         print(f"reaper explain: {error}", file=sys.stderr)
         return ExitCode.FAILED
-    state, audit_error = read_state(config.audit_log, now, policies)
-    explanation = explain_job(
-        job, policies.for_backend(args.backend), guards_from(config), now=now,
-        paused=config.pause_file is not None and config.pause_file.exists(),
-        recent=state.recent_cancels, audit_error=audit_error, warnings=state.warnings,
-    )  # fmt: skip
+    audit, audit_error = read_state(config.audit_log, now, policies)
+    paused = config.pause_file is not None and config.pause_file.exists()
+    state = SweepState(
+        guards_from(config), paused, audit.recent_cancels, audit_error, audit.warnings
+    )
+    explanation = explain_job(job, policies.for_backend(args.backend), state, now)
     if args.json:
         json.dump(explanation_json(explanation), sys.stdout, indent=2, default=str)
         print()
