@@ -29,6 +29,7 @@ from reaper.policy.model import (
     compile_policy,
 )
 from reaper.policy.schema import check_schema, load_schema
+from reaper.policy.shard import Shard
 from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, YamlDocument, load_yaml_file
 
 CONFIG_ENV = "REAPER_CONFIG"
@@ -92,6 +93,19 @@ class NoticeDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class Coordination:
+    """`coordination:` (docs/scale.md): a tooz back-end URL given as exactly one of `url`,
+    `url_env` (a variable holding it) or `url_file` (a file holding it), this instance's
+    `member` name (None: the host name) and the tooz `group` the instances join."""
+
+    url: str | None = None
+    url_env: str | None = None
+    url_file: Path | None = None
+    member: str | None = None
+    group: str = "reaper"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A validated `reaper.yaml`; relative paths are resolved against its folder."""
 
@@ -109,6 +123,17 @@ class Config:
     backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
     notifiers: Mapping[str, NotifierConfig] = field(default_factory=lambda: MappingProxyType({}))
     notice_defaults: NoticeDefaults = field(default_factory=NoticeDefaults)
+    shard: Shard | None = None
+    coordination: Coordination | None = None
+
+    @property
+    def swept_backends(self) -> Mapping[str, BackendConfig]:
+        """The backends this instance sweeps: all of them, or those its shard owns. Policies
+        are still checked against every configured backend (docs/scale.md)."""
+        if self.shard is None:
+            return self.backends
+        owned = self.shard.select(self.backends)
+        return MappingProxyType({name: self.backends[name] for name in owned})
 
 
 def find_config_path(arg: str | None, env: Mapping[str, str], cwd: Path | None = None) -> Path:
@@ -228,6 +253,16 @@ def check_config_semantics(
     listen = (data.get("metrics") or {}).get("listen") if intact("metrics") else None
     if listen and not 0 < int(listen.rsplit(":", 1)[1]) <= 65535:
         problems.append(Problem(("metrics", "listen"), f"port out of range in {listen!r}"))
+    shard = data.get("shard") if intact("shard") else None
+    if shard and shard["index"] >= shard["count"]:
+        message = f"index must be below count ({shard['count']})"
+        problems.append(Problem(("shard", "index"), message))
+    coordination = data.get("coordination") if intact("coordination") else None
+    if coordination is not None:
+        given = [k for k in ("url", "url_env", "url_file") if k in coordination]
+        if len(given) != 1:
+            message = "give exactly one of url, url_env and url_file"
+            problems.append(Problem(("coordination",), message))
     backends = data.get("backends") if ("backends",) not in broken else None
     for name, section in (backends or {}).items():
         if intact("backends", name):
@@ -327,6 +362,7 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
     base = path.parent
     limits = data.get("limits") or {}
     metrics = data.get("metrics") or {}
+    shard = data.get("shard")
     return Config(
         path=path,
         policies_path=_resolve(base, data["policies"]),
@@ -352,6 +388,8 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
             }
         ),
         notice_defaults=_build_notice_defaults(data.get("notify_defaults") or {}),
+        shard=Shard(int(shard["index"]), int(shard["count"])) if shard else None,
+        coordination=_build_coordination(base, data.get("coordination")),
     )
 
 
@@ -371,6 +409,18 @@ def _build_notice_defaults(section: Mapping[str, Any]) -> NoticeDefaults:
     return NoticeDefaults(
         notify=tuple(section.get("notify", ())),
         notify_on=tuple(section.get("notify_on", DEFAULT_NOTICE_EVENTS)),
+    )
+
+
+def _build_coordination(base: Path, section: Mapping[str, Any] | None) -> Coordination | None:
+    if section is None:
+        return None
+    return Coordination(
+        url=section.get("url"),
+        url_env=section.get("url_env"),
+        url_file=_resolve_optional(base, section.get("url_file")),
+        member=section.get("member"),
+        group=str(section.get("group", "reaper")),
     )
 
 
