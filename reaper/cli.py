@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reaper import __version__
-from reaper.errors import ConfigError, ExitCode, ReaperError
+from reaper.errors import ConfigError, ExitCode, ReaperError, TemporaryError
 from reaper.service.logs import configure_logging
 
 # Command name → module. Add a line here for a new command.
@@ -64,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"reaper: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; reaper's own errors become their exit codes."""
     try:
         return int(_command_module(args.command).run(args))
     except ConfigError as exc:
@@ -72,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.CONFIG
     except ReaperError as exc:  # e.g. the audit log cannot be opened: nothing was done
         print(f"reaper: {exc}", file=sys.stderr)
-        return ExitCode.FAILED
+        # Another reaper holds the audit log: EX_TEMPFAIL, try again later.
+        return ExitCode.TEMPFAIL if isinstance(exc, TemporaryError) else ExitCode.FAILED
     except KeyboardInterrupt:
         return 130
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,3 +27,26 @@ def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     from reaper.policy.config import find_config_path, load_all
 
     return load_all(find_config_path(args.config, os.environ, Path.cwd()))
+
+
+def add_lock_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-wait",
+        default="0",
+        metavar="DURATION",
+        help="how long to wait for another reaper writing the same audit log to finish before "
+        "giving up with exit 75 (default: 0, do not wait)",
+    )
+
+
+def lock_wait_s(args: argparse.Namespace) -> float | None:
+    """--lock-wait in seconds, or None (after printing why) when it is not a duration."""
+    from reaper.policy.durations import DurationError, parse_duration
+
+    if args.lock_wait.strip() in ("0", "0s"):  # parse_duration refuses zero, which means "no wait"
+        return 0.0
+    try:
+        return parse_duration(args.lock_wait).total_seconds()
+    except DurationError as exc:
+        print(f"reaper {args.command}: --lock-wait: {exc}", file=sys.stderr)
+        return None

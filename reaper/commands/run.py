@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, load
+from reaper.commands.common import add_config_option, add_lock_wait_option, load, lock_wait_s
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
     from reaper.engine.sweep import SweepReport
+    from reaper.policy.config import Config
+    from reaper.policy.model import PolicySet
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ def add_parser(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="cancel nothing, whatever the config says"
     )
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
+    add_lock_wait_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,28 +37,23 @@ def run(args: argparse.Namespace) -> int:
             "reaper run: give --once (or use `reaper daemon` for scheduled sweeps)", file=sys.stderr
         )
         return ExitCode.USAGE
-    from reaper.audit.reconcile import reconcile
-    from reaper.audit.writer import AuditLog
+    from reaper.audit.lock import AuditLock
     from reaper.engine.report import sweep_summary
-    from reaper.engine.runtime import open_backends, sweep_env
-    from reaper.engine.sweep import run_sweep
 
+    wait_s = lock_wait_s(args)
+    if wait_s is None:
+        return ExitCode.USAGE
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
     if unknown:  # a misspelt --backend must not sweep nothing and exit 0
         print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return ExitCode.USAGE
-    opened = open_backends(config, args.backend)
+    lock = AuditLock(config.audit_log)
+    lock.acquire(wait_s)  # AuditLockedError: cli.main prints it and exits 75
     try:
-        with AuditLog(config.audit_log) as audit:
-            reconcile(audit, opened.backends)
-            env = sweep_env(
-                config, policies, opened.backends, audit,
-                force_dry_run=args.dry_run, unreachable=opened.errors,
-            )  # fmt: skip
-            result = run_sweep(env)
+        result = _sweep_locked(args, config, policies)
     finally:
-        opened.close()
+        lock.release()
     if config.metrics_textfile is not None:
         write_metrics(config.metrics_textfile, len(policies), result, {})
     if notice := _dry_run_notice(args.dry_run, config.dry_run):
@@ -63,6 +61,25 @@ def run(args: argparse.Namespace) -> int:
     for line in sweep_summary(result):
         print(line)
     return result.exit_code
+
+
+def _sweep_locked(args: argparse.Namespace, config: Config, policies: PolicySet) -> SweepReport:
+    """Reconcile and sweep, with the audit log's lock held by the caller."""
+    from reaper.audit.reconcile import reconcile
+    from reaper.engine.runtime import open_audit, open_backends, sweep_env
+    from reaper.engine.sweep import run_sweep
+
+    opened = open_backends(config, args.backend)
+    try:
+        with open_audit(config) as audit:
+            reconcile(audit, opened.backends)
+            env = sweep_env(
+                config, policies, opened.backends, audit,
+                force_dry_run=args.dry_run, unreachable=opened.errors,
+            )  # fmt: skip
+            return run_sweep(env)
+    finally:
+        opened.close()
 
 
 def write_metrics(

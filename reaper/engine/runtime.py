@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from reaper.audit.seal import load_key
 from reaper.audit.writer import AuditLog
 from reaper.backends import create_backend
 from reaper.backends.base import Backend
@@ -21,6 +22,13 @@ log = logging.getLogger(__name__)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def open_audit(config: Config) -> AuditLog:
+    """The config's audit log, keyed with `audit_key_file` when there is one. Raises
+    AuditKeyError (the key cannot be read) or AuditWriteError (the log cannot be opened)."""
+    key = None if config.audit_key_file is None else load_key(config.audit_key_file)
+    return AuditLog(config.audit_log, key=key)
 
 
 def guards_from(config: Config, *, force_dry_run: bool = False) -> Guards:

@@ -142,6 +142,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     for backend_report in report.backends.values():
         backend_report.duration_s = monotonic() - started
     _write_sweep_end(audit, report)
+    _write_head(audit)
     return report
 
 
@@ -198,6 +199,15 @@ def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     except AuditWriteError as exc:
         report.audit_error = report.audit_error or str(exc)
         log.error("could not write sweep_end: %s", exc)
+
+
+def _write_head(audit: AuditLog) -> None:
+    """The head file names the newest record after every sweep (docs/audit.md); failing to
+    replace it is logged: the records themselves are written."""
+    try:
+        audit.write_head()
+    except AuditWriteError as exc:
+        log.error("could not write the audit head file: %s", exc)
 
 
 def job_fields(decision: Decision[Match]) -> dict[str, Any]:

@@ -56,6 +56,10 @@ class Schedule:
     jitter: timedelta = timedelta(0)
 
 
+# A cancelled job still active this long after reaper's cancel is `stuck` (docs/audit.md).
+DEFAULT_CONFIRM_WITHIN = timedelta(minutes=30)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A validated `reaper.yaml`; relative paths are resolved against its folder."""
@@ -63,9 +67,11 @@ class Config:
     path: Path
     policies_path: Path
     audit_log: Path
+    audit_key_file: Path | None = None
     schedule: Schedule = field(default_factory=Schedule)
     max_cancels_per_sweep: int = 100
     max_match_fraction: float = 0.5
+    confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
     protect_tag: str = "reaper:keep"
     pause_file: Path | None = None
     dry_run: bool = True  # absent = true: nothing is cancelled until the config says so
@@ -181,6 +187,9 @@ def check_config_semantics(
     problems = []
     if intact("schedule"):
         problems.extend(_check_schedule(data.get("schedule") or {}))
+    confirm = (data.get("limits") or {}).get("confirm_within") if intact("limits") else None
+    if confirm is not None:
+        problems.extend(_check_duration(("limits", "confirm_within"), confirm))
     listen = (data.get("metrics") or {}).get("listen") if intact("metrics") else None
     if listen and not 0 < int(listen.rsplit(":", 1)[1]) <= 65535:
         problems.append(Problem(("metrics", "listen"), f"port out of range in {listen!r}"))
@@ -250,9 +259,11 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
         path=path,
         policies_path=_resolve(base, data["policies"]),
         audit_log=_resolve(base, data["audit_log"]),
+        audit_key_file=_resolve_optional(base, data.get("audit_key_file")),
         schedule=_build_schedule(data.get("schedule") or {}),
         max_cancels_per_sweep=int(limits.get("max_cancels_per_sweep", 100)),
         max_match_fraction=float(limits.get("max_match_fraction", 0.5)),
+        confirm_within=_confirm_within(limits),
         protect_tag=str(data.get("protect_tag", "reaper:keep")),
         pause_file=_resolve_optional(base, data.get("pause_file")),
         dry_run=bool(data.get("dry_run", True)),
@@ -265,6 +276,11 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
             }
         ),
     )
+
+
+def _confirm_within(limits: Mapping[str, Any]) -> timedelta:
+    text = limits.get("confirm_within")
+    return DEFAULT_CONFIRM_WITHIN if text is None else parse_duration(text)
 
 
 def _build_schedule(schedule: Mapping[str, Any]) -> Schedule:
