@@ -19,7 +19,7 @@ from reaper.audit.verify import verify_audit
 from reaper.emulators.base import JobSpec, Request, Response
 from reaper.emulators.world import World
 from tests.crash_support import MUTATING, job_ids_of
-from tests.e2e_support import NAMES, running, run_once, same_knobs, standard_world
+from tests.e2e_support import NAMES, run_once, running, same_knobs, standard_world
 
 DOOMED = 20  # per backend
 HEALTHY = 25  # keeps the doomed under the fraction guard
