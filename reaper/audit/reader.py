@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 GENESIS = "0" * 64
 BLOCK_SIZE = 64 * 1024
 RECENT_CANCEL_WINDOW = timedelta(minutes=10)
+MAX_ROTATED = 100  # rotated files read for the re-cancel window, at most (logrotate `rotate N`)
 
 Record = dict[str, Any]
 
@@ -167,16 +168,54 @@ def read_tail_from(file: BinaryIO, since: datetime, block_size: int = BLOCK_SIZE
     """Records with `ts` >= `since`, in file order, reading backwards from the end only until the
     first older record. Fragments are skipped. Assumes `ts` never decreases along the file (the
     writer stamps records under its lock); a clock stepped back may hide a few records."""
+    return _tail(file, since, block_size)[0]
+
+
+def _tail(file: BinaryIO, since: datetime, block_size: int) -> tuple[list[Record], bool]:
+    """`read_tail_from`, and whether an older record was found (False: the whole file is newer
+    than `since`, so older files may hold more of the window)."""
     found: list[Record] = []
+    older = False
     for raw, _ in iter_lines_backward(file, block_size):
         record = decode_line(raw)
         when = parse_record_time(record) if record is not None else None
         if record is None or when is None:
             continue
         if when < since:
+            older = True
             break
         found.append(record)
     found.reverse()
+    return found, older
+
+
+def rotated_files(path: Path) -> Iterator[Path]:
+    """`path`, then `path.1`, `path.2`, … as logrotate names them (newest first), as long as
+    they exist (`path` itself may be missing just after a rotation). At most MAX_ROTATED."""
+    yield path
+    for number in range(1, MAX_ROTATED + 1):
+        older = path.with_name(f"{path.name}.{number}")
+        if not older.exists():
+            return
+        yield older
+
+
+def read_recent(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> list[Record]:
+    """Records with `ts` >= `since` from the log at `path` and, when the window reaches back past
+    its first record, from its rotated files (`rotated_files`), in time order. Reads backwards
+    and stops at the first record older than `since`, so the cost is bounded by the window, not
+    by the files. Compressed rotated files (`.gz`) are not read. Raises OSError."""
+    found: list[Record] = []
+    for file in rotated_files(path):
+        try:
+            handle = file.open("rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            records, older = _tail(handle, since, block_size)
+        found[:0] = records
+        if older:
+            break
     return found
 
 

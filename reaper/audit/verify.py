@@ -3,7 +3,8 @@
 What the chain proves, and what it cannot: altering, inserting or deleting any record except the
 newest breaks a link and is found here, named by line. The newest records are protected by the
 head file and the key (reaper/audit/seal.py, docs/audit.md "The head and the key"), checked here
-when given; `VerifyResult.head` (the sha256 of the last record) is printed as well. Fragments are accepted exactly as `reaper/audit_read.py`
+when given; `VerifyResult.head` (the sha256 of the last record) is printed as well. Fragments
+are accepted exactly as `reaper/audit_read.py`
 describes (a torn write that the next record skips, or a torn end of file) and reported.
 
 Rotation: the first record of the first file given may continue a chain from an older file that

@@ -18,7 +18,7 @@ from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
-from reaper.audit.writer import AuditLog, AuditWriteError, read_tail, recently_cancelled
+from reaper.audit.writer import AuditLog, AuditWriteError, read_recent, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
 from reaper.engine.scan import Scan, scan_backend
@@ -155,9 +155,10 @@ def _paused(env: SweepEnv) -> bool:
 
 
 def read_recent_cancels(audit_path: Path, now: datetime) -> set[tuple[str, str]]:
-    """(backend, job id) of the jobs the audit log shows cancelled within RECANCEL_WINDOW;
-    none if the log does not exist yet. Raises OSError if it cannot be read."""
-    return recently_cancelled(read_tail(audit_path, now - RECANCEL_WINDOW), now)
+    """(backend, job id) of the jobs the audit log (and its rotated files) shows cancelled
+    within RECANCEL_WINDOW; none if the log does not exist yet. Raises OSError if it cannot be
+    read."""
+    return recently_cancelled(read_recent(audit_path, now - RECANCEL_WINDOW), now)
 
 
 def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str]]:

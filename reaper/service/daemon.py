@@ -39,6 +39,7 @@ from reaper.service.reload import (
     Loaded,
     ReloadPlan,
     plan_reload,
+    refusal_diagnostics,
     reload_failed_fields,
     reload_fields,
 )
@@ -184,7 +185,10 @@ class Daemon:
     def _try_reload(self, path: Path) -> list[Diagnostic]:
         """Load, validate and apply; returns what stopped it (nothing: the new set is active)."""
         try:
-            self._apply(plan_reload(self._loaded, Loaded(*self._load(path))))
+            plan = plan_reload(self._loaded, Loaded(*self._load(path)))
+            if plan.refused:
+                return refusal_diagnostics(path, plan)
+            self._apply(plan)
         except ConfigError as exc:
             return exc.diagnostics
         except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
