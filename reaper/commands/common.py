@@ -22,9 +22,13 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
-    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies.
-    Raises ConfigError (cli.main prints it and exits 78)."""
+    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies. The
+    commands that call this go on to load credentials, so core dumps are forbidden first
+    (`reaper.redact.forbid_core_dumps`). Raises ConfigError (cli.main prints it and exits 78)."""
     from reaper.policy.config import find_config_path, load_all
+    from reaper.redact import forbid_core_dumps
+
+    forbid_core_dumps()
 
     return load_all(find_config_path(args.config, os.environ, Path.cwd()))
 

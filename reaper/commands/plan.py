@@ -16,6 +16,7 @@ from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
 from reaper.errors import ExitCode
 from reaper.policy.model import Match
+from reaper.redact import redact
 
 
 def add_parser(subparsers: Any) -> None:
@@ -50,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
         body = report.plan_json(scans, plan, now)
         body["decisions"] = [report.decision_json(d, now) for d in decisions]
         body["backend_errors"] = opened.errors
-        json.dump(body, sys.stdout, indent=2, default=str)
-        print()
+        print(redact(json.dumps(body, indent=2, default=str)))
     else:
         _print_human(scans, plan, decisions, opened.errors, now)
     failed = opened.errors or any(s.error for s in scans)
@@ -70,9 +70,10 @@ def _print_human(
     now: datetime,
 ) -> None:
     table = report.format_table([report.decision_row(d, now) for d in decisions])
-    print(table or "no job matches any policy")
+    # Output a person keeps (a terminal, a CI log) is masked as log lines are.
+    print(redact(table or "no job matches any policy"))
     print()
     for name, error in errors.items():
-        print(f"{name}: not reachable: {error}")
+        print(redact(f"{name}: not reachable: {error}"))
     for line in report.plan_summary(scans, plan):
-        print(line)
+        print(redact(line))

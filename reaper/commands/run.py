@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from reaper.commands.common import add_config_option, add_lock_wait_option, load, lock_wait_s
 from reaper.errors import ExitCode
+from reaper.redact import redact
 
 if TYPE_CHECKING:
     from reaper.engine.sweep import SweepReport
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if notice := _dry_run_notice(args.dry_run, config.dry_run):
         print(notice)
     for line in sweep_summary(result):
-        print(line)
+        print(redact(line))  # output a person keeps is masked as log lines are
     return result.exit_code
 
 
