@@ -10,6 +10,7 @@ and exception text."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import resource
@@ -169,17 +170,13 @@ def forbid_core_dumps() -> None:
     no core holding a token (docs/systemd.md). Best effort: where a sandbox refuses the calls
     (systemd's `SystemCallFilter=~@resources` forbids setrlimit; the units set `LimitCORE=0`
     instead) the process carries on."""
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
     if sys.platform.startswith("linux"):
         import ctypes  # here: only the commands that load credentials need it
 
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
 
 
 def is_dumpable() -> bool | None:

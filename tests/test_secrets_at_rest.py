@@ -62,8 +62,10 @@ def test_a_command_that_loads_credentials_makes_the_process_non_dumpable(tmp_pat
 
 def test_audit_records_are_redacted_as_log_lines_are(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    echoed = ("InvalidSignature: the request signed with aws_secret_access_key=wJalrXUtnFEMI/K7MDENG"
-              " by AKIAIOSFODNN7EXAMPLE was refused")  # fmt: skip
+    echoed = (
+        "InvalidSignature: the request signed with aws_secret_access_key=wJalrXUtnFEMI/K7MDENG"
+        " by AKIAIOSFODNN7EXAMPLE was refused"
+    )
     with AuditLog(path, host="h") as log:
         record = log.append("result", error=echoed, facts=["Authorization: Bearer abc.def.ghi-jkl"])
     text = path.read_text()
