@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from time import monotonic
@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from reaper.audit.writer import AuditLog, AuditWriteError, read_recent, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
+from reaper.engine.budget import CancelBudget
 from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
 from reaper.engine.scan import Scan, scan_backend
 from reaper.errors import BackendError, ExitCode
@@ -54,6 +55,9 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    # The daemon's shared per-period cap over every backend's sweep (reaper/engine/budget.py);
+    # None in `run --once`, whose one sweep covers every backend.
+    budget: CancelBudget | None = None
 
 
 @dataclass
@@ -176,7 +180,18 @@ def _decide(
     env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]]
 ) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
-    return decide(listings, env.guards, paused=_paused(env), recently_cancelled=recent)
+    paused = _paused(env)
+    if env.budget is None:
+        return decide(listings, env.guards, paused=paused, recently_cancelled=recent)
+
+    def within(remaining: int) -> tuple[Plan[Match], int]:
+        cap = env.guards.max_cancels_per_sweep
+        left = remaining if cap is None else min(remaining, cap)
+        guards = replace(env.guards, max_cancels_per_sweep=left)
+        plan = decide(listings, guards, paused=paused, recently_cancelled=recent)
+        return plan, len(plan.cancels())
+
+    return env.budget.decide_within(now, within)
 
 
 def _backend_report(scan: Scan) -> BackendReport:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from reaper.audit.writer import AuditLog, AuditWriteError
+from reaper.engine.budget import CancelBudget
 from reaper.engine.pool import BackendPool
 from reaper.engine.runtime import sweep_env, utc_now
 from reaper.engine.sweep import BackendReport, run_sweep
@@ -119,6 +120,8 @@ class Daemon:
             self.sweep_backend, loaded.backend_names, schedule.every, schedule.cron,
             schedule.jitter, monotonic=monotonic,
         )  # fmt: skip
+        # max_cancels_per_sweep over every backend's sweep of one period (engine/budget.py).
+        self._budget = CancelBudget(loaded.config.max_cancels_per_sweep, self._scheduler.period)
 
     @property
     def loaded(self) -> Loaded:
@@ -235,7 +238,7 @@ class Daemon:
         env = sweep_env(loaded.config, loaded.policies, {name: backend}, self._audit,
                         clock=self._clock)  # fmt: skip
         try:
-            result = run_sweep(replace(env, stop=self._stopping), [name])
+            result = run_sweep(replace(env, stop=self._stopping, budget=self._budget), [name])
         except AuditWriteError as exc:  # not even sweep_start: nothing was done
             log.critical("audit log not writable, sweep of %s not started: %s", name, exc)
             self._record(loaded, BackendReport(name), str(exc))
@@ -286,6 +289,7 @@ class Daemon:
             self._scheduler.reschedule(plan.new.backend_names, schedule.every, schedule.cron,
                                        schedule.jitter)  # fmt: skip
         self._pool.renew(config)
+        self._budget.configure(config.max_cancels_per_sweep, self._scheduler.period)
         self._loaded = plan.new
         for setting in plan.restart_only:
             log.warning("%s changed; it takes effect at the next restart", setting)

@@ -171,6 +171,20 @@ class SweepScheduler:
     def backend_names(self) -> list[str]:
         return list(self._names)
 
+    @property
+    def period(self) -> timedelta:
+        """How far apart the sweeps of one backend are due: `every`, or for a cron schedule
+        the gap between its next two fire times (a cron with uneven gaps gets its next one)."""
+        if self._schedule.every is not None:
+            return self._schedule.every
+        trigger = build_trigger(Schedule(cron=self._schedule.cron), self._timezone)
+        now = datetime.now(self._timezone)
+        first = trigger.get_next_fire_time(None, now)
+        second = trigger.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
+        if first is None or second is None:
+            return timedelta(minutes=5)
+        return second - first  # type: ignore[no-any-return]
+
     def start(self, run_now: bool = False) -> None:
         """Start the scheduler thread; with `run_now`, every backend sweeps at once (no jitter)
         instead of one period from now."""
