@@ -52,6 +52,11 @@ class AwsCallError(BackendError):
         super().__init__(backend, f"{operation} failed: {message}")
         self.operation, self.code, self.http_status = operation, code, http_status
 
+    @property
+    def answer_lost(self) -> bool:
+        """No answer (a timeout, a reset) or a 5xx: a mutating call may have been applied."""
+        return self.http_status is None or self.http_status >= 500
+
 
 class AwsBatchBackend:
     """Lists and terminates AWS Batch jobs through a ready boto3 `batch` client."""
@@ -265,8 +270,39 @@ class AwsBatchBackend:
         except AwsCallError as exc:
             if exc.code == "ClientException" and _NOT_FOUND_MESSAGE.search(str(exc)):
                 return CancelResult(CancelOutcome.NOT_FOUND, str(exc))
+            if exc.answer_lost:
+                return self._after_lost_answers([job_id], str(exc))[job_id]
             return CancelResult(CancelOutcome.FAILED, str(exc))
         return CancelResult(CancelOutcome.CANCELLED)
+
+    def _after_lost_answers(self, ids: list[str], lost: str) -> dict[str, CancelResult]:
+        """Terminate calls whose answer was lost after botocore's retries (which repeat the
+        call: TerminateJob answers 200 for a finished job, so a retry never reports "already
+        terminal"). One DescribeJobs tells what is known: terminal now is `cancelled`, gone is
+        `not_found`; a job still active is `failed`, and the next sweep terminates it again
+        (TerminateJob is idempotent). A job terminated in RUNNABLE may stay RUNNABLE until it
+        reaches the head of its queue, so `failed` can be pessimistic there, never
+        optimistic."""
+        try:
+            records = self._describe(ids)
+        except BackendError as exc:
+            error = f"{lost}; the job could not be re-read to tell: {exc}"
+            return {job_id: CancelResult(CancelOutcome.FAILED, error) for job_id in ids}
+        results = {}
+        for job_id in ids:
+            record = records.get(job_id)
+            status = str(record.get("status", "")) if record is not None else ""
+            if record is None:
+                results[job_id] = CancelResult(
+                    CancelOutcome.NOT_FOUND, f"{lost}; the job is gone since the call"
+                )
+            elif phase_of(TYPE, status) == Phase.TERMINAL:
+                results[job_id] = CancelResult(
+                    CancelOutcome.CANCELLED, f"{lost}; the job has ended since the call ({status})"
+                )
+            else:
+                results[job_id] = CancelResult(CancelOutcome.FAILED, f"{lost}; still {status}")
+        return results
 
     def _terminate_chunk(self, ids: list[str], reason: str) -> dict[str, CancelResult]:
         if not self._bulk:
@@ -277,6 +313,8 @@ class AwsBatchBackend:
             if exc.code in _UNKNOWN_OPERATION or exc.http_status == 404:
                 self._bulk = False  # the endpoint predates TerminateJobs: one by one from now on
                 return self._terminate_chunk(ids, reason)
+            if exc.answer_lost:
+                return self._after_lost_answers(ids, str(exc))
             return {job_id: CancelResult(CancelOutcome.FAILED, str(exc)) for job_id in ids}
         return self._bulk_outcomes(ids, response, reason)
 

@@ -55,9 +55,11 @@ from reaper.backends.http import pin_environment
 from reaper.backends.records.sutro import TYPE, parse_job
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
+    LostAnswerError,
     RetryableError,
     RetryPolicy,
     call_with_retries,
+    cancel_honestly,
 )
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase
@@ -155,15 +157,32 @@ class SutroBackend:
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Ask Sutro to cancel the job. `reason` is not sent: job-cancel has no field for it,
-        so it is recorded only in the audit log. Never raises for a per-job problem."""
+        so it is recorded only in the audit log. An answer lost to a 5xx or a transport failure
+        is followed by a re-read of the job before any retry (`retry.cancel_honestly`). Never
+        raises for a per-job problem."""
+        return cancel_honestly(lambda: self._cancel_once(job), lambda: self.refresh(job),
+                               self._retry)  # fmt: skip
+
+    def _cancel_once(self, job: Job) -> CancelResult:
+        """One job-cancel call (POST, or GET where a deployment answers 405). Raises
+        RetryableError (429: not applied) and LostAnswerError (5xx, no answer: maybe
+        applied)."""
         path, method = f"job-cancel/{quote(job.id, safe='')}", "POST"
         try:
-            response = self._request(method, path)
+            response = self._send(method, path, None)
             if response.status_code == 405:  # the official SDK sends GET; some deployments want it
                 method = "GET"
-                response = self._request(method, path)
-            if response.status_code == 404:
-                return CancelResult(CancelOutcome.NOT_FOUND)
+                response = self._send(method, path, None)
+        except BackendError as exc:
+            raise LostAnswerError(str(exc)) from None
+        status = response.status_code
+        if status == 429:
+            raise RetryableError(f"{method} {path}: HTTP 429")
+        if status in RETRYABLE_STATUS:
+            raise LostAnswerError(f"backend {self.name}: {method} {path}: HTTP {status}")
+        if status == 404:
+            return CancelResult(CancelOutcome.NOT_FOUND)
+        try:
             body = self._parse(response, f"{method} {path}")
         except BackendError as exc:
             return CancelResult(CancelOutcome.FAILED, str(exc))

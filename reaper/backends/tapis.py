@@ -51,7 +51,14 @@ from reaper.backends.base import (
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
 from reaper.backends.records.tapis import TYPE, job_from_record
-from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
+from reaper.backends.retry import (
+    RETRYABLE_STATUS,
+    LostAnswerError,
+    RetryableError,
+    RetryPolicy,
+    call_with_retries,
+    cancel_honestly,
+)
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses
 from reaper.redact import register_secret
@@ -72,10 +79,17 @@ class TapisCallError(BackendError):
     service's answer when there was one; the message never holds the token."""
 
     def __init__(
-        self, backend: str, operation: str, message: str, http_status: int | None = None
+        self,
+        backend: str,
+        operation: str,
+        message: str,
+        http_status: int | None = None,
+        *,
+        no_answer: bool = False,  # a transport failure: the call may have reached the service
     ) -> None:
         super().__init__(backend, f"{operation} failed: {message}")
         self.operation, self.detail, self.http_status = operation, message, http_status
+        self.no_answer = no_answer
 
 
 class TapisBackend:
@@ -156,11 +170,26 @@ class TapisBackend:
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Record `reason` on the job with sendEvent, then ask for the cancel. 409 is
-        ALREADY_TERMINAL, 404 NOT_FOUND; any other failure is FAILED with the error."""
+        ALREADY_TERMINAL, 404 NOT_FOUND; any other failure is FAILED with the error. An answer
+        lost to a 5xx or a transport failure is followed by a re-read of the job before any
+        retry (`retry.cancel_honestly`)."""
         self._record_reason(job, reason)
+        return cancel_honestly(lambda: self._cancel_once(job), lambda: self.refresh(job),
+                               self._retry)  # fmt: skip
+
+    def _cancel_once(self, job: Job) -> CancelResult:
+        """One cancelJob call. Raises RetryableError (429: not applied) and LostAnswerError
+        (5xx, no answer: maybe applied)."""
         try:
-            result = self._invoke("cancelJob", jobUuid=job.id)
+            result = self._attempt("cancelJob", {"jobUuid": job.id})
+        except RetryableError as exc:
+            error: TapisCallError = exc.args[0]
+            if error.http_status == 429:
+                raise
+            raise LostAnswerError(str(error)) from None
         except TapisCallError as exc:
+            if exc.no_answer:
+                raise LostAnswerError(str(exc)) from None
             outcome = _CANCEL_OUTCOMES.get(exc.http_status or 0, CancelOutcome.FAILED)
             return CancelResult(outcome, str(exc) if outcome == CancelOutcome.FAILED else None)
         if not isinstance(result, TapisResult | dict):
@@ -206,24 +235,8 @@ class TapisBackend:
     def _invoke(self, operation: str, **kwargs: Any) -> Any:
         """Call one Jobs operation through tapipy, retrying 429 and 5xx with backoff and jitter.
         Raises TapisCallError for everything else, and when the retries are spent."""
-        call = getattr(self._client.jobs, operation)
-
-        def attempt() -> Any:
-            try:
-                return call(**kwargs)
-            except BaseTapyException as exc:
-                error = self._call_error(operation, exc)
-            except (TypeError, AttributeError, KeyError, ValueError) as exc:
-                # tapipy turns the JSON `result` into TapisResult objects with `**item`; an
-                # answer of an unexpected shape ([[1, 2]]) fails there with a plain TypeError.
-                what = f"tapipy could not read the answer ({type(exc).__name__})"
-                raise self._malformed(operation, what) from None
-            if error.http_status in RETRYABLE_STATUS:
-                raise RetryableError(error)
-            raise error
-
         try:
-            return call_with_retries(attempt, self._retry)
+            return call_with_retries(lambda: self._attempt(operation, kwargs), self._retry)
         except RetryableError as exc:
             last: TapisCallError = exc.args[0]
             raise TapisCallError(
@@ -232,6 +245,22 @@ class TapisBackend:
                 f"{last.detail} (gave up after {self._retry.attempts} attempts)",
                 last.http_status,
             ) from None
+
+    def _attempt(self, operation: str, kwargs: dict[str, Any]) -> Any:
+        """One call of a Jobs operation. Raises RetryableError (429, 5xx) carrying the
+        TapisCallError, and TapisCallError for everything else."""
+        try:
+            return getattr(self._client.jobs, operation)(**kwargs)
+        except BaseTapyException as exc:
+            error = self._call_error(operation, exc)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            # tapipy turns the JSON `result` into TapisResult objects with `**item`; an
+            # answer of an unexpected shape ([[1, 2]]) fails there with a plain TypeError.
+            what = f"tapipy could not read the answer ({type(exc).__name__})"
+            raise self._malformed(operation, what) from None
+        if error.http_status in RETRYABLE_STATUS:
+            raise RetryableError(error)
+        raise error
 
     def _call_error(self, operation: str, exc: BaseTapyException) -> TapisCallError:
         response = getattr(exc, "response", None)
@@ -243,7 +272,7 @@ class TapisBackend:
             message = f"HTTP {status}, authentication failed (check the token): {detail}"
         else:
             message = f"HTTP {status}: {detail}"
-        return TapisCallError(self.name, operation, message, status)
+        return TapisCallError(self.name, operation, message, status, no_answer=status is None)
 
     def _to_job(self, record: dict[str, Any]) -> Job:
         try:

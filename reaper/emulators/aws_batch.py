@@ -119,6 +119,7 @@ class AwsBatchEmulator(EmulatorServer):
     `job_errors` maps a job id → (code, message) that TerminateJobs reports for it."""
 
     mutating_operations = MUTATING_OPERATIONS
+    cancel_operations = MUTATING_OPERATIONS
     table: JobTable[_Job]
 
     def __init__(

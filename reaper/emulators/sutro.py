@@ -73,6 +73,7 @@ class SutroEmulator(EmulatorServer):
     without paging; `retry_after` adds a Retry-After header (seconds) to throttling answers."""
 
     mutating_operations = ("CancelJob",)
+    cancel_operations = ("CancelJob",)
     table: JobTable[_Job]
 
     def __init__(

@@ -145,6 +145,7 @@ class TapisEmulator(EmulatorServer):
     `record_exchanges` (keep every request and answer in `exchanges`), and the identity."""
 
     mutating_operations = ("cancelJob", "sendEvent")
+    cancel_operations = ("cancelJob",)
     table: JobTable[_Job]
 
     def __init__(
