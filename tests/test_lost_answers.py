@@ -69,12 +69,12 @@ def side(request: pytest.FixtureRequest) -> Iterator[Side]:
         backend: Any = harness_aws_batch.AwsBatchBackend("batch", client, ["gpu-a"])
     elif kind == "tapis":
         emulator = harness_tapis.start_emulator(knobs)
-        backend = harness_tapis.make_backend(emulator, "hpc", retry=RetryPolicy(sleep=no_sleep),
-                                             timeout=timeout)  # fmt: skip
+        retry = RetryPolicy(sleep=no_sleep)
+        backend = harness_tapis.make_backend(emulator, "hpc", retry=retry, timeout=timeout)
     else:
         emulator = harness_sutro.start_emulator(knobs)
-        backend = harness_sutro.make_backend(emulator, "inference",
-                                             retry=RetryPolicy(sleep=no_sleep), timeout=timeout)  # fmt: skip
+        retry = RetryPolicy(sleep=no_sleep)
+        backend = harness_sutro.make_backend(emulator, "inference", retry=retry, timeout=timeout)
     yield Side(kind, emulator, backend)
     backend.close()
     emulator.stop()
