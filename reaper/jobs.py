@@ -48,6 +48,16 @@ PHASES: Mapping[str, Mapping[str, Phase]] = MappingProxyType(
 )  # fmt: skip
 
 
+# Terminal-phase statuses that are not the end yet: reaper never acts on such a job, but a
+# cancel is confirmed only once it has left them (Sutro's CANCELLING becomes CANCELLED).
+ENDING: Mapping[str, frozenset[str]] = MappingProxyType({"sutro": frozenset({"CANCELLING"})})
+
+
+def has_ended(job: Job) -> bool:
+    """The job is terminal and not still on its way there (`ENDING`)."""
+    return job.phase is Phase.TERMINAL and job.status.upper() not in ENDING.get(job.type, ())
+
+
 def phase_of(backend_type: str, status: str) -> Phase:
     """Phase of a native status; case-insensitive (older Sutro documents use lower case).
     A status the table does not know is UNKNOWN, so it is never acted on."""

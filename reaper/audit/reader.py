@@ -301,3 +301,46 @@ def _may_have_cancelled(outcome: object) -> bool:
 def _is_within(record: Record, start: datetime) -> bool:
     when = parse_record_time(record)
     return when is not None and when >= start
+
+
+@dataclass(frozen=True, slots=True)
+class Awaiting:
+    """A `cancelled` result whose job no `confirmed` record has followed yet (docs/audit.md,
+    "Confirmation"). `stuck` is True once a `stuck` record was written for the job: its one
+    extra cancel was made, and it is only confirmed from then on, never stuck again."""
+
+    result: Record
+    stuck: bool
+
+
+def awaiting_confirmation(records: Iterable[Record]) -> list[Awaiting]:
+    """The latest `cancelled` result (not dry run) of each job that has no later `confirmed`
+    record, in file order."""
+    pending: dict[tuple[str, str], Awaiting] = {}
+    stuck: set[tuple[str, str]] = set()
+    for record in records:
+        event, key = record.get("event"), _job_key(record)
+        if event == "result" and record.get("outcome") == "cancelled" and not record.get("dry_run"):
+            pending[key] = Awaiting(record, key in stuck)
+        elif event == "confirmed":
+            pending.pop(key, None)
+            stuck.discard(key)
+        elif event == "stuck":
+            stuck.add(key)
+            if key in pending:
+                pending[key] = Awaiting(pending[key].result, True)
+    return list(pending.values())
+
+
+def held_for_confirmation(
+    records: Iterable[Record], now: datetime, within: timedelta
+) -> set[tuple[str, str]]:
+    """(backend, job_id) of jobs cancelled less than `within` ago and not yet confirmed: the
+    re-cancel window holds them until their confirmation is due (a `stuck` record and one more
+    cancel then), however long an asynchronous cancel takes to land."""
+    held = set()
+    for awaiting in awaiting_confirmation(records):
+        when = parse_record_time(awaiting.result)
+        if when is not None and now - when < within:
+            held.add(_job_key(awaiting.result))
+    return held

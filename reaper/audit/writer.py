@@ -88,6 +88,8 @@ class AuditEvent(StrEnum):
     SWEEP_END = "sweep_end"
     RELOAD = "reload"
     RELOAD_FAILED = "reload_failed"
+    CONFIRMED = "confirmed"  # a job reaper cancelled has ended (seen at a later sweep)
+    STUCK = "stuck"  # still active after limits.confirm_within: one more cancel follows
 
 
 class AuditOutcome(StrEnum):

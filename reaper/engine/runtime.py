@@ -88,4 +88,5 @@ def sweep_env(
         clock=clock,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
+        confirm_within=config.confirm_within,
     )

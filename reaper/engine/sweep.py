@@ -13,14 +13,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
+from reaper.audit.reader import held_for_confirmation
 from reaper.audit.writer import AuditLog, AuditWriteError, read_recent, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.engine.budget import CancelBudget
+from reaper.engine.confirm import FollowUp, follow_up, lookback
 from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
 from reaper.engine.scan import Scan, scan_backend
 from reaper.errors import BackendError, ExitCode
@@ -29,6 +31,7 @@ from reaper.policy.model import Match, PolicySet, evaluate
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CONFIRM_WITHIN = timedelta(minutes=30)  # limits.confirm_within (docs/config.md)
 # Cancel calls in flight per backend (docs/architecture.md, sweep step 5); as many re-check reads
 # run beside them.
 DEFAULT_CONCURRENCY = 8
@@ -55,6 +58,8 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    # How long a cancelled job may stay active before it is `stuck` (docs/audit.md).
+    confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
     # The daemon's shared per-period cap over every backend's sweep (reaper/engine/budget.py);
     # None in `run --once`, whose one sweep covers every backend.
     budget: CancelBudget | None = None
@@ -69,6 +74,7 @@ class BackendReport:
     matched: Counter[str] = field(default_factory=Counter)  # policy → jobs it decided
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    followups: Counter[str] = field(default_factory=Counter)  # confirmed / stuck earlier cancels
     error: str | None = None
     duration_s: float = 0.0
 
@@ -135,12 +141,15 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
         dry_run=env.guards.dry_run, paused=_paused(env), unreachable=dict(env.unreachable),
     )  # fmt: skip
     started = monotonic()
+    followed = _follow_up(env, audit, sweep_id, names, now)
     scans = scan_all(env, names, now)
-    plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now))
+    recent = read_recent_cancels(env.audit_path, now, env.confirm_within)
+    plan = _decide(env, scans, now, recent)
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
     for name, error in env.unreachable.items():
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
+    _count_follow_ups(report, followed, act)
     act.record_skips(plan)
     act.run(plan)
     for backend_report in report.backends.values():
@@ -158,11 +167,60 @@ def _paused(env: SweepEnv) -> bool:
     return env.pause_file is not None and env.pause_file.exists()
 
 
-def read_recent_cancels(audit_path: Path, now: datetime) -> set[tuple[str, str]]:
+def read_recent_cancels(
+    audit_path: Path, now: datetime, confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
+) -> set[tuple[str, str]]:
     """(backend, job id) of the jobs the audit log (and its rotated files) shows cancelled
-    within RECANCEL_WINDOW; none if the log does not exist yet. Raises OSError if it cannot be
-    read."""
-    return recently_cancelled(read_recent(audit_path, now - RECANCEL_WINDOW), now)
+    within RECANCEL_WINDOW, and of those cancelled within `confirm_within` whose end has not
+    been confirmed yet (docs/audit.md, "Confirmation"); none if the log does not exist yet.
+    Raises OSError if it cannot be read."""
+    records = read_recent(audit_path, now - max(RECANCEL_WINDOW, confirm_within))
+    return recently_cancelled(records, now) | held_for_confirmation(records, now, confirm_within)
+
+
+@dataclass
+class _Followed:
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    audit_error: str | None = None
+
+
+def _follow_up(
+    env: SweepEnv, audit: AuditLog, sweep_id: str, names: Sequence[str], now: datetime
+) -> _Followed:
+    """Confirm (or flag `stuck`) the earlier cancels of this sweep's backends. An unreadable
+    log skips the follow-up (it is logged); a failed write stops every cancel of the sweep."""
+    followed = _Followed()
+
+    def write(event: str, fields: dict[str, Any]) -> bool:
+        if followed.audit_error is not None:
+            return False
+        try:
+            audit.append(event, sweep_id=sweep_id, **fields)
+        except AuditWriteError as exc:
+            log.critical("audit log write failed, cancelling nothing more: %s", exc)
+            followed.audit_error = str(exc)
+            return False
+        return True
+
+    try:
+        records = read_recent(env.audit_path, now - lookback(env.confirm_within))
+    except OSError as exc:
+        log.error("cannot read the audit log to confirm earlier cancels: %s", exc)
+        return followed
+    backends = {name: env.backends[name] for name in names if name in env.backends}
+    may_cancel = not env.guards.dry_run and not _paused(env)
+    step = FollowUp(backends, now, env.confirm_within, may_cancel, write)
+    followed.counts = follow_up(step, records)
+    return followed
+
+
+def _count_follow_ups(report: SweepReport, followed: _Followed, act: _Actor) -> None:
+    for name, counts in followed.counts.items():
+        if name in report.backends:
+            report.backends[name].followups.update(counts)
+    if followed.audit_error is not None:
+        report.audit_error = followed.audit_error
+        act.audit_broken.set()
 
 
 def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str]]:
@@ -201,7 +259,7 @@ def _backend_report(scan: Scan) -> BackendReport:
 def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
-               "error": r.error}
+               "followups": dict(r.followups), "error": r.error}
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
