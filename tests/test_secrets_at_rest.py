@@ -72,3 +72,24 @@ def test_audit_records_are_redacted_as_log_lines_are(tmp_path: Path) -> None:
     for secret in ("wJalrXUtnFEMI/K7MDENG", "AKIAIOSFODNN7EXAMPLE", "abc.def.ghi-jkl"):
         assert secret not in text and secret not in str(record)
     assert "[REDACTED]" in record["error"] and "InvalidSignature" in record["error"]
+
+
+def test_command_output_is_redacted_as_log_lines_are(tmp_path: Path) -> None:
+    """A credential that reached a job's name (or an error) is masked on stdout too."""
+    import time
+
+    from reaper.emulators.base import JobSpec
+    from tests.e2e_support import run_cli, standard_seeds
+
+    seeds = standard_seeds()
+    now = time.time()
+    leaked = "long-AKIAIOSFODNN7EXAMPLE"
+    seeds["batch"].append(JobSpec(leaked, "RUNNING", now - 7 * 3600, now - 6 * 3600,
+                                  queue="gpu", id="batch-leaky"))  # fmt: skip
+    with standard_world(tmp_path, seeds=seeds) as world:
+        shown = run_cli("plan", "--json", "--config", str(world.config_path)).out
+        assert '"job_name": "long-[REDACTED]"' in shown
+        for argv in (["plan"], ["run", "--once"]):
+            result = run_cli(*argv, "--config", str(world.config_path))
+            assert "AKIAIOSFODNN7EXAMPLE" not in result.out + result.err, argv
+        assert "AKIAIOSFODNN7EXAMPLE" not in world.audit_path.read_text()
