@@ -28,8 +28,10 @@ from reaper.jobs import Job, has_ended
 log = logging.getLogger(__name__)
 
 # How far back the follow-up reads the log: far enough to see a cancel become due for `stuck`
-# even when reaper was down for as long again.
+# even when reaper was down for as long again, and at least an hour (a short confirm_within
+# must not make a cancel from the last sweep but one invisible).
 LOOKBACK_FACTOR = 2
+MIN_LOOKBACK = timedelta(hours=1)
 
 Write = Callable[[str, dict[str, Any]], bool]  # event, fields → written (False: audit broken)
 
@@ -47,7 +49,7 @@ class FollowUp:
 
 
 def lookback(confirm_within: timedelta) -> timedelta:
-    return LOOKBACK_FACTOR * confirm_within
+    return max(MIN_LOOKBACK, LOOKBACK_FACTOR * confirm_within)
 
 
 def follow_up(step: FollowUp, records: list[Record]) -> dict[str, dict[str, int]]:
