@@ -39,10 +39,12 @@ from reaper.audit.reader import (
     filter_records,
     hash_line,
     iter_lines_backward,
+    open_warnings,
     read_audit,
     read_recent,
     read_tail,
     read_tail_from,
+    read_tail_with_rotated,
     recently_cancelled,
     unresolved_intents,
 )
@@ -64,9 +66,11 @@ __all__ = [
     "SkipCause",
     "VerifyResult",
     "filter_records",
+    "open_warnings",
     "read_audit",
     "read_recent",
     "read_tail",
+    "read_tail_with_rotated",
     "recently_cancelled",
     "unconfirmed_outcome",
     "unresolved_intents",
@@ -90,6 +94,11 @@ class AuditEvent(StrEnum):
     RELOAD_FAILED = "reload_failed"
     CONFIRMED = "confirmed"  # a job reaper cancelled has ended (seen at a later sweep)
     STUCK = "stuck"  # still active after limits.confirm_within: one more cancel follows
+    # The ladder (docs/audit.md, "Warnings"): a policy with a grace period warns first.
+    WARNED = "warned"  # the job will be cancelled at `due` if it still matches then
+    CLEARED = "cleared"  # a warned job no longer matches: no cancel
+    NOTIFIED = "notified"  # a notice was delivered to a notifier (names the jobs)
+    NOTIFY_FAILED = "notify_failed"  # a notice could not be delivered, after the retries
 
 
 class AuditOutcome(StrEnum):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
+    from reaper.policy.shard import Shard
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -22,16 +23,41 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        type=shard_argument,
+        metavar="INDEX/COUNT",
+        help="sweep only the backends that hash to this shard, e.g. 0/3 (overrides `shard:` "
+        "in reaper.yaml; docs/scale.md)",
+    )
+
+
+def shard_argument(text: str) -> Shard:
+    """argparse type for `--shard`: a usage error (exit 2) names what is wrong."""
+    from reaper.policy.shard import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
-    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies. The
+    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies, with
+    `--shard` (when the command has it and it is given) in place of the config's `shard:`. The
     commands that call this go on to load credentials, so core dumps are forbidden first
     (`reaper.redact.forbid_core_dumps`). Raises ConfigError (cli.main prints it and exits 78)."""
+    from dataclasses import replace
+
     from reaper.policy.config import find_config_path, load_all
     from reaper.redact import forbid_core_dumps
 
     forbid_core_dumps()
 
-    return load_all(find_config_path(args.config, os.environ, Path.cwd()))
+    config, policies = load_all(find_config_path(args.config, os.environ, Path.cwd()))
+    shard = getattr(args, "shard", None)
+    return (config if shard is None else replace(config, shard=shard)), policies
 
 
 def add_lock_wait_option(parser: argparse.ArgumentParser) -> None:

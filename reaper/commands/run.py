@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, add_lock_wait_option, load, lock_wait_s
+from reaper.commands.common import (
+    add_config_option,
+    add_lock_wait_option,
+    add_shard_option,
+    load,
+    lock_wait_s,
+)
 from reaper.errors import ExitCode
 from reaper.redact import redact
 
 if TYPE_CHECKING:
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import SweepReport
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
@@ -24,6 +33,7 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="one sweep, then exit")
     add_config_option(parser)
+    add_shard_option(parser)
     parser.add_argument("--once", action="store_true", help="required: run one sweep and exit")
     parser.add_argument(
         "--dry-run", action="store_true", help="cancel nothing, whatever the config says"
@@ -49,6 +59,14 @@ def run(args: argparse.Namespace) -> int:
     if unknown:  # a misspelt --backend must not sweep nothing and exit 0
         print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return ExitCode.USAGE
+    outside = set(args.backend or ()) - set(config.swept_backends)
+    if outside:  # a shard never sweeps another shard's backend, even when asked by name
+        names = ", ".join(sorted(outside))
+        print(f"reaper run: not in shard {config.shard}: {names}", file=sys.stderr)
+        return ExitCode.USAGE
+    if config.coordination is not None:  # locks and partitions are the daemons' (docs/scale.md)
+        print("reaper run: `coordination:` applies to `reaper daemon`; this run sweeps every "
+              "backend it is given", file=sys.stderr)  # fmt: skip
     lock = AuditLock(config.audit_log)
     lock.acquire(wait_s)  # AuditLockedError: cli.main prints it and exits 75
     try:
@@ -67,20 +85,48 @@ def run(args: argparse.Namespace) -> int:
 def _sweep_locked(args: argparse.Namespace, config: Config, policies: PolicySet) -> SweepReport:
     """Reconcile and sweep, with the audit log's lock held by the caller."""
     from reaper.audit.reconcile import reconcile
-    from reaper.engine.runtime import open_audit, open_backends, sweep_env
+    from reaper.engine.runtime import (
+        flush_budget_s,
+        open_audit,
+        open_backends,
+        routing_from,
+        sweep_env,
+    )
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import run_sweep
 
     opened = open_backends(config, args.backend)
+    routing = routing_from(config, os.environ)
     try:
-        with open_audit(config) as audit:
+        with open_audit(config, clock=runtime_clock()) as audit:
             reconcile(audit, opened.backends)
+            sender = None if routing is None else NoticeSender(audit)
             env = sweep_env(
-                config, policies, opened.backends, audit,
-                force_dry_run=args.dry_run, unreachable=opened.errors,
+                config, policies, opened.backends, audit, force_dry_run=args.dry_run,
+                unreachable=opened.errors, routing=routing, sender=sender,
+                clock=runtime_clock(),
             )  # fmt: skip
-            return run_sweep(env)
+            try:
+                return run_sweep(env)
+            finally:
+                if sender is not None and routing is not None:
+                    _finish_notices(sender, flush_budget_s(routing))
     finally:
         opened.close()
+
+
+def runtime_clock() -> Callable[[], datetime]:
+    """The clock of this run: the wall clock (tests replace `reaper.engine.runtime.utc_now`)."""
+    from reaper.engine import runtime
+
+    return runtime.utc_now
+
+
+def _finish_notices(sender: NoticeSender, budget_s: float) -> None:
+    """Give the notices of this run a bounded time to go out (after every cancel is done)."""
+    if not sender.flush(budget_s):
+        log.error("notices still unsent after %.0fs: giving up on them at exit", budget_s)
+    sender.close()
 
 
 def write_metrics(

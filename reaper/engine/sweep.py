@@ -19,14 +19,40 @@ from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
 from reaper.audit.reader import held_for_confirmation
-from reaper.audit.writer import AuditLog, AuditWriteError, read_recent, recently_cancelled
+from reaper.audit.writer import (
+    AuditLog,
+    AuditWriteError,
+    open_warnings,
+    read_recent,
+    recently_cancelled,
+)
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.engine.budget import CancelBudget
 from reaper.engine.confirm import FollowUp, follow_up, lookback
-from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
+from reaper.engine.decide import (
+    RECANCEL_WINDOW,
+    Action,
+    Clearance,
+    Decision,
+    Guards,
+    JobKey,
+    OpenWarning,
+    Plan,
+    decide,
+    is_protected,
+)
+from reaper.engine.notices import (
+    NoticeEvent,
+    NoticeItem,
+    Routing,
+    cleared_item,
+    match_item,
+    route,
+)
 from reaper.engine.scan import Scan, scan_backend
+from reaper.engine.sender import NoticeSender
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import Job, SkipCause
+from reaper.jobs import KEEP_UNTIL_TAG, Job, SkipCause, parse_instant
 from reaper.policy.model import Match, PolicySet, evaluate
 
 log = logging.getLogger(__name__)
@@ -38,6 +64,12 @@ DEFAULT_CONCURRENCY = 8
 # Workers per cancel slot: besides the jobs in a cancel call, others are being re-read or wait
 # on the audit log (one file, one record at a time), and the cancel lane must not run dry.
 WORKERS_PER_SLOT = 3
+# How far back a sweep looks for open warnings: the longest grace period, plus the longest a
+# window keeps a due cancel waiting, plus this margin (sweeps are minutes apart; a required
+# notice may fail for longer). A warning older than that is forgotten and the job is warned
+# again, with a new due time: the safe side, since forgetting can only delay a cancel, never
+# bring one forward.
+WARNING_MARGIN = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -58,6 +90,10 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    # Notices (docs/config.md, "Notifiers"): who hears of what, and the thread that sends.
+    # Without a sender nothing is sent; warnings and grace still work, audited only.
+    routing: Routing | None = None
+    sender: NoticeSender | None = None
     # How long a cancelled job may stay active before it is `stuck` (docs/audit.md).
     confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
     # The daemon's shared per-period cap over every backend's sweep (reaper/engine/budget.py);
@@ -74,6 +110,7 @@ class BackendReport:
     matched: Counter[str] = field(default_factory=Counter)  # policy → jobs it decided
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    ladder: Counter[str] = field(default_factory=Counter)  # warned, cleared
     followups: Counter[str] = field(default_factory=Counter)  # confirmed / stuck earlier cancels
     error: str | None = None
     duration_s: float = 0.0
@@ -124,7 +161,7 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
     call and writes no audit record."""
     now = env.clock()
     scans = scan_all(env, _names(env, names), now)
-    return scans, _decide(env, scans, now, _recent_cancels_for_plan(env, now))
+    return scans, _decide(env, scans, now, _audit_state_for_plan(env, now))
 
 
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
@@ -143,20 +180,71 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     started = monotonic()
     followed = _follow_up(env, audit, sweep_id, names, now)
     scans = scan_all(env, names, now)
-    recent = read_recent_cancels(env.audit_path, now, env.confirm_within)
-    plan = _decide(env, scans, now, recent)
+    state = read_audit_state(env.audit_path, now, env.policies, env.confirm_within)
+    plan = _decide(env, scans, now, state)
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
     for name, error in env.unreachable.items():
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
     _count_follow_ups(report, followed, act)
     act.record_skips(plan)
+    act.record_ladder(plan)
+    _send_notices(env, sweep_id, _ladder_items(env, plan))
     act.run(plan)
+    _send_notices(env, sweep_id, act.outcome_items)
     for backend_report in report.backends.values():
         backend_report.duration_s = monotonic() - started
     _write_sweep_end(audit, report)
     _write_head(audit)
     return report
+
+
+NoticeDraft = tuple[NoticeItem, bool]  # an item, and whether it is about a dry run
+
+
+def _ladder_items(env: SweepEnv, plan: Plan[Match]) -> list[NoticeDraft]:
+    """The `warned` notices of this sweep (a first warning, or again while `require_notice`
+    waits for a delivery), the `cleared` ones, and the `refused` ones (a guard held a cancel)."""
+    if env.routing is None:
+        return []
+    drafts: list[NoticeDraft] = []
+    for d in plan.decisions:
+        event = _ladder_event(d)
+        if event is not None:
+            item = match_item(
+                event, env.routing, d.match, d.reason, due=d.due, cause=str(d.cause or "")
+            )
+            drafts.extend([(item, d.dry_run)] if item else [])
+    for clearance in plan.cleared:
+        policy = env.policies.by_name(clearance.warning.policy)
+        item = cleared_item(env.routing, policy, clearance)
+        drafts.extend([(item, clearance.warning.dry_run)] if item else [])
+    return drafts
+
+
+def _ladder_event(decision: Decision[Match]) -> NoticeEvent | None:
+    if decision.action is Action.WARN or decision.cause is SkipCause.NOTICE_PENDING:
+        return NoticeEvent.WARNED
+    if decision.cause in (SkipCause.FRACTION_GUARD, SkipCause.LIMIT):
+        return NoticeEvent.REFUSED
+    return None
+
+
+def _send_notices(env: SweepEnv, sweep_id: str, drafts: Sequence[NoticeDraft]) -> None:
+    """Hand this batch to the sender and return at once. Dry-run items are logged, not sent."""
+    if env.routing is None or not drafts:
+        return
+    dry = [item for item, dry_run in drafts if dry_run]
+    if dry:
+        log.info("dry run: %d notice line(s) not sent (%s)", len(dry),
+                 ", ".join(sorted({str(item.event) for item in dry})))  # fmt: skip
+    notices = route([item for item, dry_run in drafts if not dry_run], env.routing, sweep_id)
+    if env.sender is None:
+        for notice in notices:
+            log.info("no notifier thread: %s notice to %s about %d job(s) not sent",
+                     notice.event, notice.notifier.name, len(notice.jobs))  # fmt: skip
+        return
+    env.sender.submit(notices)
 
 
 def _names(env: SweepEnv, names: Sequence[str] | None) -> list[str]:
@@ -165,17 +253,6 @@ def _names(env: SweepEnv, names: Sequence[str] | None) -> list[str]:
 
 def _paused(env: SweepEnv) -> bool:
     return env.pause_file is not None and env.pause_file.exists()
-
-
-def read_recent_cancels(
-    audit_path: Path, now: datetime, confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
-) -> set[tuple[str, str]]:
-    """(backend, job id) of the jobs the audit log (and its rotated files) shows cancelled
-    within RECANCEL_WINDOW, and of those cancelled within `confirm_within` whose end has not
-    been confirmed yet (docs/audit.md, "Confirmation"); none if the log does not exist yet.
-    Raises OSError if it cannot be read."""
-    records = read_recent(audit_path, now - max(RECANCEL_WINDOW, confirm_within))
-    return recently_cancelled(records, now) | held_for_confirmation(records, now, confirm_within)
 
 
 @dataclass
@@ -223,30 +300,94 @@ def _count_follow_ups(report: SweepReport, followed: _Followed, act: _Actor) -> 
         act.audit_broken.set()
 
 
-def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str]]:
+@dataclass(frozen=True)
+class AuditState:
+    """What a sweep's decision needs from the audit log (docs/architecture.md, sweep step 3)."""
+
+    recent_cancels: frozenset[JobKey] = frozenset()
+    warnings: Mapping[JobKey, OpenWarning] = field(default_factory=dict)
+
+
+def warning_lookback(policies: PolicySet) -> timedelta | None:
+    """How far back open warnings are read (see WARNING_MARGIN); None when no policy warns
+    first, so a sweep without a ladder reads only the re-cancel window."""
+    ladder = [p for p in policies if p.warns_first]
+    if not ladder:
+        return None
+    return WARNING_MARGIN + max(
+        (p.grace or timedelta(0)) + (p.window.longest_wait() if p.window else timedelta(0))
+        for p in ladder
+    )
+
+
+def read_audit_state(
+    audit_path: Path,
+    now: datetime,
+    policies: PolicySet,
+    confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN,
+) -> AuditState:
+    """The recent cancels (the 10-minute window, and cancels within `confirm_within` not yet
+    confirmed: docs/audit.md, "Confirmation") and the open warnings, from one backward read of
+    the log's tail and, where the window reaches back past it, its rotated files (bounded by the
+    window, `confirm_within` and `warning_lookback`, so that a rotation forgets nothing);
+    nothing if the log does not exist yet. Raises OSError."""
+    lookback = warning_lookback(policies)
+    since = now - max(RECANCEL_WINDOW, confirm_within, lookback or timedelta(0))
+    records = read_recent(audit_path, since)
+    held = held_for_confirmation(records, now, confirm_within)
+    recent = frozenset(recently_cancelled(records, now) | held)
+    if lookback is None:
+        return AuditState(recent)
+    return AuditState(recent, _warnings_of(open_warnings(records)))
+
+
+def _warnings_of(records: Mapping[JobKey, Mapping[str, Any]]) -> dict[JobKey, OpenWarning]:
+    """The open `warned` records as decide() takes them. One without a readable `due` is left
+    out, so its job is warned again with a new due time: never a cancel earlier than promised."""
+    found = {}
+    for key, record in records.items():
+        due = parse_instant(str(record.get("due")))
+        if due is None:
+            log.warning("audit: warning of %s/%s has no readable due time", *key)
+            continue
+        found[key] = OpenWarning(
+            backend=key[0], job_id=key[1], policy=str(record.get("policy")), due=due,
+            dry_run=bool(record.get("dry_run")), delivered=bool(record.get("delivered")),
+            job_name=str(record.get("job_name") or ""), owner=str(record.get("owner") or ""),
+        )  # fmt: skip
+    return found
+
+
+def _audit_state_for_plan(env: SweepEnv, now: datetime) -> AuditState:
     """`plan` only previews: an audit log it may not read (the service's file, mode 0600, and an
-    operator's shell) costs the re-cancel window in the preview, not the whole plan."""
+    operator's shell) costs the re-cancel window and the open warnings in the preview, not the
+    whole plan."""
     try:
-        return read_recent_cancels(env.audit_path, now)
+        return read_audit_state(env.audit_path, now, env.policies)
     except OSError as exc:
         log.warning("cannot read the audit log %s (%s): the plan does not show the jobs that "
-                    "the re-cancel window would hold", env.audit_path, exc.strerror)  # fmt: skip
-        return set()
+                    "the re-cancel window would hold, nor earlier warnings",
+                    env.audit_path, exc.strerror)  # fmt: skip
+        return AuditState()
 
 
-def _decide(
-    env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]]
-) -> Plan[Match]:
+def _decide(env: SweepEnv, scans: list[Scan], now: datetime, state: AuditState) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
     paused = _paused(env)
+
+    def with_guards(guards: Guards) -> Plan[Match]:
+        return decide(
+            listings, guards, paused=paused, recently_cancelled=state.recent_cancels,
+            now=now, warnings=state.warnings,
+        )  # fmt: skip
+
     if env.budget is None:
-        return decide(listings, env.guards, paused=paused, recently_cancelled=recent)
+        return with_guards(env.guards)
 
     def within(remaining: int) -> tuple[Plan[Match], int]:
         cap = env.guards.max_cancels_per_sweep
         left = remaining if cap is None else min(remaining, cap)
-        guards = replace(env.guards, max_cancels_per_sweep=left)
-        plan = decide(listings, guards, paused=paused, recently_cancelled=recent)
+        plan = with_guards(replace(env.guards, max_cancels_per_sweep=left))
         return plan, len(plan.cancels())
 
     return env.budget.decide_within(now, within)
@@ -259,7 +400,8 @@ def _backend_report(scan: Scan) -> BackendReport:
 def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
-               "followups": dict(r.followups), "error": r.error}
+               "error": r.error} | ({"ladder": dict(r.ladder)} if r.ladder else {})
+              | ({"followups": dict(r.followups)} if r.followups else {})
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
@@ -288,7 +430,7 @@ def job_fields(decision: Decision[Match]) -> dict[str, Any]:
     """The audit fields that explain a decision: which policy (file, sha256, commit), which job,
     which numbers, which reason."""
     job, match, source = decision.job, decision.match, decision.match.policy.source
-    return {
+    fields: dict[str, Any] = {
         "policy": decision.policy.name, "policy_file": source.file,
         "policy_sha256": source.sha256, "policy_commit": source.commit,
         "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
@@ -296,6 +438,21 @@ def job_fields(decision: Decision[Match]) -> dict[str, Any]:
         "pending_s": _seconds(match.pending_s), "facts": [f.text for f in match.facts],
         "also_matched": list(decision.also_matched), "reason": decision.reason,
         "dry_run": decision.dry_run,
+    }  # fmt: skip
+    if decision.due is not None:
+        fields["due"] = decision.due
+    if KEEP_UNTIL_TAG in job.tags:  # an override is part of the explanation (docs/policies.md)
+        fields["override"] = f"{KEEP_UNTIL_TAG}={job.tags[KEEP_UNTIL_TAG]}"
+    return fields
+
+
+def clearance_fields(clearance: Clearance) -> dict[str, Any]:
+    """The audit fields of a `cleared` record: which warning, and why it is closed."""
+    warning = clearance.warning
+    return {
+        "backend": warning.backend, "job_id": warning.job_id, "job_name": warning.job_name,
+        "policy": warning.policy, "due": warning.due, "cause": str(clearance.cause),
+        "dry_run": warning.dry_run,
     }  # fmt: skip
 
 
@@ -373,6 +530,7 @@ class _Actor:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
+        self.outcome_items: list[NoticeDraft] = []  # `cancelled` / `failed` notice lines
 
     def record_skips(self, plan: Plan[Match]) -> None:
         for decision in plan.decisions:
@@ -380,6 +538,16 @@ class _Actor:
             if decision.action is Action.SKIP:
                 assert decision.cause is not None
                 self.skip(decision, decision.cause)
+
+    def record_ladder(self, plan: Plan[Match]) -> None:
+        """`warned` for each job warned this sweep, `cleared` for each warning closed (written
+        before any notice about them is sent, like an intent before its cancel)."""
+        for decision in plan.warnings():
+            self.count(decision.job.backend, "ladder", "warned")
+            self.write("warned", job_fields(decision) | {"owner": decision.job.owner})
+        for clearance in plan.cleared:
+            self.count(clearance.warning.backend, "ladder", "cleared")
+            self.write("cleared", clearance_fields(clearance))
 
     def run(self, plan: Plan[Match]) -> None:
         by_backend: dict[str, list[Decision[Match]]] = {}
@@ -445,9 +613,10 @@ class _Actor:
         return checked
 
     def skip_cause(self, decision: Decision[Match], fresh: Job | None) -> SkipCause | None:
-        if fresh is None or evaluate(decision.match.policy, fresh, self.env.clock()) is None:
+        now = self.env.clock()
+        if fresh is None or evaluate(decision.match.policy, fresh, now) is None:
             return SkipCause.CHANGED
-        if self.env.guards.protect_tag in fresh.tags:
+        if is_protected(fresh, self.env.guards.protect_tag, now):
             return SkipCause.PROTECTED
         return None
 
@@ -471,6 +640,18 @@ class _Actor:
             ):
                 self.count(decision.job.backend, "outcomes", outcome)
                 self.write("result", fields | {"outcome": outcome, "error": error})
+                self.note_outcome(decision, outcome)
+
+    def note_outcome(self, decision: Decision[Match], outcome: str) -> None:
+        """Queue the `cancelled` or `failed` notice line of a cancel just recorded."""
+        routing = self.env.routing
+        event = {"cancelled": NoticeEvent.CANCELLED, "failed": NoticeEvent.FAILED}.get(outcome)
+        if routing is None or event is None:
+            return
+        item = match_item(event, routing, decision.match, decision.reason, due=decision.due)
+        if item is not None:
+            with self.lock:
+                self.outcome_items.append((item, decision.dry_run))
 
     def skip(self, decision: Decision[Match], cause: str) -> None:
         self.count(decision.job.backend, "skipped", str(cause))

@@ -18,6 +18,7 @@ this module, lazily."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -29,12 +30,15 @@ from pathlib import Path
 from reaper.audit.writer import AuditLog, AuditWriteError
 from reaper.engine.budget import CancelBudget
 from reaper.engine.pool import BackendPool
-from reaper.engine.runtime import sweep_env, utc_now
+from reaper.engine.runtime import routing_from, sweep_env, utc_now
+from reaper.engine.sender import NoticeSender
 from reaper.engine.sweep import BackendReport, run_sweep
 from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
 from reaper.policy.config import Config, load_all
 from reaper.policy.model import PolicySet
+from reaper.policy.shard import Shard
 from reaper.redact import redact
+from reaper.service.coordination import CoordinationError, Coordinator
 from reaper.service.metrics import Metrics, write_textfile
 from reaper.service.reload import (
     Loaded,
@@ -67,6 +71,7 @@ Loader = Callable[[Path], tuple[Config, PolicySet]]
 class DaemonOptions:
     max_sweep: timedelta = DEFAULT_MAX_SWEEP
     stop_grace: timedelta = DEFAULT_STOP_GRACE
+    shard: Shard | None = None  # `--shard`: overrides the config's `shard:`, also after reloads
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ class Services:
     notifier: Notifier
     wakeup: Wakeup
     flags: SignalFlags
+    # Sends notices off the sweep threads (docs/config.md, "Notifiers"); None: none are sent.
+    sender: NoticeSender | None = None
 
 
 class Daemon:
@@ -103,16 +110,20 @@ class Daemon:
         load: Loader = load_all,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self._loaded = loaded
+        self._coordinator = coordinator
         self._audit, self._pool, self._metrics = services.audit, services.pool, services.metrics
         self._notifier, self._wakeup = services.notifier, services.wakeup
         self._flags = services.flags
+        self._sender = services.sender
         self._options = options or DaemonOptions()
         self._load, self._clock, self._monotonic = load, clock, monotonic
         self._stopping = threading.Event()
         self._finished: queue.SimpleQueue[SweepOutcome] = queue.SimpleQueue()
         self._last: dict[str, SweepOutcome] = {}
+        self._elsewhere: set[str] = set()  # coordination: swept by another member last turn
         self.abandoned: list[str] = []  # backends whose sweep outlived the stop grace
         self._watchdog_held = False
         schedule = loaded.config.schedule
@@ -122,6 +133,7 @@ class Daemon:
         )  # fmt: skip
         # max_cancels_per_sweep over every backend's sweep of one period (engine/budget.py).
         self._budget = CancelBudget(loaded.config.max_cancels_per_sweep, self._scheduler.period)
+        self._publish_interval()
 
     @property
     def loaded(self) -> Loaded:
@@ -188,7 +200,8 @@ class Daemon:
     def _try_reload(self, path: Path) -> list[Diagnostic]:
         """Load, validate and apply; returns what stopped it (nothing: the new set is active)."""
         try:
-            plan = plan_reload(self._loaded, Loaded(*self._load(path)))
+            new = Loaded(*self._load(path)).with_shard(self._options.shard)
+            plan = plan_reload(self._loaded, new)
             if plan.refused:
                 return refusal_diagnostics(path, plan)
             self._apply(plan)
@@ -213,6 +226,7 @@ class Daemon:
         while (busy := sorted(self._scheduler.in_flight())) and self._monotonic() < deadline:
             self._wakeup.wait(min(1.0, deadline - self._monotonic()))
         self._drain_finished()
+        self._flush_notices(deadline)
         if busy:
             self.abandoned = busy
             log.error("sweeps of %s still running after %s; exiting without them (their open "
@@ -225,18 +239,41 @@ class Daemon:
     # -- sweep threads --------------------------------------------------------------------------
     def sweep_backend(self, name: str) -> None:
         """One scheduled sweep of one backend with the policy set current now. A failing
-        backend is recorded (metrics, status), never raised."""
+        backend is recorded (metrics, status), never raised. With coordination, only when the
+        partitioner gives the backend to this member and its lock is free (docs/scale.md)."""
         if self._stopping.is_set():
             return
         loaded = self._loaded  # one snapshot for the whole sweep
+        if self._coordinator is None:
+            self._sweep(name, loaded)
+            return
+        try:
+            if not self._coordinator.owns(name):
+                log.debug("%s belongs to another member", name, extra={"backend": name})
+                self._elsewhere.add(name)
+                return
+            with self._coordinator.holding(name) as taken:
+                if not taken:
+                    log.info("%s is being swept by another member; skipped", name,
+                             extra={"backend": name})  # fmt: skip
+                    self._elsewhere.add(name)
+                    return
+                self._elsewhere.discard(name)
+                self._sweep(name, loaded)
+        except CoordinationError as exc:  # nobody may be sweeping it: fail loudly
+            log.error("%s", exc, extra={"backend": name})
+            self._record(loaded, BackendReport(name, error=str(exc)), None)
+
+    def _sweep(self, name: str, loaded: Loaded) -> None:
         try:
             backend = self._pool.get(name, loaded.config)
         except BackendError as exc:
             log.error("%s", exc)
             self._record(loaded, BackendReport(name, error=str(exc)), None)
             return
+        routing = routing_from(loaded.config, os.environ) if self._sender is not None else None
         env = sweep_env(loaded.config, loaded.policies, {name: backend}, self._audit,
-                        clock=self._clock)  # fmt: skip
+                        clock=self._clock, routing=routing, sender=self._sender)  # fmt: skip
         try:
             result = run_sweep(replace(env, stop=self._stopping, budget=self._budget), [name])
         except AuditWriteError as exc:  # not even sweep_start: nothing was done
@@ -255,6 +292,14 @@ class Daemon:
                 log.error("cannot write metrics textfile %s: %s", textfile, exc.strerror or exc)
         self._finished.put(SweepOutcome(report, audit_error, self._clock()))
         self._wakeup.poke()
+
+    def _flush_notices(self, deadline: float) -> None:
+        """Give queued notices the rest of the stop grace; those left are logged, not sent."""
+        if self._sender is None:
+            return
+        if not self._sender.flush(max(0.0, deadline - self._monotonic())):
+            log.error("stopping with notices unsent (the stop grace is over)")
+        self._sender.close(timeout_s=1.0)
 
     # -- helpers --------------------------------------------------------------------------------
     def _tick_s(self) -> float:
@@ -294,9 +339,14 @@ class Daemon:
         for setting in plan.restart_only:
             log.warning("%s changed; it takes effect at the next restart", setting)
         self._metrics.declare_backends(plan.new.backend_names)
+        self._publish_interval()
         self._metrics.record_reload(True, len(plan.new.policies))
         self._write_audit("reload", reload_fields(plan.new))
         log.info("reloaded %s: %d policies active", config.path, len(plan.new.policies))
+
+    def _publish_interval(self) -> None:
+        interval = self._scheduler.longest_interval(self._clock())
+        self._metrics.set_schedule_interval(interval.total_seconds())
 
     def _reject(self, path: Path, diagnostics: list[Diagnostic]) -> None:
         kept = self._loaded
@@ -317,7 +367,10 @@ class Daemon:
         parts = [f"{len(self._loaded.policies)} policies"]
         for name in self._loaded.backend_names:
             outcome = self._last.get(name)
-            parts.append(f"{name}: " + ("waiting" if outcome is None else describe(outcome)))
+            if name in self._elsewhere:
+                parts.append(f"{name}: another member's")
+            else:
+                parts.append(f"{name}: " + ("waiting" if outcome is None else describe(outcome)))
         return "; ".join(parts)
 
 

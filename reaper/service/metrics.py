@@ -1,7 +1,8 @@
 """Prometheus series for reaper (docs/systemd.md), kept on an injected CollectorRegistry.
 
 Names start `reaper_`, use base units (seconds) and `_total` for counters. Labels are limited
-to `backend`, `policy`, `outcome` and `cause`: every one comes from config or from a closed set,
+to `backend`, `policy`, `notifier`, `outcome` and `cause`: every one comes from config or from a
+closed set,
 so cardinality is bounded by the config; job ids never become labels. The sweep hands one
 `SweepStats` per backend to `Metrics.record_backend_sweep`; the daemon serves the registry on a
 loopback port (`serve`), the one-shot mode writes it for node_exporter (`write_textfile`)."""
@@ -76,6 +77,7 @@ class Metrics:
         self._clock = clock
         self._define_sweep_series(registry)
         self._define_reload_series(registry)
+        self._define_notice_series(registry)
         Info("reaper_build", "reaper build information", registry=registry).info(
             {"version": __version__}
         )
@@ -141,6 +143,19 @@ class Metrics:
             registry=registry,
         )
 
+    def _define_notice_series(self, registry: CollectorRegistry) -> None:
+        self.notices = Counter(
+            "reaper_notices",
+            "Notices (warned, cancelled, ... messages) handed to a notifier, by outcome "
+            "(sent, failed: after every retry, audited notify_failed)",
+            ["notifier", "outcome"],
+            registry=registry,
+        )
+
+    def record_notice(self, notifier: str, delivered: bool) -> None:
+        """Count one notice's final outcome (called from the notifier thread)."""
+        self.notices.labels(notifier=notifier, outcome="sent" if delivered else "failed").inc()
+
     def _define_reload_series(self, registry: CollectorRegistry) -> None:
         self.policies_loaded = Gauge(
             "reaper_policies_loaded", "Policies in the active set", registry=registry
@@ -157,6 +172,11 @@ class Metrics:
             registry=registry,
         )
         self.last_reload_ok.set(1)
+        self.schedule_interval = Gauge(
+            "reaper_schedule_interval_seconds",
+            "Daemon: the longest time between two scheduled sweeps of a backend",
+            registry=registry,
+        )
 
     def declare_backends(self, backends: Iterable[str]) -> None:
         """Create every per-backend series at zero so rates and alerts work before the first
@@ -193,6 +213,11 @@ class Metrics:
             self.reload_failures.inc()
         self.last_reload_ok.set(1 if ok else 0)
         self.policies_loaded.set(policies)
+
+    def set_schedule_interval(self, seconds: float) -> None:
+        """The daemon's schedule period, so alerts can say "no success in 3 periods" without
+        knowing the config (deploy/prometheus/reaper-rules.yml)."""
+        self.schedule_interval.set(seconds)
 
     def set_policies_loaded(self, policies: int) -> None:
         """The size of the policy set loaded at start-up."""

@@ -7,18 +7,21 @@ the audit fields of `reload` and `reload_failed` records."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from reaper.errors import Diagnostic
 from reaper.policy.config import Config
 from reaper.policy.model import PolicySet
+from reaper.policy.shard import Shard
 
-# Settings a running daemon does not change on reload: the bound metrics socket (a warning; the
-# rest of the reload applies).
+# Settings a running daemon does not change on reload: the bound metrics socket, the
+# coordination group it joined (a warning; the rest of the reload applies). Changing them takes
+# a restart.
 RESTART_ONLY: dict[str, Callable[[Config], object]] = {
     "metrics.listen": lambda config: config.metrics_listen,
+    "coordination": lambda config: config.coordination,
 }
 # Settings whose change refuses the whole reload (`reload_failed`): the daemon holds the audit
 # log's lock, descriptor, chain and key, and the re-cancel window reads the same log, so writer,
@@ -39,7 +42,14 @@ class Loaded:
 
     @property
     def backend_names(self) -> list[str]:
-        return list(self.config.backends)
+        """The backends this instance sweeps (its shard's, when sharded)."""
+        return list(self.config.swept_backends)
+
+    def with_shard(self, shard: Shard | None) -> Loaded:
+        """This set with `--shard` overriding the config's `shard:` (None: keep the config's)."""
+        if shard is None:
+            return self
+        return Loaded(replace(self.config, shard=shard), self.policies)
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ def plan_reload(old: Loaded, new: Loaded) -> ReloadPlan:
     return ReloadPlan(
         new=new,
         schedule_changed=old.config.schedule != new.config.schedule,
-        backends_changed=dict(old.config.backends) != dict(new.config.backends),
+        backends_changed=dict(old.config.swept_backends) != dict(new.config.swept_backends),
         restart_only=_changed(RESTART_ONLY, old.config, new.config),
         refused=_changed(REFUSED_ON_RELOAD, old.config, new.config),
     )
