@@ -47,6 +47,12 @@ def add_parser(subparsers: Any) -> None:
     )
     # SUPPRESS: an option left out after `verify` must not reset one given before it.
     _add_file_options(verify, argparse.SUPPRESS, nargs="+")
+    verify.add_argument(
+        "--new-chain-ok",
+        action="store_true",
+        help="accept a later file that starts a new chain (a one-shot run after rotation) "
+        "instead of continuing the file before it; without it that fails",
+    )
 
 
 def _add_file_options(parser: argparse.ArgumentParser, default: Any, nargs: str | None) -> None:
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(exc, file=err)
         return ExitCode.CONFIG
     if args.audit_action == "verify":
-        return _run_verify(files, out, err)
+        return _run_verify(files, out, err, new_chain_ok=args.new_chain_ok)
     return _run_query(args, files, out, err)
 
 
@@ -102,9 +108,9 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _run_verify(files: list[Path], out: TextIO, err: TextIO) -> int:
+def _run_verify(files: list[Path], out: TextIO, err: TextIO, *, new_chain_ok: bool) -> int:
     try:
-        result = verify_audit(files)
+        result = verify_audit(files, new_chain_ok=new_chain_ok)
     except OSError as exc:
         print(f"reaper audit verify: cannot read {exc.filename}: {exc.strerror}", file=err)
         return ExitCode.FAILED
