@@ -18,6 +18,7 @@ from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_au
 from reaper.audit.verify import verify_audit
 from reaper.errors import ConfigError, ExitCode
 from reaper.policy.durations import DurationError, parse_duration
+from reaper.untrusted import MAX_TEXT, clean
 
 SCHEMA_VERSION = 1
 HEADER = ("TS", "EVENT", "BACKEND", "JOB", "POLICY", "OUTCOME", "REASON")
@@ -186,9 +187,9 @@ def _print_table(records: list[Record], out: TextIO, err: TextIO) -> None:
 
 def _row(record: Record) -> tuple[str, ...]:
     outcome = record.get("outcome") or record.get("cause")
-    reason = _cell(record.get("reason"), "")
+    reason = _cell(record.get("reason"), "", 4 * MAX_TEXT)
     if record.get("error"):
-        reason = f"{reason} (error: {_cell(record['error'], '')})".lstrip()
+        reason = f"{reason} (error: {_cell(record['error'], '', 4 * MAX_TEXT)})".lstrip()
     return (
         _cell(record.get("ts")),
         _cell(record.get("event")),
@@ -200,6 +201,7 @@ def _row(record: Record) -> tuple[str, ...]:
     )
 
 
-def _cell(value: object, missing: str = "-") -> str:
-    """One line of text: a reason with newlines or tabs must not break the table."""
-    return missing if value is None or value == "" else " ".join(str(value).split())
+def _cell(value: object, missing: str = "-", limit: int = MAX_TEXT) -> str:
+    """One line of safe text: a reason with newlines or tabs must not break the table, and a job
+    name with escape sequences must not reach the terminal (the file keeps the full value)."""
+    return missing if value is None or value == "" else clean(" ".join(str(value).split()), limit)

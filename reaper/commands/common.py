@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,3 +28,22 @@ def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     from reaper.policy.config import find_config_path, load_all
 
     return load_all(find_config_path(args.config, os.environ, Path.cwd()))
+
+
+def add_wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wide", action="store_true", help="do not cut the NAME and REASON columns to fit"
+    )
+
+
+def table_width(wide: bool) -> int | None:
+    """How wide a table may be: `$COLUMNS` when set, else the terminal's; None (no limit) with
+    --wide or when stdout is not a terminal and `$COLUMNS` is unset (a pipe gets whole rows)."""
+    if wide:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None

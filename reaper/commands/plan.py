@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.commands.common import add_config_option, load
+from reaper.commands.common import add_config_option, add_wide_option, load, table_width
 from reaper.engine import report
 from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
 from reaper.errors import ExitCode
 from reaper.policy.model import Match
+from reaper.untrusted import clean
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,6 +25,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
     parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_wide_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(body, sys.stdout, indent=2, default=str)
         print()
     else:
-        _print_human(scans, plan, decisions, opened.errors, now)
+        _print_human(scans, plan, decisions, opened.errors, now, width=table_width(args.wide))
     failed = opened.errors or any(s.error for s in scans)
     return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
 
@@ -68,11 +70,14 @@ def _print_human(
     decisions: Sequence[Decision[Match]],
     errors: dict[str, str],
     now: datetime,
+    *,
+    width: int | None = None,
 ) -> None:
-    table = report.format_table([report.decision_row(d, now) for d in decisions])
+    rows = [report.decision_row(d, now) for d in decisions]
+    table = report.format_table(rows, width=width)
     print(table or "no job matches any policy")
     print()
     for name, error in errors.items():
-        print(f"{name}: not reachable: {error}")
+        print(f"{name}: not reachable: {clean(error, report.MAX_REASON)}")
     for line in report.plan_summary(scans, plan):
         print(line)
