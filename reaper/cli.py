@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "schema": "reaper.commands.schema",
     "demo": "reaper.commands.demo",
     "daemon": "reaper.commands.daemon",
+    "completion": "reaper.commands.completion",
 }
 
 
@@ -43,7 +44,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)"
     )
-    parser.set_defaults(run_command=main)  # lets a command (demo) run others without importing cli
+    # Let a command run others (demo) or see the whole parser (completion) without importing cli.
+    parser.set_defaults(run_command=main, build_parser=build_parser)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only is None else [only]:
         _command_module(name).add_parser(subparsers)

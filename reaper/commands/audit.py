@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_audit
 from reaper.audit.verify import verify_audit
+from reaper.commands.common import examples
 from reaper.errors import ConfigError, ExitCode
 from reaper.policy.durations import DurationError, parse_duration
 from reaper.untrusted import MAX_TEXT, clean
@@ -30,6 +31,11 @@ def add_parser(subparsers: Any) -> None:
         help="query the audit log, or check its hash chain",
         description="Show audit records (all, or those matching the filters). "
         "`reaper audit verify` checks the hash chain and names the first bad line.",
+        **examples(
+            "reaper audit --since 24h --policy gpu-runtime-cap",
+            "reaper audit --job 1f0c9a3e --json",
+            "reaper audit verify --file audit.jsonl.1 --file audit.jsonl",
+        ),
     )
     # One path per --file here (repeat it): `--file A verify` must not read `verify` as a path.
     _add_file_options(parser, None, nargs=None)
@@ -44,7 +50,14 @@ def add_parser(subparsers: Any) -> None:
         "verify",
         help="check the hash chain",
         description="Check every line and `prev` link; exit 1 naming FILE:LINE if broken. "
-        "Give rotated files oldest first.",
+        "Give rotated files oldest first; a later file must continue the one before it, "
+        "unless --new-chain-ok.",
+        **examples(
+            "reaper audit verify",
+            "reaper audit verify --file /var/log/reaper/audit.jsonl.1 "
+            "--file /var/log/reaper/audit.jsonl",
+            "reaper audit verify --new-chain-ok --file audit.jsonl.1 --file audit.jsonl",
+        ),
     )
     # SUPPRESS: an option left out after `verify` must not reset one given before it.
     _add_file_options(verify, argparse.SUPPRESS, nargs="+")

@@ -7,11 +7,29 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
+
+
+class ExamplesHelpFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual; keeps the `examples:` epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(EXAMPLES):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+EXAMPLES = "examples:\n"
+
+
+def examples(*commands: str) -> dict[str, Any]:
+    """`add_parser` keywords for a help text that ends with example commands, shown as written."""
+    lines = "\n".join(f"  {command}" for command in commands)
+    return {"epilog": EXAMPLES + lines, "formatter_class": ExamplesHelpFormatter}
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -8,11 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reaper.commands.common import examples
 from reaper.errors import ExitCode
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("demo", help="plan and one sweep against local emulators")
+    parser = subparsers.add_parser(
+        "demo",
+        help="plan and one sweep against local emulators",
+        description="Start loopback emulators of AWS Batch, Tapis and Sutro, seed them, write a "
+        "config and policies, then run plan, one sweep and audit verify through the real clients.",
+        **examples("reaper demo", "reaper demo --dir /tmp/reaper-demo"),
+    )
     parser.add_argument(
         "--dir",
         type=Path,

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.commands.common import add_config_option, add_wide_option, load, table_width
+from reaper.commands.common import (
+    add_config_option,
+    add_wide_option,
+    examples,
+    load,
+    table_width,
+)
+from reaper.commands.progress import listing_progress
 from reaper.engine import report
 from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
@@ -20,7 +27,19 @@ from reaper.untrusted import clean
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("plan", help="show what a sweep would cancel, and why")
+    parser = subparsers.add_parser(
+        "plan",
+        help="show what a sweep would cancel, and why",
+        description="List the jobs of every backend and show what one sweep would do, by which "
+        "policy and why. Never cancels and never writes the audit log. The table fits the "
+        "terminal ($COLUMNS) unless --wide. Exit 0; 1 when a listing failed; 3 when a guard "
+        "would refuse.",
+        **examples(
+            "reaper plan",
+            "reaper plan --backend batch-prod --policy gpu-runtime-cap",
+            "reaper plan --json | jq '.decisions[] | select(.action == \"cancel\")'",
+        ),
+    )
     add_config_option(parser)
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
     parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
@@ -41,10 +60,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"reaper plan: unknown policy {args.policy!r}", file=sys.stderr)
         return ExitCode.USAGE
     opened = open_backends(config, args.backend)
+    progress = listing_progress(sys.stderr)
     try:
-        env = sweep_env(config, policies, opened.backends, audit=None)
+        env = sweep_env(config, policies, opened.backends, audit=None, progress=progress)
         scans, plan = plan_sweep(env)
     finally:
+        if progress is not None:
+            progress.done()
         opened.close()
     now = env.clock()
     decisions = [d for d in plan.decisions if _involves(d, args.policy)]

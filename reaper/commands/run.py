@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, load
+from reaper.commands.common import add_config_option, examples, load
+from reaper.commands.progress import listing_progress
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -19,13 +21,28 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("run", help="one sweep, then exit")
+    parser = subparsers.add_parser(
+        "run",
+        help="one sweep, then exit",
+        description="One sweep over every configured backend, then exit (cron, a systemd "
+        "timer). Interrupted cancels in the audit log are reconciled first. Exit 0, 1 (a "
+        "backend, a cancel or the audit log failed), 3 (a guard refused).",
+        **examples(
+            "reaper run --once --dry-run",
+            "reaper run --once --policy gpu-runtime-cap --backend batch-prod",
+            "reaper run --once --json | jq .backends",
+        ),
+    )
     add_config_option(parser)
     parser.add_argument("--once", action="store_true", help="required: run one sweep and exit")
     parser.add_argument(
         "--dry-run", action="store_true", help="cancel nothing, whatever the config says"
     )
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
+    parser.add_argument(
+        "--policy", metavar="NAME", help="only this policy: the others neither match nor cancel"
+    )
+    parser.add_argument("--json", action="store_true", help="the sweep summary as JSON on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,28 +53,43 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     from reaper.audit.reconcile import reconcile
     from reaper.audit.writer import AuditLog
-    from reaper.engine.report import sweep_summary
+    from reaper.engine.report import sweep_json, sweep_summary
     from reaper.engine.runtime import open_backends, sweep_env
     from reaper.engine.sweep import run_sweep
+    from reaper.policy.model import PolicySet
 
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
     if unknown:  # a misspelt --backend must not sweep nothing and exit 0
         print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return ExitCode.USAGE
+    if args.policy:
+        only = policies.by_name(args.policy)
+        if only is None:
+            print(f"reaper run: unknown policy {args.policy!r}", file=sys.stderr)
+            return ExitCode.USAGE
+        policies = PolicySet.of([only])
     opened = open_backends(config, args.backend)
+    progress = listing_progress(sys.stderr)
     try:
         with AuditLog(config.audit_log) as audit:
             reconcile(audit, opened.backends)
             env = sweep_env(
                 config, policies, opened.backends, audit,
-                force_dry_run=args.dry_run, unreachable=opened.errors,
+                force_dry_run=args.dry_run, unreachable=opened.errors, progress=progress,
             )  # fmt: skip
             result = run_sweep(env)
     finally:
+        if progress is not None:
+            progress.done()
         opened.close()
     if config.metrics_textfile is not None:
         write_metrics(config.metrics_textfile, len(policies), result, {})
+    if args.json:
+        body = sweep_json(result, dry_run=args.dry_run or config.dry_run)
+        json.dump(body, sys.stdout, indent=2)
+        print()
+        return result.exit_code
     if notice := _dry_run_notice(args.dry_run, config.dry_run):
         print(notice)
     for line in sweep_summary(result):

@@ -8,7 +8,7 @@ from typing import Any
 
 from reaper.engine.decide import Action, Decision, Plan
 from reaper.engine.scan import Scan
-from reaper.engine.sweep import SweepReport
+from reaper.engine.sweep import BackendReport, SweepReport
 from reaper.jobs import SkipCause
 from reaper.policy.durations import format_duration
 from reaper.policy.model import Match
@@ -151,3 +151,30 @@ def sweep_summary(result: SweepReport) -> list[str]:
     if result.audit_error:
         lines.append(f"AUDIT LOG FAILED, cancelling stopped: {clean(result.audit_error)}")
     return lines
+
+
+def sweep_json(result: SweepReport, *, dry_run: bool) -> dict[str, Any]:
+    """`reaper run --once --json`: the sweep summary (docs/commands.md)."""
+    plan = result.plan
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "sweep_id": result.sweep_id,
+        "dry_run": dry_run,
+        "backends": {name: _backend_json(r) for name, r in result.backends.items()},
+        "fraction_refusals": [vars_of(r) for r in plan.fraction_refusals],
+        "limit_hits": [vars_of(h) for h in plan.limit_hits],
+        "refused": plan.refused,
+        "audit_error": result.audit_error,
+        "exit_code": int(result.exit_code),
+    }
+
+
+def _backend_json(r: BackendReport) -> dict[str, Any]:
+    return {
+        "active": r.active,
+        "matched": dict(r.matched),
+        "outcomes": dict(r.outcomes),
+        "skipped": dict(r.skipped),
+        "error": r.error,
+        "duration_s": round(r.duration_s, 3),
+    }

@@ -11,6 +11,7 @@ from reaper.audit.writer import AuditLog
 from reaper.backends import create_backend
 from reaper.backends.base import Backend
 from reaper.engine.decide import Guards
+from reaper.engine.scan import Progress
 from reaper.engine.sweep import SweepEnv
 from reaper.errors import BackendError
 from reaper.policy.config import Config
@@ -70,6 +71,7 @@ def sweep_env(
     force_dry_run: bool = False,
     clock: Callable[[], datetime] = utc_now,
     unreachable: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> SweepEnv:
     return SweepEnv(
         policies=policies,
@@ -80,4 +82,5 @@ def sweep_env(
         clock=clock,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
+        progress=progress,
     )

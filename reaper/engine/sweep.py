@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from reaper.audit.writer import AuditLog, AuditWriteError, read_tail, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
-from reaper.engine.scan import Scan, scan_backend
+from reaper.engine.scan import Progress, Scan, scan_backend
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import Job, SkipCause
 from reaper.policy.model import Match, PolicySet, evaluate
@@ -54,6 +54,7 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    progress: Progress | None = None  # told of each listed page (a terminal's progress line)
 
 
 @dataclass
@@ -99,7 +100,7 @@ def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
 
     def scan(name: str) -> Scan:
         started = monotonic()
-        result = scan_backend(env.backends[name], env.policies.for_backend(name), now)
+        result = scan_backend(env.backends[name], env.policies.for_backend(name), now, env.progress)
         if result.error:
             log.error("listing %s failed: %s", name, result.error)
         log.debug("scanned %s in %.2fs", name, monotonic() - started)
