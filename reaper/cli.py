@@ -23,6 +23,7 @@ EXIT_SIGPIPE = 128 + signal.SIGPIPE
 COMMANDS: dict[str, str] = {
     "validate": "reaper.commands.validate",
     "plan": "reaper.commands.plan",
+    "explain": "reaper.commands.explain",
     "run": "reaper.commands.run",
     "audit": "reaper.commands.audit",
     "schema": "reaper.commands.schema",

@@ -146,6 +146,20 @@ class AwsBatchBackend:
         record = self._describe([job.id]).get(job.id)
         return None if record is None else self._detailed(job, record)
 
+    def read_job(self, job_id: str) -> Job | None:
+        """One job by id, detailed, or None if DescribeJobs does not know it (`reaper explain`).
+        Its queue is named as a listing names it: the configured `queues` entry when that is
+        the job queue's ARN, else the name in the ARN (JobDetail.jobQueue is an ARN,
+        https://docs.aws.amazon.com/batch/latest/APIReference/API_JobDetail.html).
+        Raises BackendError."""
+        record = self._describe([job_id]).get(job_id)
+        if record is None:
+            return None
+        arn = str(record.get("jobQueue") or "")
+        queue = arn if self._queues and arn in self._queues else arn.rsplit("/", 1)[-1]
+        (job,) = self._parse("DescribeJobs", queue, [record], detailed=True)
+        return job
+
     def _describe(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         """Records by job id, 100 ids per DescribeJobs, up to DESCRIBE_CONCURRENCY calls in
         flight (the calls are independent; botocore clients are thread-safe). Raises
