@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "run": "reaper.commands.run",
     "audit": "reaper.commands.audit",
     "schema": "reaper.commands.schema",
+    "test": "reaper.commands.test",
     "demo": "reaper.commands.demo",
     "daemon": "reaper.commands.daemon",
     "completion": "reaper.commands.completion",

@@ -28,6 +28,7 @@ CONFIG_ENV = "REAPER_CONFIG"
 LOCAL_CONFIG = Path("reaper.yaml")
 SYSTEM_CONFIG = Path("/etc/reaper/reaper.yaml")
 POLICY_SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIXES = (".test.yaml", ".test.yml")  # policy test files (docs/testing.md)
 DEFAULT_EVERY = timedelta(minutes=5)
 FILE_OPTIONS = frozenset({"token_file", "api_key_file"})  # backend options naming a file
 
@@ -165,6 +166,8 @@ def _policy_files_in(path: Path) -> tuple[list[Path], list[Diagnostic]]:
     files, refused = [], []
     for entry in sorted(path.iterdir()):
         if entry.suffix not in POLICY_SUFFIXES or entry.name.startswith("."):
+            continue
+        if entry.name.endswith(TEST_SUFFIXES):  # `reaper test` files may sit beside policies
             continue
         problem = _outside_root(entry, root)
         if problem:
