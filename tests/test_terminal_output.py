@@ -4,6 +4,9 @@ quietly, and botocore does not announce the credentials it found on every run.""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +18,8 @@ import pytest
 
 from reaper.audit.writer import AuditLog
 from reaper.engine.report import fit_widths, format_table
+from reaper.service.logs import configure_logging
+from reaper.service.systemd import sanitize_status
 from reaper.untrusted import clean, clip
 from tests.e2e_support import REPO_ROOT, run_cli, running, standard_jobs, standard_world
 
@@ -127,3 +132,23 @@ def test_botocore_does_not_announce_credentials_at_info(tmp_path: Path) -> None:
         result = run_cli("plan", "--config", str(world.config_path))
     assert result.code == 0, result.err
     assert "Found credentials" not in result.err
+
+
+def test_log_lines_escape_what_a_backend_sent(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "text", stream=stream, env={})
+    logging.getLogger("reaper.test").warning("skipping job %s", "j\x1b[2J\nINFO forged\x9b")
+    configure_logging("INFO", "json", stream=stream, env={})
+    logging.getLogger("reaper.test").warning("skipping job %s", "j\x1b]0;t\x07\u2028\x9b")
+    configure_logging("INFO", "text")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert_inert(stream.getvalue())
+    assert "skipping job j\\x1b[2J\\nINFO forged\\x9b" in lines[0]
+    assert json.loads(lines[1])["message"] == "skipping job j\x1b]0;t\x07\u2028\x9b"
+
+
+def test_systemd_status_is_one_safe_line() -> None:
+    status = sanitize_status("batch: FAILED: \x1b[2J\nREADY=1\x00" + "x" * 5000)
+    assert "\n" not in status and "\x1b" not in status and "\x00" not in status
+    assert status.startswith("batch: FAILED: \\x1b[2J\\nREADY=1\\x00") and len(status) <= 1024
