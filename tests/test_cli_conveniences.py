@@ -85,7 +85,8 @@ def test_validate_json_on_success(tmp_path: Path) -> None:
     good.write_text("policies:\n  - name: a\n    max_runtime: 1h\n")
     body = json.loads(run_cli("validate", "--json", str(good)).out)
     assert body == {"schema_version": 1, "ok": True, "summary": "1 file, 1 policy: ok",
-                    "config": None, "files": 1, "policies": 1, "problems": []}  # fmt: skip
+                    "config": None, "files": 1, "policies": 1, "notes": [],
+                    "problems": []}  # fmt: skip
 
 
 def test_validate_format_github_prints_workflow_annotations(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,9 @@ from reaper.commands.progress import listing_progress
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import SweepReport
+    from reaper.policy.model import PolicySet
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,9 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     from reaper.audit.reconcile import reconcile
     from reaper.audit.writer import AuditLog
-    from reaper.engine.report import sweep_json, sweep_summary
-    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.runtime import flush_budget_s, open_backends, routing_from, sweep_env
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import run_sweep
-    from reaper.policy.model import PolicySet
 
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
@@ -73,37 +76,73 @@ def run(args: argparse.Namespace) -> int:
         print("reaper run: `coordination:` applies to `reaper daemon`; this run sweeps every "
               "backend it is given", file=sys.stderr)  # fmt: skip
     if args.policy:
-        only = policies.by_name(args.policy)
-        if only is None:
+        if policies.by_name(args.policy) is None:
             print(f"reaper run: unknown policy {args.policy!r}", file=sys.stderr)
             return ExitCode.USAGE
-        policies = PolicySet.of([only])
+        policies = _only_policy(policies, args.policy)
     opened = open_backends(config, args.backend)
     progress = listing_progress(sys.stderr)
+    routing = routing_from(config, os.environ)
     try:
-        with AuditLog(config.audit_log) as audit:
+        with AuditLog(config.audit_log, clock=runtime_clock()) as audit:
             reconcile(audit, opened.backends)
+            sender = None if routing is None else NoticeSender(audit)
             env = sweep_env(
-                config, policies, opened.backends, audit,
-                force_dry_run=args.dry_run, unreachable=opened.errors, progress=progress,
+                config, policies, opened.backends, audit, force_dry_run=args.dry_run,
+                unreachable=opened.errors, routing=routing, sender=sender,
+                clock=runtime_clock(), progress=progress,
             )  # fmt: skip
-            result = run_sweep(env)
+            try:
+                result = run_sweep(env)
+            finally:
+                if sender is not None and routing is not None:
+                    _finish_notices(sender, flush_budget_s(routing))
     finally:
         if progress is not None:
             progress.done()
         opened.close()
     if config.metrics_textfile is not None:
         write_metrics(config.metrics_textfile, len(policies), result, {})
+    _print_result(result, args, configured_dry_run=config.dry_run)
+    return result.exit_code
+
+
+def _only_policy(policies: PolicySet, name: str) -> PolicySet:
+    """`--policy NAME`: the set holding that one policy (which exists)."""
+    from reaper.policy.model import PolicySet
+
+    return PolicySet.of(p for p in policies if p.name == name)
+
+
+def _print_result(
+    result: SweepReport, args: argparse.Namespace, *, configured_dry_run: bool
+) -> None:
+    """The sweep summary: JSON with --json, else the dry-run notice and one line per backend."""
+    from reaper.engine.report import sweep_json, sweep_summary
+
     if args.json:
-        body = sweep_json(result, dry_run=args.dry_run or config.dry_run)
+        body = sweep_json(result, dry_run=args.dry_run or configured_dry_run)
         json.dump(body, sys.stdout, indent=2)
         print()
-        return result.exit_code
-    if notice := _dry_run_notice(args.dry_run, config.dry_run):
+        return
+    if notice := _dry_run_notice(args.dry_run, configured_dry_run):
         print(notice)
     for line in sweep_summary(result):
         print(line)
-    return result.exit_code
+
+
+def runtime_clock() -> Callable[[], datetime]:
+    """The clock of this run: the wall clock (tests replace `reaper.engine.runtime.utc_now`)."""
+    from reaper.engine import runtime
+
+    return runtime.utc_now
+
+
+def _finish_notices(sender: NoticeSender, budget_s: float) -> None:
+    """Give the notices of this run a bounded time to go out (after every cancel is done)."""
+    if not sender.flush(budget_s):
+        log.error("notices still unsent after %.0fs: giving up on them at exit", budget_s)
+    sender.close()
 
 
 def write_metrics(
