@@ -21,16 +21,23 @@ What Tapis does, and where that is written down:
   included) in `BaseTapyException`, returns raw bytes when a JSON body does not parse, and sets
   no timeout of its own (tapipy/tapis.py, `Tapis.__init__`, `Operation.__call__`).
 
-Known limits: the search returns only jobs the token's identity owns, created or administers
-(listType MY_JOBS), so the identity decides the reach. Paging is by offset (`skip`), ordered by
-creation time: a job that ends mid-listing shifts later jobs forward and one of them may be
-missed this sweep (never acted on wrongly, only later). Cancels are asynchronous."""
+- The search's `listType` decides the reach (tapis-jobs `JobSearchResource.getJobSearchList`,
+  `JobsDao`; the spec's default is MY_JOBS): MY_JOBS are the jobs whose owner is the caller,
+  SHARED_JOBS those shared with the caller, ALL_JOBS both, owned first, paged as one list. No
+  list type shows a job its owner has hidden (`visible` false). reaper sends ALL_JOBS unless
+  `list_type` says otherwise.
+
+Known limits: the identity and `list_type` decide the reach; hidden jobs are invisible. Paging
+is by offset (`skip`), ordered by creation time: a job that ends mid-listing shifts later jobs
+forward and one of them may be missed this sweep (never acted on wrongly, only later). Cancels
+are asynchronous."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +66,7 @@ from reaper.backends.retry import (
     call_with_retries,
     cancel_honestly,
 )
+from reaper.backends.tapis_tokens import FileToken, LoginToken, StaticToken
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses
 from reaper.redact import register_secret
@@ -72,6 +80,14 @@ DEFAULT_TIMEOUT = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 MAX_DETAIL_CHARS = 300  # server messages quoted in errors are cut to this length
 _ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
 _CANCEL_OUTCOMES = {409: CancelOutcome.ALREADY_TERMINAL, 404: CancelOutcome.NOT_FOUND}
+
+
+class ListType(StrEnum):
+    """`list_type` in reaper.yaml; sent upper-cased as the search's `listType`."""
+
+    ALL_JOBS = "all_jobs"  # owned by the identity, and shared with it
+    MY_JOBS = "my_jobs"  # owned by the identity (the service's default)
+    SHARED_JOBS = "shared_jobs"  # shared with the identity, not owned by it
 
 
 class TapisCallError(BackendError):
@@ -102,11 +118,16 @@ class TapisBackend:
         self,
         name: str,
         client: Any,
+        *,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] | None = None,
         page_limit: int = PAGE_LIMIT,
+        list_type: ListType = ListType.ALL_JOBS,
+        credential: StaticToken | FileToken | LoginToken | None = None,
     ) -> None:
         self.name = name
+        self.list_type = ListType(list_type)
+        self._credential = credential or StaticToken()
         self._client = client
         self._retry = retry or RetryPolicy()
         self._page_limit = page_limit
@@ -124,16 +145,21 @@ class TapisBackend:
         if not isinstance(base_url, str) or not base_url:
             raise BackendError(name, "base_url is required")
         token = read_token(name, section, base_dir)
+        credential: StaticToken | FileToken | LoginToken
         if token is not None:
             client = client_with_token(name, base_url, token)
+            token_file = None if section.get("token_env") else section.get("token_file")
+            credential = FileToken(base_dir / token_file, token) if token_file else StaticToken()
         else:
             username, password = read_login(name, section)
             register_secret(password)
             client = client_with_login(name, base_url, username, password)
             register_secret(client.get_access_jwt())
+            credential = LoginToken()
         if tenant:
             client.tenant_id = str(tenant)
-        return cls(name, client)
+        list_type = ListType(section.get("list_type", ListType.ALL_JOBS))
+        return cls(name, client, list_type=list_type, credential=credential)
 
     # -- Backend --------------------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:
@@ -180,6 +206,7 @@ class TapisBackend:
     def _cancel_once(self, job: Job) -> CancelResult:
         """One cancelJob call. Raises RetryableError (429: not applied) and LostAnswerError
         (5xx, no answer: maybe applied)."""
+        self._credential.prepare(self._client)
         try:
             result = self._attempt("cancelJob", {"jobUuid": job.id})
         except RetryableError as exc:
@@ -208,6 +235,7 @@ class TapisBackend:
             skip=skip,
             orderBy=ORDER_BY,
             select="allAttributes",
+            listType=self.list_type.upper(),
             _tapis_query_parameters={"status.in": ",".join(active_statuses(TYPE))},
         )
         items = result.search if isinstance(getattr(result, "search", None), list) else result
@@ -235,6 +263,17 @@ class TapisBackend:
     def _invoke(self, operation: str, **kwargs: Any) -> Any:
         """Call one Jobs operation through tapipy, retrying 429 and 5xx with backoff and jitter.
         Raises TapisCallError for everything else, and when the retries are spent."""
+        self._credential.prepare(self._client)
+        try:
+            return self._invoke_with_retries(operation, kwargs)
+        except TapisCallError as exc:
+            # A token that expired or was rotated: renew it once, then try the call once more.
+            if exc.http_status != 401 or not self._credential.renew(self._client):
+                raise
+            logger.info("Tapis answered 401 for %s; retrying with the renewed token", operation)
+            return self._invoke_with_retries(operation, kwargs)
+
+    def _invoke_with_retries(self, operation: str, kwargs: dict[str, Any]) -> Any:
         try:
             return call_with_retries(lambda: self._attempt(operation, kwargs), self._retry)
         except RetryableError as exc:
@@ -367,6 +406,10 @@ def make_client(
     client.tenant_id = claims.get("tapis/tenant_id")
     install_timeout(client.requests_session, timeout)
     pin_environment(client.requests_session, base_url)
+    # tapipy sends every request with `send(request, verify=client.verify)` (tapipy/tapis.py,
+    # `Operation.__call__`), and an explicit verify=True overrides the session's CA bundle:
+    # hand tapipy the session's setting, which requests accepts as a bool or a bundle path.
+    client.verify = client.requests_session.verify
     return client
 
 

@@ -14,6 +14,7 @@ from reaper.backends.base import Backend
 from reaper.backends.notify import NotifyError, read_url
 from reaper.engine.decide import Guards
 from reaper.engine.notices import NotifierSpec, Routing
+from reaper.engine.scan import Progress
 from reaper.engine.sender import NoticeSender
 from reaper.engine.sweep import SweepEnv
 from reaper.errors import BackendError
@@ -129,6 +130,7 @@ def sweep_env(
     force_dry_run: bool = False,
     clock: Callable[[], datetime] = utc_now,
     unreachable: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
     routing: Routing | None = None,
     sender: NoticeSender | None = None,
 ) -> SweepEnv:
@@ -142,6 +144,7 @@ def sweep_env(
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
         confirm_within=config.confirm_within,
+        progress=progress,
         routing=routing,
         sender=sender,
     )

@@ -49,7 +49,7 @@ from reaper.engine.notices import (
     match_item,
     route,
 )
-from reaper.engine.scan import Scan, scan_backend
+from reaper.engine.scan import Progress, Scan, scan_backend
 from reaper.engine.sender import NoticeSender
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import KEEP_UNTIL_TAG, Job, SkipCause, parse_instant
@@ -90,6 +90,7 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    progress: Progress | None = None  # told of each listed page (a terminal's progress line)
     # Notices (docs/config.md, "Notifiers"): who hears of what, and the thread that sends.
     # Without a sender nothing is sent; warnings and grace still work, audited only.
     routing: Routing | None = None
@@ -146,7 +147,7 @@ def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
 
     def scan(name: str) -> Scan:
         started = monotonic()
-        result = scan_backend(env.backends[name], env.policies.for_backend(name), now)
+        result = scan_backend(env.backends[name], env.policies.for_backend(name), now, env.progress)
         if result.error:
             log.error("listing %s failed: %s", name, result.error)
         log.debug("scanned %s in %.2fs", name, monotonic() - started)
