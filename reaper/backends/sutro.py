@@ -60,7 +60,7 @@ from reaper.backends.retry import (
     call_with_retries,
 )
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, phase_of
+from reaper.jobs import ACTIVE_PHASES, Job, Phase, phase_of
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class SutroBackend:
         jobs = []
         for record in records:
             job = self._job_or_none(record)
-            if job is not None and job.phase in (Phase.PENDING, Phase.RUNNING):
+            if job is not None and job.phase in ACTIVE_PHASES:
                 jobs.append(job)
         return jobs
 

@@ -53,7 +53,7 @@ from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, active_statuses, phase_of
+from reaper.jobs import ACTIVE_PHASES, Job, active_statuses, phase_of
 from reaper.redact import register_secret
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ ORDER_BY = "created(asc),uuid(asc)"  # a total order, so that offset paging is s
 EVENT_DETAIL = "REAPER_CANCEL"  # eventDetail allows only [a-zA-Z0-9_]
 DEFAULT_TIMEOUT = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 MAX_DETAIL_CHARS = 300  # server messages quoted in errors are cut to this length
-_ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
+_ACTIVE_PHASES = ACTIVE_PHASES
 _CANCEL_OUTCOMES = {409: CancelOutcome.ALREADY_TERMINAL, 404: CancelOutcome.NOT_FOUND}
 
 

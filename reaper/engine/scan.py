@@ -14,7 +14,7 @@ from datetime import datetime
 from reaper.backends.base import Backend
 from reaper.engine.decide import Candidate, Listing
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase
+from reaper.jobs import ACTIVE_PHASES, Job, Phase
 from reaper.policy.index import PolicyIndex
 from reaper.policy.model import Match, Policy
 from reaper.policy.reasons import render_reason
@@ -76,7 +76,7 @@ def _evaluate_enriched(backend: Backend, index: PolicyIndex, jobs: list[Job], sc
     if not jobs:
         return
     for job in backend.enrich(jobs):
-        if job.phase in (Phase.PENDING, Phase.RUNNING):
+        if job.phase in ACTIVE_PHASES:
             _add_candidate(job, index, scan)
 
 
