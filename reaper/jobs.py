@@ -183,6 +183,15 @@ class SkipCause(StrEnum):
     CLOCK_SKEW = "clock_skew"
 
 
+class RecordError(ValueError):
+    """A backend record that cannot be read as a Job, naming the field and its value: what the
+    record parsers raise, and what becomes a `BadRecord`."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.value, self.problem = field, value, problem
+
+
 # A value shown in a bad-record report is cut to this many characters.
 BAD_VALUE_CHARS = 80
 
@@ -198,6 +207,14 @@ class BadRecord:
     field: str
     value: str  # repr of the offending value, cut to BAD_VALUE_CHARS
     problem: str
+
+    @classmethod
+    def from_error(cls, backend: str, job_id: object, exc: Exception) -> BadRecord:
+        """The report of a parser's failure: a RecordError names its field; anything else a
+        parser let through (a bug, but never a reason to stop the listing) names the record."""
+        if isinstance(exc, RecordError):
+            return cls.of(backend, job_id, exc.field, exc.value, exc.problem)
+        return cls.of(backend, job_id, "record", None, f"{type(exc).__name__}: {exc}"[:200])
 
     @classmethod
     def of(cls, backend: str, job_id: object, field: str, value: object, problem: str) -> BadRecord:

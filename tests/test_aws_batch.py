@@ -117,13 +117,15 @@ def test_discovers_queues_when_none_are_configured(emulator) -> None:
     assert emulator.calls["DescribeJobQueues"] == 3
 
 
-def test_a_job_that_moves_on_between_status_calls_is_listed_once(emulator, backend) -> None:
+def test_a_job_that_moves_on_between_status_calls_is_listed_again(emulator, backend) -> None:
     (job_id,) = emulator.seed_jobs("q1", "SUBMITTED", 1)
     seen = []
     for page in backend.list_active():
-        seen.extend(j.id for j in page)
+        seen.extend((j.id, j.status) for j in page)
         emulator.set_status(job_id, "RUNNING")  # after the SUBMITTED page was read
-    assert seen == [job_id]
+    # Both records reach the sweep, which keeps the last (reaper.engine.scan): the job is
+    # running, not pending since its submission.
+    assert seen == [(job_id, "SUBMITTED"), (job_id, "RUNNING")]
 
 
 # -- details ------------------------------------------------------------------------------------

@@ -20,7 +20,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reaper.backends.aws_client import client_config, describe_error, make_client, redact
-from reaper.backends.base import CancelOutcome, CancelResult, truncate_reason
+from reaper.backends.base import (
+    DEFAULT_MAX_PAGES,
+    CancelOutcome,
+    CancelResult,
+    ListingGuard,
+    ServerClock,
+    max_pages_of,
+    truncate_reason,
+)
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
 
@@ -59,10 +67,18 @@ class AwsBatchBackend:
 
     type = TYPE
 
-    def __init__(self, name: str, client: Any, queues: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        client: Any,
+        queues: Sequence[str] | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> None:
         self.name = name
         self._client = client
         self._queues = list(queues) if queues else None
+        self._max_pages = max_pages
+        self.server_clock = ServerClock()
         # Older botocore releases lack TerminateJobs: then there is no bulk call to make.
         self._bulk = "TerminateJobs" in client.meta.service_model.operation_names
 
@@ -87,21 +103,22 @@ class AwsBatchBackend:
             client = make_client(section, config or client_config())
         except BotoCoreError as exc:
             raise BackendError(name, f"cannot build an AWS client: {describe_error(exc)}") from None
-        return cls(name, client, section.get("queues"))
+        return cls(name, client, section.get("queues"), max_pages_of(name, section))
 
     # -- listing --------------------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:
         """Yield each ListJobs page of every queue and non-terminal status, as undetailed Jobs.
         Statuses are walked in lifecycle order, so a job that moves on between two calls is
-        listed again rather than missed; repeats are dropped. Raises BackendError."""
-        seen: set[str] = set()
+        listed again rather than missed; the sweep keeps its last record (reaper.engine.scan).
+        Raises BackendError, also when the paging does not end (`ListingGuard`)."""
+        guard = ListingGuard(self.name, self._max_pages)
         for queue in self._queue_names():
             for status in active_statuses(TYPE):
-                for summaries in self._list_pages(queue, status):
+                guard.new_stream()
+                for summaries in self._list_pages(queue, status, guard):
                     jobs = self._parse("ListJobs", queue, summaries, detailed=False)
-                    fresh = [job for job in jobs if job.id not in seen]
-                    seen.update(job.id for job in fresh)
-                    yield fresh
+                    guard.page((job.id for job in jobs), f"ListJobs {queue} {status}")
+                    yield jobs
 
     def _queue_names(self) -> list[str]:
         if self._queues is not None:
@@ -116,22 +133,30 @@ class AwsBatchBackend:
             )
         return names
 
-    def _list_pages(self, queue: str, status: str) -> Iterator[list[Any]]:
+    def _list_pages(self, queue: str, status: str, guard: ListingGuard) -> Iterator[list[Any]]:
         params = {"jobQueue": queue, "jobStatus": status, "maxResults": LIST_PAGE_SIZE}
-        return self._pages("ListJobs", "jobSummaryList", params)
+        return self._pages("ListJobs", "jobSummaryList", params, guard)
 
-    def _pages(self, operation: str, key: str, params: dict[str, Any]) -> Iterator[list[Any]]:
-        """Follow `nextToken` until the service stops returning one."""
-        tokens: set[str] = set()
+    def _pages(
+        self,
+        operation: str,
+        key: str,
+        params: dict[str, Any],
+        guard: ListingGuard | None = None,
+    ) -> Iterator[list[Any]]:
+        """Follow `nextToken` until the service stops returning one; a token seen before, or
+        more pages than `max_pages`, raises BackendError."""
+        counted_here = guard is None  # ListJobs pages are counted by list_active
+        guard = guard or ListingGuard(self.name, self._max_pages)
         while True:
             response = self._call(operation, **params)
+            if counted_here:
+                guard.page((), operation)
             yield self._require_list(operation, response, key)
             token = response.get("nextToken")
             if not token:
                 return
-            if token in tokens:
-                raise AwsCallError(self.name, operation, "the service repeated a nextToken")
-            tokens.add(token)
+            guard.cursor(str(token), operation)
             params = {**params, "nextToken": token}
 
     # -- details --------------------------------------------------------------------------------
@@ -306,6 +331,8 @@ class AwsBatchBackend:
             raise AwsCallError(self.name, operation, message, code, status) from None
         except BotoCoreError as exc:
             raise AwsCallError(self.name, operation, describe_error(exc)) from None
+        headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+        self.server_clock.observe(headers.get("date"))
         return response
 
     def _require_list(self, operation: str, response: Mapping[str, Any], key: str) -> list[Any]:

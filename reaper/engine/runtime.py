@@ -80,4 +80,5 @@ def sweep_env(
         clock=clock,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
+        max_clock_skew=config.max_clock_skew,
     )

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
@@ -21,9 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 from reaper.audit.writer import AuditLog, AuditWriteError, read_tail, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
-from reaper.engine.scan import Scan, scan_backend
+from reaper.engine.scan import DEFAULT_MAX_CLOCK_SKEW, Scan, scan_backend
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import Job, SkipCause
+from reaper.jobs import BadRecord, Job, SkipCause
 from reaper.policy.model import Match, PolicySet, evaluate
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    # limits.max_clock_skew: no cancels on a backend whose clock differs more from the host's.
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
 
 
 @dataclass
@@ -67,6 +69,7 @@ class BackendReport:
     skipped: Counter[str] = field(default_factory=Counter)
     error: str | None = None
     duration_s: float = 0.0
+    clock_skew_s: float | None = None  # the server's clock minus the host's, when known
 
 
 @dataclass
@@ -99,7 +102,8 @@ def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
 
     def scan(name: str) -> Scan:
         started = monotonic()
-        result = scan_backend(env.backends[name], env.policies.for_backend(name), now)
+        backend, policies = env.backends[name], env.policies.for_backend(name)
+        result = scan_backend(backend, policies, now, env.max_clock_skew)
         if result.error:
             log.error("listing %s failed: %s", name, result.error)
         log.debug("scanned %s in %.2fs", name, monotonic() - started)
@@ -137,6 +141,8 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     for name, error in env.unreachable.items():
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
+    for scan in scans:
+        act.record_bad_records(scan.bad_records)
     act.record_skips(plan)
     act.run(plan)
     for backend_report in report.backends.values():
@@ -178,13 +184,15 @@ def _decide(
 
 
 def _backend_report(scan: Scan) -> BackendReport:
-    return BackendReport(scan.backend, active=scan.active, error=scan.error)
+    return BackendReport(
+        scan.backend, active=scan.active, error=scan.error, clock_skew_s=scan.clock_skew_s
+    )
 
 
 def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
-               "error": r.error}
+               "error": r.error, "clock_skew_s": _seconds(r.clock_skew_s)}
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
@@ -289,6 +297,17 @@ class _Actor:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
+
+    def record_bad_records(self, bad_records: Sequence[BadRecord]) -> None:
+        """One `skipped` record (cause `bad_record`) per record a listing could not read: the
+        job is left alone, and the record names the field and its value (cut short)."""
+        for bad in bad_records:
+            self.count(bad.backend, "skipped", SkipCause.BAD_RECORD)
+            self.write("skipped", {
+                "cause": str(SkipCause.BAD_RECORD), "backend": bad.backend,
+                "job_id": bad.job_id, "field": bad.field, "value": bad.value,
+                "problem": bad.problem, "policy": None, "dry_run": self.env.guards.dry_run,
+            })  # fmt: skip
 
     def record_skips(self, plan: Plan[Match]) -> None:
         for decision in plan.decisions:
