@@ -111,7 +111,8 @@ class AwsBatchBackend:
         Statuses are walked in lifecycle order, so a job that moves on between two calls is
         listed again rather than missed; the sweep keeps its last record (reaper.engine.scan).
         Raises BackendError, also when the paging does not end (`ListingGuard`)."""
-        guard = ListingGuard(self.name, self._max_pages)
+        # ListJobs may answer an empty page with a nextToken: only max_pages ends such paging.
+        guard = ListingGuard(self.name, self._max_pages, empty_pages=True)
         for queue in self._queue_names():
             for status in active_statuses(TYPE):
                 guard.new_stream()
@@ -147,7 +148,7 @@ class AwsBatchBackend:
         """Follow `nextToken` until the service stops returning one; a token seen before, or
         more pages than `max_pages`, raises BackendError."""
         counted_here = guard is None  # ListJobs pages are counted by list_active
-        guard = guard or ListingGuard(self.name, self._max_pages)
+        guard = guard or ListingGuard(self.name, self._max_pages, empty_pages=True)
         while True:
             response = self._call(operation, **params)
             if counted_here:

@@ -104,13 +104,18 @@ class ListingGuard:
 
     - more than `max_pages` pages were read over the whole listing;
     - a cursor or token comes back that its stream has seen before;
-    - a page that is not empty adds no job id not already seen in its stream.
+    - a page that is not empty adds no job id not already seen in its stream, or a page that
+      is empty is not the last (unless the API has such pages).
 
     A stream is one paged sequence (AWS Batch pages each queue and status separately; an id
     seen in another stream is a job that moved on between two calls, not a loop)."""
 
-    def __init__(self, backend: str, max_pages: int = DEFAULT_MAX_PAGES) -> None:
-        self.backend, self.max_pages = backend, max_pages
+    def __init__(
+        self, backend: str, max_pages: int = DEFAULT_MAX_PAGES, *, empty_pages: bool = False
+    ) -> None:
+        """`empty_pages`: the API may answer an empty page that is not the last (AWS list
+        calls may); otherwise such a page is no progress either."""
+        self.backend, self.max_pages, self.empty_pages = backend, max_pages, empty_pages
         self.pages = 0
         self._cursors: set[str] = set()
         self._ids: set[str] = set()
@@ -118,9 +123,10 @@ class ListingGuard:
     def new_stream(self) -> None:
         self._ids, self._cursors = set(), set()
 
-    def page(self, ids: Iterable[str | None], where: str) -> None:
+    def page(self, ids: Iterable[str | None], where: str, *, last: bool = False) -> None:
         """Count one page and check it adds an id (`None`, a record whose id could not be read,
-        adds none: a page of nothing but such records, again and again, is no progress)."""
+        adds none: a page of nothing but such records, again and again, is no progress). An
+        empty page is progress only as the last page, or where the API has empty pages."""
         self.pages += 1
         if self.pages > self.max_pages:
             raise BackendError(
@@ -132,6 +138,11 @@ class ListingGuard:
             count += 1
             if job_id is not None:
                 self._ids.add(job_id)
+        if not count and not last and not self.empty_pages:
+            raise BackendError(
+                self.backend, f"{where}: an empty page that is not the last; "
+                "the listing cannot be trusted"
+            )  # fmt: skip
         if count and len(self._ids) == before:
             raise BackendError(
                 self.backend, f"{where}: a page of {count} job(s) added no new job id; "

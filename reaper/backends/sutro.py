@@ -139,11 +139,11 @@ class SutroBackend:
             records = body.get("jobs")
             if not isinstance(records, list):
                 raise BackendError(self.name, "list-jobs answered without a `jobs` list")
-            guard.page(map(_record_id, records), "list-jobs")
+            cursor = self._next_cursor(body, guard)
+            guard.page(map(_record_id, records), "list-jobs", last=cursor is None)
             page = self._active_jobs(records)
             if page:
                 yield page
-            cursor = self._next_cursor(body, guard)
             if cursor is None:
                 return
 

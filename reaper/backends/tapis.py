@@ -150,6 +150,7 @@ class TapisBackend:
         guard = ListingGuard(self.name, self._max_pages)
         skip = 0
         while records := self._search_page(skip):
+            # The empty page that ends an offset listing never reaches the guard.
             guard.page(map(_uuid_of, records), f"getJobSearchList skip={skip}")
             skip += len(records)
             page = [job for job in map(self._job_or_bad, records) if _is_listed(job)]
