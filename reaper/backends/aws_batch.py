@@ -25,12 +25,14 @@ from reaper.backends.base import (
     CancelOutcome,
     CancelResult,
     ListingGuard,
+    Page,
     ServerClock,
     max_pages_of,
+    page_ids,
     truncate_reason,
 )
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, active_statuses, phase_of
+from reaper.jobs import BadRecord, Job, Phase, active_statuses, phase_of
 
 TYPE = "aws_batch"
 LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, maxResults)
@@ -106,7 +108,7 @@ class AwsBatchBackend:
         return cls(name, client, section.get("queues"), max_pages_of(name, section))
 
     # -- listing --------------------------------------------------------------------------------
-    def list_active(self) -> Iterator[list[Job]]:
+    def list_active(self) -> Iterator[Page]:
         """Yield each ListJobs page of every queue and non-terminal status, as undetailed Jobs.
         Statuses are walked in lifecycle order, so a job that moves on between two calls is
         listed again rather than missed; the sweep keeps its last record (reaper.engine.scan).
@@ -117,8 +119,8 @@ class AwsBatchBackend:
             for status in active_statuses(TYPE):
                 guard.new_stream()
                 for summaries in self._list_pages(queue, status, guard):
-                    jobs = self._parse("ListJobs", queue, summaries, detailed=False)
-                    guard.page((job.id for job in jobs), f"ListJobs {queue} {status}")
+                    jobs = [self._job_or_bad(queue, record, False) for record in summaries]
+                    guard.page(page_ids(jobs), f"ListJobs {queue} {status}")
                     yield jobs
 
     def _queue_names(self) -> list[str]:
@@ -161,11 +163,14 @@ class AwsBatchBackend:
             params = {**params, "nextToken": token}
 
     # -- details --------------------------------------------------------------------------------
-    def enrich(self, jobs: Sequence[Job]) -> list[Job]:
+    def enrich(self, jobs: Sequence[Job]) -> list[Job | BadRecord]:
         """Detailed copies (tags, full record, current status) in order; vanished jobs are left
-        out. One DescribeJobs call per 100 jobs. Raises BackendError."""
+        out, an unreadable JobDetail is a BadRecord. One DescribeJobs call per 100 jobs. Raises
+        BackendError."""
         records = self._describe([job.id for job in jobs])
-        return [self._detailed(job, records[job.id]) for job in jobs if job.id in records]
+        return [
+            self._job_or_bad(job.queue, records[job.id], True) for job in jobs if job.id in records
+        ]
 
     def refresh(self, job: Job) -> Job | None:
         """The job's current detailed state, or None if DescribeJobs no longer knows it."""
@@ -300,10 +305,14 @@ class AwsBatchBackend:
         failed (throttled or 5xx ones get one more try through TerminateJob)."""
         results = {
             job_id: CancelResult(CancelOutcome.CANCELLED)
-            for job_id in response.get("successful") or []
-            if job_id in ids
+            for job_id in _list_of(response.get("successful"))
+            if isinstance(job_id, str) and job_id in ids
         }
-        for error in response.get("errors") or []:
+        for error in _list_of(response.get("errors")):
+            if not isinstance(error, Mapping):
+                # Not the documented {job, code, message}: it names no job, so every job not
+                # otherwise reported stays FAILED ("did not report"), never cancelled.
+                continue
             job_id, code = str(error.get("job")), str(error.get("code"))
             if job_id not in ids:
                 continue
@@ -342,6 +351,14 @@ class AwsBatchBackend:
             raise AwsCallError(self.name, operation, f"malformed response: no '{key}' list")
         return value
 
+    def _job_or_bad(self, queue: str, record: Any, detailed: bool) -> Job | BadRecord:
+        """One bad record is one skipped job: it never ends the listing."""
+        try:
+            return job_from_record(self.name, queue, record, detailed=detailed)
+        except Exception as exc:  # whatever the parser let through
+            job_id = record.get("jobId") if isinstance(record, Mapping) else None
+            return BadRecord.from_error(self.name, job_id, exc)
+
     def _parse(
         self, operation: str, queue: str, records: Sequence[Any], *, detailed: bool
     ) -> list[Job]:
@@ -349,6 +366,10 @@ class AwsBatchBackend:
             return [job_from_record(self.name, queue, r, detailed=detailed) for r in records]
         except (ValueError, TypeError, KeyError) as exc:
             raise AwsCallError(self.name, operation, f"malformed response: {exc}") from None
+
+
+def _list_of(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def job_from_record(backend: str, queue: str, record: Mapping[str, Any], *, detailed: bool) -> Job:

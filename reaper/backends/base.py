@@ -59,9 +59,10 @@ class Backend(Protocol):
         listing itself fails (`ListingGuard`)."""
         ...
 
-    def enrich(self, jobs: Sequence[Job]) -> list[Job]:
+    def enrich(self, jobs: Sequence[Job]) -> Sequence[Job | BadRecord]:
         """Return detailed copies (tags, full raw record) of `jobs`, in order; jobs that have
-        vanished are left out. Cheap no-op for backends whose listing is already detailed."""
+        vanished are left out, a detail that cannot be read is a BadRecord. Cheap no-op for
+        backends whose listing is already detailed."""
         ...
 
     def refresh(self, job: Job) -> Job | None:

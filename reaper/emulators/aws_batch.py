@@ -24,7 +24,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+from reaper.emulators.base import (
+    EmulatorServer,
+    JobSpec,
+    Knobs,
+    Request,
+    Response,
+    Route,
+    TableJob,
+    apply_extra,
+)
 from reaper.emulators.sigv4 import AuthError, check_sigv4
 from reaper.jobs import Phase, phase_of
 
@@ -186,9 +195,9 @@ class AwsBatchEmulator(EmulatorServer):
         limit = min(int(body.get("maxResults") or MAX_PAGE), MAX_PAGE, self.knobs.page_size)
         page = _Page.parse(body.get("nextToken"))
         matching = self._listing(queue, status)
-        chunk = matching[page.offset : page.offset + limit]
+        chunk, more = self.page_at(matching, page.offset, limit)
         result: dict[str, Any] = {"jobSummaryList": [_summary(job.record) for job in chunk]}
-        if page.offset + limit < len(matching):
+        if more:
             result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
         return result
 
@@ -310,7 +319,7 @@ class AwsBatchEmulator(EmulatorServer):
         }
         if spec.started_at is not None:
             record["startedAt"] = _ms(spec.started_at)
-        record.update(spec.extra)
+        apply_extra(record, spec.extra)
         with self.lock:
             self._queues[queue] = None
             self.table.add(_Job(job_id, record, queue))

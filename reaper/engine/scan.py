@@ -182,7 +182,9 @@ def _evaluate_enriched(backend: Backend, index: PolicyIndex, jobs: list[Job], sc
     if not jobs:
         return
     for job in backend.enrich(jobs):
-        if job.phase in ACTIVE_PHASES:
+        if isinstance(job, BadRecord):
+            _add_bad(job, scan)
+        elif job.phase in ACTIVE_PHASES:
             _add_candidate(job, index, scan)
 
 
