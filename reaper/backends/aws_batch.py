@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ class AwsBatchBackend:
                 for summaries in self._list_pages(queue, status, guard):
                     jobs = [self._job_or_bad(queue, record, False) for record in summaries]
                     guard.page(page_ids(jobs), f"ListJobs {queue} {status}")
-                    yield jobs
+                    yield [self._resolved(job) for job in jobs]
 
     def _queue_names(self) -> list[str]:
         if self._queues is not None:
@@ -169,7 +170,9 @@ class AwsBatchBackend:
         BackendError."""
         records = self._describe([job.id for job in jobs])
         return [
-            self._job_or_bad(job.queue, records[job.id], True) for job in jobs if job.id in records
+            self._resolved(self._job_or_bad(job.queue, records[job.id], True))
+            for job in jobs
+            if job.id in records
         ]
 
     def refresh(self, job: Job) -> Job | None:
@@ -202,7 +205,39 @@ class AwsBatchBackend:
     def _detailed(self, job: Job, record: Mapping[str, Any]) -> Job:
         # JobDetail.jobQueue is an ARN; keep the queue name the job was listed under.
         (detailed,) = self._parse("DescribeJobs", job.queue, [record], detailed=True)
-        return detailed
+        return self._with_children(detailed)
+
+    # -- array and multi-node parents ----------------------------------------------------------
+    def _resolved(self, item: Job | BadRecord) -> Job | BadRecord:
+        return item if isinstance(item, BadRecord) else self._with_children(item)
+
+    def _with_children(self, job: Job) -> Job:
+        """An array or multi-node parent with the phase and start its children give it.
+
+        AWS keeps a parent PENDING "while child jobs are running" (botocore's ListJobs
+        documentation, `jobStatus`), and a parent records no start of its own: as listed, a
+        parent whose children have run for days looks pending since its submission. So a
+        parent in an active phase without a start of its own is `running` once any child
+        (node) is STARTING or RUNNING or has a start time, its start the earliest start among
+        them; otherwise it is left as listed. Children are listed by ListJobs with
+        `arrayJobId` (`multiNodeJobId`) per started status. Raises BackendError."""
+        if job.phase not in (Phase.PENDING, Phase.RUNNING):
+            return job
+        key = parent_key(job.raw)
+        if key is None or job.started_at is not None:
+            return job
+        started, first = False, None
+        for status in _STARTED_CHILD_STATUSES:
+            params = {key: job.id, "jobStatus": status, "maxResults": LIST_PAGE_SIZE}
+            for page in self._pages("ListJobs", "jobSummaryList", params):
+                for child in page:
+                    child_start = _child_start(child)
+                    started = started or status in ("STARTING", "RUNNING") or bool(child_start)
+                    if child_start is not None and (first is None or child_start < first):
+                        first = child_start
+        if not started:
+            return job
+        return replace(job, phase=Phase.RUNNING, started_at=first)
 
     # -- cancelling -----------------------------------------------------------------------------
     def cancel(self, job: Job, reason: str) -> CancelResult:
@@ -341,6 +376,11 @@ class AwsBatchBackend:
             raise AwsCallError(self.name, operation, message, code, status) from None
         except BotoCoreError as exc:
             raise AwsCallError(self.name, operation, describe_error(exc)) from None
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            # botocore's parser meeting an answer of the wrong shape (a string where an object
+            # belongs) fails with a plain Python error: the call's outcome is unknown.
+            what = f"the answer could not be read ({type(exc).__name__})"
+            raise AwsCallError(self.name, operation, what) from None
         headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
         self.server_clock.observe(headers.get("date"))
         return response
@@ -366,6 +406,37 @@ class AwsBatchBackend:
             return [job_from_record(self.name, queue, r, detailed=detailed) for r in records]
         except (ValueError, TypeError, KeyError) as exc:
             raise AwsCallError(self.name, operation, f"malformed response: {exc}") from None
+
+
+# Child statuses whose jobs have started or may have: a SUCCEEDED or FAILED child counts only
+# with a start time (a child can fail before it starts).
+_STARTED_CHILD_STATUSES = ("STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+def parent_key(record: Mapping[str, Any]) -> str | None:
+    """The ListJobs parameter that lists a parent's children: `arrayJobId` for an array parent
+    (`arrayProperties.size`, no `index`), `multiNodeJobId` for a multi-node parallel job's
+    parent (`nodeProperties.numNodes`, no node index, an id without `#`); else None."""
+    array = record.get("arrayProperties")
+    if isinstance(array, Mapping) and "size" in array and "index" not in array:
+        return "arrayJobId"
+    nodes = record.get("nodeProperties")
+    job_id = record.get("jobId")
+    if (
+        isinstance(nodes, Mapping) and "numNodes" in nodes and "nodeIndex" not in nodes
+        and isinstance(job_id, str) and "#" not in job_id
+    ):  # fmt: skip
+        return "multiNodeJobId"
+    return None
+
+
+def _child_start(child: Any) -> datetime | None:
+    if not isinstance(child, Mapping):
+        return None
+    try:
+        return ms_to_utc(child.get("startedAt"))
+    except ValueError:
+        return None  # an unreadable child start proves nothing
 
 
 def _list_of(value: Any) -> list[Any]:

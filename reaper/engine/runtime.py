@@ -68,16 +68,17 @@ def sweep_env(
     audit: AuditLog | None,
     *,
     force_dry_run: bool = False,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] | None = None,
     unreachable: Mapping[str, str] | None = None,
 ) -> SweepEnv:
+    """The sweep's environment; `clock` defaults to the host's (`utc_now`, looked up now)."""
     return SweepEnv(
         policies=policies,
         backends=backends,
         audit=audit,
         audit_path=config.audit_log,
         guards=guards_from(config, force_dry_run=force_dry_run),
-        clock=clock,
+        clock=clock or utc_now,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
         max_clock_skew=config.max_clock_skew,
