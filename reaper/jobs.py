@@ -21,6 +21,8 @@ class Phase(StrEnum):
     UNKNOWN = "unknown"  # e.g. Sutro's UNKNOWN: skipped and logged, never acted on
 
 
+# The phases reaper considers (listed, counted): every other job is left alone, whatever a
+# policy says. A FINISHING job only by a policy naming its status (reaper.policy.model).
 ACTIVE_PHASES = frozenset((Phase.PENDING, Phase.RUNNING, Phase.FINISHING))
 # Phases in which a job has started: the only ones with a runtime.
 STARTED_PHASES = frozenset((Phase.RUNNING, Phase.FINISHING))

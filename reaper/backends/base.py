@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from reaper.errors import BackendError
-from reaper.jobs import BadRecord, Job
+from reaper.jobs import BadRecord, Job, Phase
 
 # What a listing page holds: jobs, and the records that could not be read as jobs.
 Page = Sequence[Job | BadRecord]
@@ -74,6 +74,27 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class JobReader(Protocol):
+    """What a backend may add when `refresh` needs more of a job than its id (AWS Batch: the
+    queue name a listing gives it)."""
+
+    def read_job(self, job_id: str) -> Job | None: ...
+
+
+def read_job(backend: Backend, job_id: str) -> Job | None:
+    """One job by id, detailed, in whatever state it is, or None if the backend does not know
+    it (`reaper explain`). Read-only: the backend's `read_job` where it has one, else `refresh`
+    of a placeholder that carries only the id (all that Tapis and Sutro read of it).
+    Raises BackendError."""
+    if isinstance(backend, JobReader):
+        return backend.read_job(job_id)
+    placeholder = Job(backend=backend.name, type=backend.type, id=job_id, name="", queue="",
+                      status="", phase=Phase.UNKNOWN, created_at=datetime.min.replace(tzinfo=UTC),
+                      detailed=False)  # fmt: skip
+    return backend.refresh(placeholder)
 
 
 def truncate_reason(reason: str, limit: int = MAX_REASON_CHARS) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.commands.common import add_config_option, load
+from reaper.commands.common import add_config_option, add_now_option, load
 from reaper.engine import report
 from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
@@ -23,11 +23,13 @@ def add_parser(subparsers: Any) -> None:
     add_config_option(parser)
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
     parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
+    parser.add_argument("--job", metavar="ID", help="only the decision about this job id")
+    add_now_option(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.runtime import open_backends, sweep_env, utc_now
     from reaper.engine.sweep import plan_sweep
 
     config, policies = load(args)
@@ -40,12 +42,13 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     opened = open_backends(config, args.backend)
     try:
-        env = sweep_env(config, policies, opened.backends, audit=None)
+        at = args.now or utc_now()
+        env = sweep_env(config, policies, opened.backends, audit=None, clock=lambda: at)
         scans, plan = plan_sweep(env)
     finally:
         opened.close()
     now = env.clock()
-    decisions = [d for d in plan.decisions if _involves(d, args.policy)]
+    decisions = [d for d in plan.decisions if _involves(d, args.policy, args.job)]
     if args.json:
         body = report.plan_json(scans, plan, now)
         body["decisions"] = [report.decision_json(d, now) for d in decisions]
@@ -53,13 +56,21 @@ def run(args: argparse.Namespace) -> int:
         json.dump(body, sys.stdout, indent=2, default=str)
         print()
     else:
-        _print_human(scans, plan, decisions, opened.errors, now)
+        _print_human(scans, plan, decisions, opened.errors, now, empty=_empty_text(args.job))
     failed = opened.errors or any(s.error for s in scans)
     return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
 
 
-def _involves(decision: Decision[Match], policy: str | None) -> bool:
+def _involves(decision: Decision[Match], policy: str | None, job: str | None) -> bool:
+    if job is not None and decision.job.id != job:
+        return False
     return policy is None or decision.policy.name == policy or policy in decision.also_matched
+
+
+def _empty_text(job: str | None) -> str:
+    if job is None:
+        return "no job matches any policy"
+    return f"job {job}: no policy matches it (`reaper explain BACKEND {job}` shows why)"
 
 
 def _print_human(
@@ -68,9 +79,11 @@ def _print_human(
     decisions: Sequence[Decision[Match]],
     errors: dict[str, str],
     now: datetime,
+    *,
+    empty: str,
 ) -> None:
     table = report.format_table([report.decision_row(d, now) for d in decisions])
-    print(table or "no job matches any policy")
+    print(table or empty)
     print()
     for name, error in errors.items():
         print(f"{name}: not reachable: {error}")

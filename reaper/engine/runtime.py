@@ -82,4 +82,5 @@ def sweep_env(
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
         max_clock_skew=config.max_clock_skew,
+        host_clock=utc_now,
     )

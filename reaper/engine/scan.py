@@ -10,7 +10,7 @@ so a sweep's memory grows with the matches (and one id per active job), not with
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -81,9 +81,12 @@ def scan_backend(
     policies: Sequence[Policy],
     now: datetime,
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+    host_clock: Callable[[], datetime] | None = None,
 ) -> Scan:
-    """List, enrich where needed and evaluate. Never raises BackendError: a failure is recorded
-    in the Scan (`complete=False`, `error`)."""
+    """List, enrich where needed and evaluate at `now`. Never raises BackendError: a failure
+    is recorded in the Scan (`complete=False`, `error`). The backend's server clock is compared
+    with `host_clock()` (default: `now`, the usual case of a sweep evaluating at the host's
+    time)."""
     scan = Scan(backend.name)
     index = PolicyIndex(policies, now)
     undetailed: dict[str, Job] = {}
@@ -97,7 +100,7 @@ def scan_backend(
     if scan.duplicates > DUPLICATES_LOGGED:
         log.warning("%d duplicate job ids in the listing of %s counted once each",
                     scan.duplicates, backend.name)  # fmt: skip
-    check_clock(backend, scan, now, max_clock_skew)
+    check_clock(backend, scan, now if host_clock is None else host_clock(), max_clock_skew)
     return scan
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
@@ -56,6 +56,9 @@ class SweepEnv:
     unreachable: Mapping[str, str] = field(default_factory=dict)
     # limits.max_clock_skew: no cancels on a backend whose clock differs more from the host's.
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
+    # The host's clock, which the servers' clocks are compared with; `clock` may be another
+    # moment (`plan --now`), the time the sweep evaluates at.
+    host_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -103,7 +106,7 @@ def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
     def scan(name: str) -> Scan:
         started = monotonic()
         backend, policies = env.backends[name], env.policies.for_backend(name)
-        result = scan_backend(backend, policies, now, env.max_clock_skew)
+        result = scan_backend(backend, policies, now, env.max_clock_skew, env.host_clock)
         if result.error:
             log.error("listing %s failed: %s", name, result.error)
         log.debug("scanned %s in %.2fs", name, monotonic() - started)
