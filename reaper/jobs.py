@@ -190,7 +190,7 @@ class RecordError(ValueError):
     record parsers raise, and what becomes a `BadRecord`."""
 
     def __init__(self, field: str, value: object, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+        super().__init__(problem if field in problem else f"{field}: {problem}")
         self.field, self.value, self.problem = field, value, problem
 
 

@@ -32,6 +32,7 @@ from reaper.backends.base import (
     page_ids,
     truncate_reason,
 )
+from reaper.backends.records import read_record
 from reaper.backends.records.aws_batch import TYPE, job_from_record, ms_to_utc
 from reaper.errors import BackendError
 from reaper.jobs import BadRecord, Job, Phase, active_statuses, phase_of
@@ -407,11 +408,7 @@ class AwsBatchBackend:
 
     def _job_or_bad(self, queue: str, record: Any, detailed: bool) -> Job | BadRecord:
         """One bad record is one skipped job: it never ends the listing."""
-        try:
-            return job_from_record(self.name, queue, record, detailed=detailed)
-        except Exception as exc:  # whatever the parser let through
-            job_id = record.get("jobId") if isinstance(record, Mapping) else None
-            return BadRecord.from_error(self.name, job_id, exc)
+        return read_record(TYPE, self.name, record, queue=queue, detailed=detailed)
 
     def _parse(
         self, operation: str, queue: str, records: Sequence[Any], *, detailed: bool

@@ -57,6 +57,7 @@ from reaper.backends.base import (
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records import read_record
 from reaper.backends.records.sutro import TYPE, parse_job
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
@@ -196,10 +197,9 @@ class SutroBackend:
         """The record as a Job; a BadRecord for one that cannot be read (never acted on, still
         counted as active); None (and a warning) for one whose status the phase table does
         not know, so that it is never acted on."""
-        try:
-            job = parse_job(self.name, record)
-        except Exception as exc:  # one bad record is one skipped job
-            return BadRecord.from_error(self.name, _record_id(record), exc)
+        job = read_record(TYPE, self.name, record)
+        if isinstance(job, BadRecord):
+            return job
         if job.phase == Phase.UNKNOWN:
             logger.warning(
                 "skipping Sutro job %s on %s: unknown status %r", job.id, self.name, job.status

@@ -55,6 +55,7 @@ from reaper.backends.base import (
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records import read_record
 from reaper.backends.records.tapis import TYPE, job_from_record
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
@@ -264,10 +265,7 @@ class TapisBackend:
 
     def _job_or_bad(self, record: dict[str, Any]) -> Job | BadRecord:
         """One bad record is one skipped job: it never ends the listing."""
-        try:
-            return job_from_record(self.name, record)
-        except Exception as exc:  # whatever the parser let through
-            return BadRecord.from_error(self.name, record.get("uuid"), exc)
+        return read_record(TYPE, self.name, record)
 
     def _to_job(self, record: dict[str, Any]) -> Job:
         try:

@@ -107,7 +107,9 @@ def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
         started = monotonic()
         backend, policies = env.backends[name], env.policies.for_backend(name)
         result = scan_backend(backend, policies, now, env.max_clock_skew, env.host_clock)
-        if result.error:
+        if result.error and result.blocked_by is SkipCause.CLOCK_SKEW:
+            log.error("not acting on %s: %s", name, result.error)
+        elif result.error:
             log.error("listing %s failed: %s", name, result.error)
         log.debug("scanned %s in %.2fs", name, monotonic() - started)
         return result
