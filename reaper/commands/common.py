@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
+    from reaper.policy.shard import Shard
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +22,37 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        type=shard_argument,
+        metavar="INDEX/COUNT",
+        help="sweep only the backends that hash to this shard, e.g. 0/3 (overrides `shard:` "
+        "in reaper.yaml; docs/scale.md)",
+    )
+
+
+def shard_argument(text: str) -> Shard:
+    """argparse type for `--shard`: a usage error (exit 2) names what is wrong."""
+    from reaper.policy.shard import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
-    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies.
+    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies, with
+    `--shard` (when the command has it and it is given) in place of the config's `shard:`.
     Raises ConfigError (cli.main prints it and exits 78)."""
+    from dataclasses import replace
+
     from reaper.policy.config import find_config_path, load_all
 
-    return load_all(find_config_path(args.config, os.environ, Path.cwd()))
+    config, policies = load_all(find_config_path(args.config, os.environ, Path.cwd()))
+    shard = getattr(args, "shard", None)
+    return (config if shard is None else replace(config, shard=shard)), policies
 
 
 def parse_now(text: str) -> datetime:

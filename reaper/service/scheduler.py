@@ -74,23 +74,9 @@ class Schedule:
             raise ValueError("schedule.jitter must not be negative")
 
     def period_s(self, timezone: tzinfo = UTC) -> float:
-        """The time between two sweeps: `every` plus the jitter, or for a cron schedule the
-        longest gap between its next few runs."""
-        if self.every is not None:
-            return (self.every + self.jitter).total_seconds()
-        trigger = build_trigger(replace(self, jitter=timedelta(0)), timezone)
-        times: list[datetime] = []
-        moment: datetime | None = datetime.now(timezone)
-        previous = None
-        for _ in range(16):
-            assert moment is not None
-            moment = trigger.get_next_fire_time(previous, moment)
-            if moment is None:
-                break
-            times.append(moment)
-            previous = moment
-        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-        return max(gaps, default=86_400.0) + self.jitter.total_seconds()
+        """The time between two sweeps at most: `longest_interval` plus the jitter."""
+        gap = longest_interval(self, datetime.now(timezone))
+        return (gap + self.jitter).total_seconds() or 86_400.0
 
     @property
     def misfire_grace_s(self) -> int:
@@ -161,6 +147,26 @@ def build_trigger(schedule: Schedule, timezone: tzinfo = UTC) -> BaseTrigger:
     return CronTrigger(minute=minute, hour=hour, day=day, month=month,
                        day_of_week=crontab_day_of_week(day_of_week), timezone=timezone,
                        jitter=jitter)  # fmt: skip
+
+
+def longest_interval(schedule: Schedule, now: datetime, fires: int = 24) -> timedelta:
+    """The longest gap between two sweeps `schedule` starts (jitter aside): `every` itself, or
+    for cron the largest of the next `fires` gaps from `now` (a weekday-only cron has a
+    weekend gap). Raises ValueError for a bad cron expression."""
+    if schedule.every is not None:
+        return schedule.every
+    trigger = build_trigger(replace(schedule, jitter=timedelta(0)))
+    times: list[datetime] = []
+    previous: datetime | None = None
+    moment = now
+    for _ in range(fires + 1):
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            break
+        times.append(fire)
+        previous, moment = fire, fire + timedelta(microseconds=1)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    return max(gaps, default=timedelta(0))
 
 
 class SweepScheduler:
@@ -261,6 +267,10 @@ class SweepScheduler:
         """Backend → when its next sweep is due (for status lines); None before `start`."""
         jobs = {name: self._scheduler.get_job(JOB_PREFIX + name) for name in self._names}
         return {name: getattr(job, "next_run_time", None) for name, job in jobs.items()}
+
+    def longest_interval(self, now: datetime) -> timedelta:
+        """The longest gap between two sweeps of a backend under the current schedule."""
+        return longest_interval(self._schedule, now)
 
     def in_flight(self) -> dict[str, float]:
         """Backend → seconds its current run has been going, for the runs in flight."""

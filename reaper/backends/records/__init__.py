@@ -17,6 +17,18 @@ from reaper.jobs import BadRecord, Job
 # The field that holds a record's job id, per backend type.
 ID_FIELDS = {aws_batch.TYPE: "jobId", tapis.TYPE: "uuid", sutro.TYPE: "job_id"}
 
+_MODULES = {module.TYPE: module for module in (aws_batch, tapis, sutro)}
+
+
+def record_fields(backend_type: str) -> tuple[str, ...]:
+    """The top-level fields of a record that the type's parser reads."""
+    return tuple(_MODULES[backend_type].FIELDS)
+
+
+def owner_fields(backend_type: str) -> tuple[str, ...]:
+    """The top-level fields of a record that name a person (Tapis `owner`)."""
+    return tuple(_MODULES[backend_type].OWNER_FIELDS)
+
 
 def parse_record(
     backend_type: str,

@@ -12,6 +12,10 @@ from reaper.backends.records.times import epoch_time
 from reaper.jobs import Job, RecordError, phase_of
 
 TYPE = "aws_batch"
+# The fields the parser reads, and those naming a person: what `reaper test --record` keeps of a
+# record (the rest may hold secrets or personal data). Keep FIELDS in step with the parser.
+FIELDS = ("jobId", "jobName", "status", "createdAt", "startedAt", "tags")
+OWNER_FIELDS: tuple[str, ...] = ()
 
 
 def job_from_record(backend: str, queue: str, record: Mapping[str, Any], *, detailed: bool) -> Job:
