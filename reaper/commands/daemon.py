@@ -60,6 +60,7 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
     from reaper.audit.reconcile import reconcile
     from reaper.audit.writer import AuditLog
     from reaper.engine.pool import BackendPool
+    from reaper.engine.sender import NoticeSender
     from reaper.service.daemon import Daemon, Services
     from reaper.service.metrics import Metrics
     from reaper.service.signals import SignalFlags, Wakeup, handling_signals
@@ -83,7 +84,8 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
         coordinator = start_coordination(loaded)
         if coordinator is not None:
             stack.callback(coordinator.stop)
-        services = Services(audit, pool, metrics, notifier, wakeup, flags)
+        sender = NoticeSender(audit, on_outcome=metrics.record_notice)
+        services = Services(audit, pool, metrics, notifier, wakeup, flags, sender)
         daemon = Daemon(loaded, services, options, coordinator=coordinator)
         code = daemon.run()
         if daemon.abandoned:

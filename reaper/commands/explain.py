@@ -19,10 +19,11 @@ from reaper.errors import BackendError, ExitCode
 if TYPE_CHECKING:
     from reaper.engine.decide import Decision
     from reaper.engine.explain import JobExplanation
+    from reaper.engine.sweep import AuditState
     from reaper.jobs import Job
     from reaper.policy.config import Config
     from reaper.policy.explain import PolicyExplanation
-    from reaper.policy.model import Match
+    from reaper.policy.model import Match, PolicySet
     from reaper.policy.selectors import Check
 
 SCHEMA_VERSION = 1
@@ -60,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if job is None:
         print(f"reaper explain: {error}", file=sys.stderr)
         return ExitCode.FAILED
-    recent, audit_error = read_recent(config.audit_log, now)
+    audit, audit_error = read_state(config.audit_log, now, policies)
     paused = config.pause_file is not None and config.pause_file.exists()
-    state = SweepState(guards_from(config), paused, recent, audit_error, unlisted)
+    state = SweepState(guards_from(config), paused, audit.recent_cancels, audit_error, unlisted,
+                       warnings=audit.warnings)  # fmt: skip
     explanation = explain_job(job, policies.for_backend(args.backend), state, now)
     if args.json:
         json.dump(explanation_json(explanation), sys.stdout, indent=2, default=str)
@@ -91,14 +93,17 @@ def read_one(config: Config, backend: str, job_id: str) -> tuple[Job | None, str
     return job, f"job {job_id!r} not found on backend {backend}", unlisted
 
 
-def read_recent(audit_path: Path, now: datetime) -> tuple[set[tuple[str, str]], str | None]:
-    """The re-cancel window's jobs from the audit log's tail, or none and why it is unreadable."""
-    from reaper.engine.sweep import read_recent_cancels
+def read_state(
+    audit_path: Path, now: datetime, policies: PolicySet
+) -> tuple[AuditState, str | None]:
+    """The re-cancel window's jobs and the open warnings from the audit log's tail, or none and
+    why it is unreadable."""
+    from reaper.engine.sweep import AuditState, read_audit_state
 
     try:
-        return read_recent_cancels(audit_path, now), None
+        return read_audit_state(audit_path, now, policies), None
     except OSError as exc:
-        return set(), f"{audit_path}: {exc.strerror or exc}"
+        return AuditState(), f"{audit_path}: {exc.strerror or exc}"
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -237,8 +242,9 @@ def check_json(c: Check) -> dict[str, Any]:
 def decision_json(d: Decision[Match] | None) -> dict[str, Any]:
     if d is None:
         return {"action": "none", "policy": None, "cause": None, "dry_run": None,
-                "reason": None, "also_matched": []}  # fmt: skip
+                "reason": None, "also_matched": [], "due": None}  # fmt: skip
     return {
         "action": str(d.action), "policy": d.policy.name, "cause": d.cause and str(d.cause),
         "dry_run": d.dry_run, "reason": d.reason, "also_matched": list(d.also_matched),
+        "due": d.due and d.due.isoformat(),
     }  # fmt: skip

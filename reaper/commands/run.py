@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,7 @@ from reaper.commands.common import add_config_option, add_shard_option, load
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import SweepReport
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from reaper.audit.reconcile import reconcile
     from reaper.audit.writer import AuditLog
     from reaper.engine.report import sweep_summary
-    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.runtime import flush_budget_s, open_backends, routing_from, sweep_env
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import run_sweep
 
     config, policies = load(args)
@@ -55,14 +59,21 @@ def run(args: argparse.Namespace) -> int:
         print("reaper run: `coordination:` applies to `reaper daemon`; this run sweeps every "
               "backend it is given", file=sys.stderr)  # fmt: skip
     opened = open_backends(config, args.backend)
+    routing = routing_from(config, os.environ)
     try:
-        with AuditLog(config.audit_log) as audit:
+        with AuditLog(config.audit_log, clock=runtime_clock()) as audit:
             reconcile(audit, opened.backends)
+            sender = None if routing is None else NoticeSender(audit)
             env = sweep_env(
-                config, policies, opened.backends, audit,
-                force_dry_run=args.dry_run, unreachable=opened.errors,
+                config, policies, opened.backends, audit, force_dry_run=args.dry_run,
+                unreachable=opened.errors, routing=routing, sender=sender,
+                clock=runtime_clock(),
             )  # fmt: skip
-            result = run_sweep(env)
+            try:
+                result = run_sweep(env)
+            finally:
+                if sender is not None and routing is not None:
+                    _finish_notices(sender, flush_budget_s(routing))
     finally:
         opened.close()
     if config.metrics_textfile is not None:
@@ -72,6 +83,20 @@ def run(args: argparse.Namespace) -> int:
     for line in sweep_summary(result):
         print(line)
     return result.exit_code
+
+
+def runtime_clock() -> Callable[[], datetime]:
+    """The clock of this run: the wall clock (tests replace `reaper.engine.runtime.utc_now`)."""
+    from reaper.engine import runtime
+
+    return runtime.utc_now
+
+
+def _finish_notices(sender: NoticeSender, budget_s: float) -> None:
+    """Give the notices of this run a bounded time to go out (after every cancel is done)."""
+    if not sender.flush(budget_s):
+        log.error("notices still unsent after %.0fs: giving up on them at exit", budget_s)
+    sender.close()
 
 
 def write_metrics(

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from reaper.errors import ConfigError, ExitCode
+from reaper.errors import ConfigError, Diagnostic, ExitCode
 from reaper.policy.config import (
     CONFIG_ENV,
     SYSTEM_CONFIG,
+    Config,
     expand_policy_paths,
     find_config_path,
     load_all,
@@ -95,8 +96,65 @@ def _validate(config_path: Path | None, paths: list[Path]) -> str:
     else:
         config, policy_set = load_all(config_path)
         paths = [config.policies_path]
+    notes = check_notifier_urls(config)
     files = len(expand_policy_paths(paths)[0])
-    return f"{config_path}: ok; " + _summary(files, len(policy_set.policies))
+    return "\n".join([*notes, f"{config_path}: ok; " + _summary(files, len(policy_set.policies))])
+
+
+def check_notifier_urls(config: Config) -> list[str]:
+    """Check with apprise each notifier URL known now (`url`, a set `url_env`, a readable
+    `url_file`), rendered with sample values for its placeholders; apprise is imported only if
+    there is one. Returns a note per notifier not checked; raises ConfigError (naming the
+    notifier, never the URL) for one apprise cannot parse."""
+    from reaper.backends.notify import NotifyError, can_parse, read_url
+
+    notes: list[str] = []
+    problems: list[tuple[str, str]] = []  # (notifier, message)
+    for name, notifier in config.notifiers.items():
+        try:
+            url = read_url(name, notifier.source, notifier.ref, os.environ)
+        except NotifyError as exc:
+            notes.append(f"{exc}: its URL is not checked")
+            continue
+        sample = _sample_url(url)
+        if sample is None:
+            problems.append((name, "its URL has a placeholder that is not allowed"))
+        elif not can_parse(sample):
+            problems.append((name, "apprise cannot parse its URL (unknown scheme or form)"))
+    if problems:
+        located = _locate_notifiers(config.path)
+        raise ConfigError(
+            [
+                Diagnostic(*located[name], f"notifier {name}: {message}")
+                for name, message in problems
+            ]
+        )
+    return notes
+
+
+def _sample_url(url: str) -> str | None:
+    """The URL with every placeholder rendered as `x` (None if one is not allowed)."""
+    from reaper.policy.templates import TemplateError, compile_template, render_template
+
+    try:
+        template = compile_template(url)
+    except TemplateError:
+        return None
+    names = {piece.name for piece in template.pieces if piece.name}
+    tags = {piece.tag: "x" for piece in template.pieces if piece.tag}
+    return render_template(template, dict.fromkeys(names, "x"), tags)
+
+
+def _locate_notifiers(config_path: Path) -> dict[str, tuple[str, int, int]]:
+    """Where each `notifiers:` entry is in the config file, for the diagnostics."""
+    from reaper.policy.yamlsrc import Problem, load_yaml_file
+
+    doc, _ = load_yaml_file(config_path)
+    found = {}
+    for name in doc.data.get("notifiers") or {}:
+        where = doc.source.locate(Problem(("notifiers", name), ""))
+        found[name] = (where.file, where.line, where.column)
+    return found
 
 
 def _summary(files: int, policies: int) -> str:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.engine.decide import Action, Decision, Plan
+from reaper.engine.decide import Action, Clearance, Decision, Plan
+from reaper.engine.notices import format_due
 from reaper.engine.scan import Scan
 from reaper.engine.sweep import SweepReport
 from reaper.jobs import SkipCause
@@ -18,9 +19,11 @@ COLUMNS = ("BACKEND", "JOB", "NAME", "QUEUE", "STATUS", "RUNTIME", "POLICY", "DE
 
 
 def decision_label(decision: Decision[Match]) -> str:
+    due = "" if decision.due is None else f" (due {format_due(decision.due)})"
     if decision.action is Action.SKIP:
-        return f"skip: {decision.cause}"
-    return "cancel (dry run)" if decision.dry_run else "cancel"
+        return f"skip: {decision.cause}{due}"
+    verb = "warn" if decision.action is Action.WARN else "cancel"
+    return f"{verb}{due}" + (" (dry run)" if decision.dry_run else "")
 
 
 def _runtime(decision: Decision[Match], now: datetime) -> str:
@@ -70,6 +73,12 @@ def plan_summary(scans: Sequence[Scan], plan: Plan[Match]) -> list[str]:
         lines.append(
             f"LIMIT {hit.limit} {hit.maximum} reached for {scope}: {hit.skipped} held back"
         )
+    if warned := plan.warnings():
+        lines.append(f"{len(warned)} job(s) to warn; cancelled at their due time if still matching")
+    for clearance in plan.cleared:
+        w = clearance.warning
+        lines.append(f"warning of {w.backend}/{w.job_id} by {w.policy} (due {format_due(w.due)}) "
+                     f"to be cleared: {clearance.cause}")  # fmt: skip
     return lines
 
 
@@ -83,6 +92,7 @@ def decision_json(decision: Decision[Match], now: datetime) -> dict[str, Any]:
         "action": str(decision.action), "cause": decision.cause and str(decision.cause),
         "dry_run": decision.dry_run, "also_matched": list(decision.also_matched),
         "facts": [f.text for f in match.facts], "reason": decision.reason,
+        "due": None if decision.due is None else decision.due.isoformat(),
     }  # fmt: skip
 
 
@@ -96,8 +106,15 @@ def plan_json(scans: Sequence[Scan], plan: Plan[Match], now: datetime) -> dict[s
         "decisions": [decision_json(d, now) for d in plan.decisions],
         "fraction_refusals": [vars_of(r) for r in plan.fraction_refusals],
         "limit_hits": [vars_of(h) for h in plan.limit_hits],
+        "cleared": [clearance_json(c) for c in plan.cleared],
         "refused": plan.refused,
     }
+
+
+def clearance_json(clearance: Clearance) -> dict[str, Any]:
+    w = clearance.warning
+    return {"backend": w.backend, "job_id": w.job_id, "policy": w.policy,
+            "due": w.due.isoformat(), "cause": str(clearance.cause)}  # fmt: skip
 
 
 def vars_of(obj: Any) -> dict[str, Any]:
@@ -110,7 +127,8 @@ def sweep_summary(result: SweepReport) -> list[str]:
     for name, r in result.backends.items():
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items())) or "nothing done"
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(r.skipped.items()))
-        line = f"{name}: {r.active} active; {outcomes}" + (
+        ladder = "".join(f"; {k} {v}" for k, v in sorted(r.ladder.items()))
+        line = f"{name}: {r.active} active; {outcomes}{ladder}" + (
             f"; skipped: {skipped}" if skipped else ""
         )
         lines.append(line + (f"; ERROR: {r.error}" if r.error else ""))

@@ -393,9 +393,14 @@ class SelectorBlock:
 
     def limit_text(self, key: str) -> str | None:
         """The duration limit as written for `max_runtime` / `max_pending` / `max_age`."""
+        found = self.duration_selector(key)
+        return None if found is None else found.text
+
+    def duration_selector(self, key: str) -> DurationSelector | None:
+        """The `max_runtime` / `max_pending` / `max_age` selector of this block, if any."""
         for selector in self.selectors:
             if isinstance(selector, DurationSelector) and selector.key == key:
-                return selector.text
+                return selector
         return None
 
 
