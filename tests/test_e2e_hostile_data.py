@@ -282,7 +282,9 @@ def test_case7_a_host_clock_13h_ahead_cancels_nothing_and_says_why(
     for b in NAMES:
         seeds[b] += [running(b, f"other-{i}", 1, now) for i in range(6)]
     real = reaper.engine.runtime.utc_now
-    monkeypatch.setattr(reaper.engine.runtime, "utc_now", lambda: real() + timedelta(hours=13))
+    # faketime moves every clock of the process: the sweep's and the host's
+    for clock in ("utc_now", "host_now"):
+        monkeypatch.setattr(reaper.engine.runtime, clock, lambda: real() + timedelta(hours=13))
     with standard_world(tmp_path, seeds=seeds, policies_yaml=POLICIES) as world:
         result = run_once(world)
         assert result.code == ExitCode.FAILED, result.out + result.err

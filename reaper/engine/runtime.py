@@ -29,6 +29,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def host_now() -> datetime:
+    """The host's clock, which the servers' clocks (their Date headers) are compared with; kept
+    apart from `utc_now`, the time a sweep evaluates at (tests move that one alone)."""
+    return datetime.now(UTC)
+
+
 def routing_from(config: Config, environ: Mapping[str, str]) -> Routing | None:
     """The config's notifiers with their URLs read (and registered for redaction), or None
     when it has none. A URL that cannot be read or compiled is logged by notifier name and
@@ -135,7 +141,7 @@ def sweep_env(
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
         max_clock_skew=config.max_clock_skew,
-        host_clock=utc_now,
+        host_clock=host_now,
         routing=routing,
         sender=sender,
     )
