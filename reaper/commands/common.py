@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
     from reaper.policy.shard import Shard
+
+
+class ExamplesHelpFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual; keeps the `examples:` epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(EXAMPLES):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+EXAMPLES = "examples:\n"
+
+
+def examples(*commands: str) -> dict[str, Any]:
+    """`add_parser` keywords for a help text that ends with example commands, shown as written."""
+    lines = "\n".join(f"  {command}" for command in commands)
+    return {"epilog": EXAMPLES + lines, "formatter_class": ExamplesHelpFormatter}
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +73,25 @@ def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     config, policies = load_all(find_config_path(args.config, os.environ, Path.cwd()))
     shard = getattr(args, "shard", None)
     return (config if shard is None else replace(config, shard=shard)), policies
+
+
+def add_wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wide", action="store_true", help="do not cut the NAME and REASON columns to fit"
+    )
+
+
+def table_width(wide: bool) -> int | None:
+    """How wide a table may be: `$COLUMNS` when set, else the terminal's; None (no limit) with
+    --wide or when stdout is not a terminal and `$COLUMNS` is unset (a pipe gets whole rows)."""
+    if wide:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def parse_now(text: str) -> datetime:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, add_shard_option, load
+from reaper.commands.common import add_config_option, add_shard_option, examples, load
 from reaper.errors import ExitCode, ReaperError
 from reaper.policy.durations import DurationError, parse_duration
 
@@ -27,7 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("daemon", help="scheduled sweeps until SIGTERM; SIGHUP reloads")
+    parser = subparsers.add_parser(
+        "daemon",
+        help="scheduled sweeps until SIGTERM; SIGHUP reloads",
+        description="Sweep every backend on the config's schedule until SIGTERM or SIGINT; "
+        "SIGHUP re-reads the config and policies (all or nothing) and reopens the audit log. "
+        "Speaks sd_notify under systemd (Type=notify).",
+        **examples(
+            "reaper daemon --config /etc/reaper/reaper.yaml",
+            "systemctl reload reaper    # SIGHUP: reload policies, reopen the audit log",
+        ),
+    )
     add_config_option(parser)
     add_shard_option(parser)
     parser.add_argument(

@@ -13,6 +13,7 @@ from reaper.backends.base import Backend
 from reaper.backends.notify import NotifyError, read_url
 from reaper.engine.decide import Guards
 from reaper.engine.notices import NotifierSpec, Routing
+from reaper.engine.scan import Progress
 from reaper.engine.sender import NoticeSender
 from reaper.engine.sweep import SweepEnv
 from reaper.errors import BackendError
@@ -127,6 +128,7 @@ def sweep_env(
     force_dry_run: bool = False,
     clock: Callable[[], datetime] | None = None,
     unreachable: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
     routing: Routing | None = None,
     sender: NoticeSender | None = None,
 ) -> SweepEnv:
@@ -142,6 +144,7 @@ def sweep_env(
         unreachable=dict(unreachable or {}),
         max_clock_skew=config.max_clock_skew,
         host_clock=host_now,
+        progress=progress,
         routing=routing,
         sender=sender,
     )

@@ -76,10 +76,17 @@ class Scan:
             self.complete, self.error, self.blocked_by = False, error, cause
 
 
+# Told after each page of a listing: (backend, pages so far, jobs so far). For a person
+# watching a long listing (reaper.commands.progress); it must not raise.
+Progress = Callable[[str, int, int], None]
+
+
 def scan_backend(
     backend: Backend,
     policies: Sequence[Policy],
     now: datetime,
+    progress: Progress | None = None,
+    *,
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
     host_clock: Callable[[], datetime] | None = None,
 ) -> Scan:
@@ -90,10 +97,14 @@ def scan_backend(
     scan = Scan(backend.name)
     index = PolicyIndex(policies, now)
     undetailed: dict[str, Job] = {}
+    pages = listed = 0
     try:
         for page in backend.list_active():
             for item in page:
                 _consider(item, index, scan, undetailed)
+            pages, listed = pages + 1, listed + len(page)
+            if progress is not None:
+                progress(backend.name, pages, listed)
         _evaluate_enriched(backend, index, list(undetailed.values()), scan)
     except BackendError as exc:
         scan.fail(str(exc))

@@ -47,7 +47,7 @@ from reaper.engine.notices import (
     match_item,
     route,
 )
-from reaper.engine.scan import DEFAULT_MAX_CLOCK_SKEW, Scan, scan_backend
+from reaper.engine.scan import DEFAULT_MAX_CLOCK_SKEW, Progress, Scan, scan_backend
 from reaper.engine.sender import NoticeSender
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import KEEP_UNTIL_TAG, BadRecord, Job, SkipCause, parse_instant
@@ -92,6 +92,7 @@ class SweepEnv:
     # The host's clock, which the servers' clocks are compared with; `clock` may be another
     # moment (`plan --now`), the time the sweep evaluates at.
     host_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    progress: Progress | None = None  # told of each listed page (a terminal's progress line)
     # Notices (docs/config.md, "Notifiers"): who hears of what, and the thread that sends.
     # Without a sender nothing is sent; warnings and grace still work, audited only.
     routing: Routing | None = None
@@ -144,7 +145,10 @@ def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
     def scan(name: str) -> Scan:
         started = monotonic()
         backend, policies = env.backends[name], env.policies.for_backend(name)
-        result = scan_backend(backend, policies, now, env.max_clock_skew, env.host_clock)
+        result = scan_backend(
+            backend, policies, now, env.progress,
+            max_clock_skew=env.max_clock_skew, host_clock=env.host_clock,
+        )  # fmt: skip
         if result.error and result.blocked_by is SkipCause.CLOCK_SKEW:
             log.error("not acting on %s: %s", name, result.error)
         elif result.error:

@@ -200,17 +200,18 @@ def load_all(config_path: Path) -> tuple[Config, PolicySet]:
 def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
     """The policy files named by `paths`, each once (a folder gives its *.yaml / *.yml, sorted,
     hidden files skipped), and a diagnostic for each path that is missing, unreadable or an
-    empty folder."""
+    empty folder, and for each entry of a folder that is a symlink leading out of it."""
     files: dict[Path, Path] = {}  # real path → path as named: a file named twice loads once
     diagnostics: list[Diagnostic] = []
     for path in paths:
         try:
-            found = _policy_files_in(path)
+            found, refused = _policy_files_in(path)
         except OSError as exc:
             message = f"cannot read: {exc.strerror or exc}"
             diagnostics.append(Diagnostic(str(path), 1, 1, message))
             continue
-        if not found:
+        diagnostics.extend(refused)
+        if not found and not refused:
             message = (
                 "no policy files (*.yaml, *.yml) in this folder"
                 if path.is_dir()
@@ -222,17 +223,38 @@ def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnos
     return list(files.values()), diagnostics
 
 
-def _policy_files_in(path: Path) -> list[Path]:
+def _policy_files_in(path: Path) -> tuple[list[Path], list[Diagnostic]]:
+    """A folder's policy files, and a diagnostic for each entry that leaves the folder. Entries
+    that are not regular files are kept: reading them refuses them, located (yamlsrc)."""
     if not path.is_dir():
-        return [path] if path.exists() else []
-    return sorted(
-        p
-        for p in path.iterdir()
-        if p.suffix in POLICY_SUFFIXES
-        and p.is_file()
-        and not p.name.startswith(".")
-        and not p.name.endswith(TEST_SUFFIXES)  # `reaper test` files may sit beside policies
-    )
+        return ([path] if path.exists() or path.is_symlink() else []), []
+    root = path.resolve(strict=True)
+    files, refused = [], []
+    for entry in sorted(path.iterdir()):
+        if entry.suffix not in POLICY_SUFFIXES or entry.name.startswith("."):
+            continue
+        if entry.name.endswith(TEST_SUFFIXES):  # `reaper test` files may sit beside policies
+            continue
+        problem = _outside_root(entry, root)
+        if problem:
+            refused.append(Diagnostic(str(entry), 1, 1, problem))
+        else:
+            files.append(entry)
+    return files, refused
+
+
+def _outside_root(entry: Path, root: Path) -> str | None:
+    """Why a folder entry is refused: a symlink whose target is outside the policy folder (git
+    stores symlinks, so a pull request could point one at /etc/shadow or /dev/zero)."""
+    if not entry.is_symlink():
+        return None
+    try:
+        target = entry.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return "a symlink that leads nowhere (broken or looping): refused"
+    if not target.is_relative_to(root):
+        return f"a symlink that leads outside the policy folder {root}: refused"
+    return None
 
 
 # ---------------------------------------------------------------------------------- the config
