@@ -65,6 +65,7 @@ from reaper.backends.http import pin_environment
 from reaper.backends.records import read_record
 from reaper.backends.records.tapis import TYPE, job_from_record
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
+from reaper.backends.tapis_tokens import FileToken, LoginToken, StaticToken
 from reaper.errors import BackendError
 from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, active_statuses
 from reaper.redact import register_secret
@@ -125,9 +126,11 @@ class TapisBackend:
         page_limit: int = PAGE_LIMIT,
         max_pages: int = DEFAULT_MAX_PAGES,
         list_type: ListType = ListType.ALL_JOBS,
+        credential: StaticToken | FileToken | LoginToken | None = None,
     ) -> None:
         self.name = name
         self.list_type = ListType(list_type)
+        self._credential = credential or StaticToken()
         self._client = client
         self._retry = retry or RetryPolicy()
         self._page_limit = page_limit
@@ -150,17 +153,24 @@ class TapisBackend:
         if not isinstance(base_url, str) or not base_url:
             raise BackendError(name, "base_url is required")
         token = read_token(name, section, base_dir)
+        credential: StaticToken | FileToken | LoginToken
         if token is not None:
             client = client_with_token(name, base_url, token)
+            token_file = None if section.get("token_env") else section.get("token_file")
+            credential = FileToken(base_dir / token_file, token) if token_file else StaticToken()
         else:
             username, password = read_login(name, section)
             register_secret(password)
             client = client_with_login(name, base_url, username, password)
             register_secret(client.get_access_jwt())
+            credential = LoginToken()
         if tenant:
             client.tenant_id = str(tenant)
         list_type = ListType(section.get("list_type", ListType.ALL_JOBS))
-        return cls(name, client, list_type=list_type, max_pages=max_pages_of(name, section))
+        return cls(
+            name, client, list_type=list_type, credential=credential,
+            max_pages=max_pages_of(name, section),
+        )  # fmt: skip
 
     # -- Backend --------------------------------------------------------------------------------
     def list_active(self) -> Iterator[Page]:
@@ -244,6 +254,17 @@ class TapisBackend:
     def _invoke(self, operation: str, **kwargs: Any) -> Any:
         """Call one Jobs operation through tapipy, retrying 429 and 5xx with backoff and jitter.
         Raises TapisCallError for everything else, and when the retries are spent."""
+        self._credential.prepare(self._client)
+        try:
+            return self._invoke_with_retries(operation, kwargs)
+        except TapisCallError as exc:
+            # A token that expired or was rotated: renew it once, then try the call once more.
+            if exc.http_status != 401 or not self._credential.renew(self._client):
+                raise
+            logger.info("Tapis answered 401 for %s; retrying with the renewed token", operation)
+            return self._invoke_with_retries(operation, kwargs)
+
+    def _invoke_with_retries(self, operation: str, kwargs: dict[str, Any]) -> Any:
         call = getattr(self._client.jobs, operation)
 
         def attempt() -> Any:
@@ -386,6 +407,10 @@ def make_client(
     client.tenant_id = claims.get("tapis/tenant_id")
     install_timeout(client.requests_session, timeout)
     pin_environment(client.requests_session, base_url)
+    # tapipy sends every request with `send(request, verify=client.verify)` (tapipy/tapis.py,
+    # `Operation.__call__`), and an explicit verify=True overrides the session's CA bundle:
+    # hand tapipy the session's setting, which requests accepts as a bool or a bundle path.
+    client.verify = client.requests_session.verify
     return client
 
 
