@@ -81,9 +81,11 @@ _PENDING = {
 }  # fmt: skip
 _RUNNING = {
     "aws_batch": {"STARTING", "RUNNING"},
-    "tapis": {"RUNNING", "ARCHIVING"},
+    "tapis": {"RUNNING"},
     "sutro": {"RUNNING"},
 }
+# Active, in neither group: only a policy naming the status matches (reaper.jobs.Phase.FINISHING).
+_FINISHING = {"aws_batch": set(), "tapis": {"ARCHIVING"}, "sutro": set()}
 _TERMINAL = {
     "aws_batch": ["SUCCEEDED", "FAILED"],
     "tapis": ["FINISHED", "CANCELLED", "FAILED"],
@@ -92,16 +94,18 @@ _TERMINAL = {
 
 
 def group_of(job: Job) -> str | None:
-    """`pending`, `running`, or None for terminal and unknown statuses."""
+    """`pending`, `running`, `finishing`, or None for terminal and unknown statuses."""
     status = job.status.upper()
     if status in _PENDING[job.type]:
         return "pending"
+    if status in _FINISHING[job.type]:
+        return "finishing"
     return "running" if status in _RUNNING[job.type] else None
 
 
 def statuses_of(backend_type: str) -> list[str]:
     """Every status worth trying on a backend type: active (often), terminal, unknown."""
-    active = sorted(_PENDING[backend_type] | _RUNNING[backend_type])
+    active = sorted(_PENDING[backend_type] | _RUNNING[backend_type] | _FINISHING[backend_type])
     return [*active, *active, *_TERMINAL[backend_type], "UNKNOWN", "running", "queued"]
 
 
@@ -113,10 +117,14 @@ def over(measured: timedelta | None, limit: timedelta) -> bool:
 
 
 def runtime(job: Job, now: datetime) -> timedelta | None:
+    if group_of(job) not in ("running", "finishing"):
+        return None
     return None if job.started_at is None else now - job.started_at
 
 
 def pending(job: Job, now: datetime) -> timedelta | None:
+    if group_of(job) != "pending":
+        return None
     return now - job.created_at if job.started_at is None else None
 
 

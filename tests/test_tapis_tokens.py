@@ -90,6 +90,15 @@ def test_a_token_file_that_stays_stale_fails_after_one_reread(
     assert [e.response.status for e in emulator.exchanges] == [401]
 
 
+def test_a_token_file_replaced_by_a_fifo_keeps_the_old_token(
+    emulator: TapisEmulator, tmp_path: Path
+) -> None:
+    backend = file_backend(emulator, tmp_path)
+    (tmp_path / "token").unlink()
+    os.mkfifo(tmp_path / "token")  # reading it would block forever
+    assert listed(backend) == ["job-1"]
+
+
 def login_backend(emulator: TapisEmulator, monkeypatch: pytest.MonkeyPatch) -> TapisBackend:
     monkeypatch.setenv("TAPIS_USER", emulator.username)
     monkeypatch.setenv("TAPIS_PASSWORD", emulator.password)

@@ -45,13 +45,19 @@ from requests.adapters import HTTPAdapter
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_PAGES,
     DEFAULT_READ_TIMEOUT_S,
     HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
+    ListingGuard,
+    Page,
+    ServerClock,
+    max_pages_of,
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records import read_record
 from reaper.backends.records.sutro import TYPE, parse_job
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
@@ -62,7 +68,7 @@ from reaper.backends.retry import (
     cancel_honestly,
 )
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase
+from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, Phase
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +101,7 @@ class SutroBackend:
         api_key: str,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S),
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
         self.name = name
         self._session = session
@@ -103,6 +110,8 @@ class SutroBackend:
         self._headers = {"Authorization": f"Key {api_key}", "Accept": "application/json"}
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
+        self._max_pages = max_pages
+        self.server_clock = ServerClock()
 
     @classmethod
     def from_config(
@@ -116,24 +125,27 @@ class SutroBackend:
         (relative to `base_dir`). Raises BackendError when the key cannot be read."""
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
         api_url = str(section.get("api_url") or DEFAULT_API_URL)
-        return cls(name, make_session(api_url), api_url, api_key)
+        session = make_session(api_url)
+        return cls(name, session, api_url, api_key, max_pages=max_pages_of(name, section))
 
     # -- the Backend interface ------------------------------------------------------------------
-    def list_active(self) -> Iterator[list[Job]]:
-        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`.
-        Jobs with an unknown status or an unreadable record are skipped and logged."""
+    def list_active(self) -> Iterator[Page]:
+        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`. Jobs with
+        an unknown status are skipped and logged; an unreadable record is a BadRecord. Raises
+        BackendError, also when the paging does not end (`ListingGuard`)."""
         cursor: str | None = None
-        seen: set[str] = set()
+        guard = ListingGuard(self.name, self._max_pages)
         while True:
             params = {"limit": str(PAGE_LIMIT)} | ({"cursor": cursor} if cursor else {})
             body = self._get_json("list-jobs", params)
             records = body.get("jobs")
             if not isinstance(records, list):
                 raise BackendError(self.name, "list-jobs answered without a `jobs` list")
+            cursor = self._next_cursor(body, guard)
+            guard.page(map(_record_id, records), "list-jobs", last=cursor is None)
             page = self._active_jobs(records)
             if page:
                 yield page
-            cursor = self._next_cursor(body, seen)
             if cursor is None:
                 return
 
@@ -192,23 +204,21 @@ class SutroBackend:
         self._session.close()
 
     # -- listing helpers ------------------------------------------------------------------------
-    def _active_jobs(self, records: list[Any]) -> list[Job]:
-        jobs = []
+    def _active_jobs(self, records: list[Any]) -> list[Job | BadRecord]:
+        jobs: list[Job | BadRecord] = []
         for record in records:
             job = self._job_or_none(record)
-            if job is not None and job.phase in (Phase.PENDING, Phase.RUNNING):
+            if isinstance(job, BadRecord) or (job is not None and job.phase in ACTIVE_PHASES):
                 jobs.append(job)
         return jobs
 
-    def _job_or_none(self, record: Any) -> Job | None:
-        """The record as a Job; None (and a warning) for one that cannot be read or whose status
-        the phase table does not know, so that it is never acted on."""
-        job_id = record.get("job_id") if isinstance(record, dict) else None
-        try:
-            job = parse_job(self.name, record)
-        except ValueError as exc:
-            logger.warning("skipping unreadable Sutro job %s on %s: %s", job_id, self.name, exc)
-            return None
+    def _job_or_none(self, record: Any) -> Job | BadRecord | None:
+        """The record as a Job; a BadRecord for one that cannot be read (never acted on, still
+        counted as active); None (and a warning) for one whose status the phase table does
+        not know, so that it is never acted on."""
+        job = read_record(TYPE, self.name, record)
+        if isinstance(job, BadRecord):
+            return job
         if job.phase == Phase.UNKNOWN:
             logger.warning(
                 "skipping Sutro job %s on %s: unknown status %r", job.id, self.name, job.status
@@ -216,15 +226,13 @@ class SutroBackend:
             return None
         return job
 
-    def _next_cursor(self, body: Mapping[str, Any], seen: set[str]) -> str | None:
+    def _next_cursor(self, body: Mapping[str, Any], guard: ListingGuard) -> str | None:
         cursor = body.get("next_cursor")
         if cursor is None or cursor == "":
             return None
         if not isinstance(cursor, str):
             raise BackendError(self.name, "list-jobs answered with a non-string `next_cursor`")
-        if cursor in seen:
-            raise BackendError(self.name, "list-jobs repeated a cursor; the listing cannot end")
-        seen.add(cursor)
+        guard.cursor(cursor, "list-jobs")
         return cursor
 
     # -- HTTP -----------------------------------------------------------------------------------
@@ -254,13 +262,15 @@ class SutroBackend:
 
     def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> requests.Response:
         try:
-            return self._session.request(
+            response = self._session.request(
                 method,
                 self._base + path,
                 params=params,
                 headers=self._headers,
                 timeout=self._timeout,
             )
+            self.server_clock.observe(response.headers.get("Date"))
+            return response
         except requests.Timeout:
             message = f"{method} {path}: no answer within {self._timeout[1]:g} s (timeout)"
         except requests.RequestException as exc:
@@ -297,6 +307,11 @@ class SutroBackend:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
+def _record_id(record: Any) -> str | None:
+    job_id = record.get("job_id") if isinstance(record, dict) else None
+    return job_id if isinstance(job_id, str) and job_id else None
+
+
 def make_session(api_url: str) -> requests.Session:
     """A session for `api_url` whose pool keeps as many connections as a sweep has calls in
     flight (requests' default keeps 10 and throws away the connections of any further calls),

@@ -49,14 +49,20 @@ from tapipy.tapis import Tapis, TapisResult
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_PAGES,
     DEFAULT_READ_TIMEOUT_S,
     HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
+    ListingGuard,
+    Page,
+    ServerClock,
+    max_pages_of,
     truncate_reason,
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records import read_record
 from reaper.backends.records.tapis import TYPE, job_from_record
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
@@ -68,7 +74,7 @@ from reaper.backends.retry import (
 )
 from reaper.backends.tapis_tokens import FileToken, LoginToken, StaticToken
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, active_statuses
+from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, active_statuses
 from reaper.redact import register_secret
 
 logger = logging.getLogger(__name__)
@@ -78,7 +84,17 @@ ORDER_BY = "created(asc),uuid(asc)"  # a total order, so that offset paging is s
 EVENT_DETAIL = "REAPER_CANCEL"  # eventDetail allows only [a-zA-Z0-9_]
 DEFAULT_TIMEOUT = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 MAX_DETAIL_CHARS = 300  # server messages quoted in errors are cut to this length
-_ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
+
+
+def _uuid_of(record: Mapping[str, Any]) -> str | None:
+    uuid = record.get("uuid")
+    return uuid if isinstance(uuid, str) and uuid else None
+
+
+def _is_listed(item: Job | BadRecord) -> bool:
+    return isinstance(item, BadRecord) or item.phase in ACTIVE_PHASES
+
+
 _CANCEL_OUTCOMES = {409: CancelOutcome.ALREADY_TERMINAL, 404: CancelOutcome.NOT_FOUND}
 
 
@@ -122,6 +138,7 @@ class TapisBackend:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] | None = None,
         page_limit: int = PAGE_LIMIT,
+        max_pages: int = DEFAULT_MAX_PAGES,
         list_type: ListType = ListType.ALL_JOBS,
         credential: StaticToken | FileToken | LoginToken | None = None,
     ) -> None:
@@ -131,9 +148,14 @@ class TapisBackend:
         self._client = client
         self._retry = retry or RetryPolicy()
         self._page_limit = page_limit
+        self._max_pages = max_pages
+        self.server_clock = ServerClock()
         session = client.requests_session
         if timeout is not None or not isinstance(session.get_adapter("https://"), TimeoutAdapter):
             install_timeout(session, timeout or DEFAULT_TIMEOUT)
+        for adapter in session.adapters.values():
+            if isinstance(adapter, TimeoutAdapter):
+                adapter.server_clock = self.server_clock
 
     @classmethod
     def from_config(cls, name: str, section: Mapping[str, Any], base_dir: Path) -> TapisBackend:
@@ -159,21 +181,22 @@ class TapisBackend:
         if tenant:
             client.tenant_id = str(tenant)
         list_type = ListType(section.get("list_type", ListType.ALL_JOBS))
-        return cls(name, client, list_type=list_type, credential=credential)
+        return cls(
+            name, client, list_type=list_type, credential=credential,
+            max_pages=max_pages_of(name, section),
+        )  # fmt: skip
 
     # -- Backend --------------------------------------------------------------------------------
-    def list_active(self) -> Iterator[list[Job]]:
+    def list_active(self) -> Iterator[Page]:
         """Yield the non-terminal jobs one search page at a time. Raises TapisCallError when a
         page fails or does not parse; the pages already yielded are then not the whole picture."""
-        seen: set[str] = set()
+        guard = ListingGuard(self.name, self._max_pages)
         skip = 0
         while records := self._search_page(skip):
-            fresh = [r for r in records if r["uuid"] not in seen]
-            if not fresh:
-                raise self._malformed("getJobSearchList", f"skip={skip} repeated earlier jobs")
-            seen.update(r["uuid"] for r in fresh)
+            # The empty page that ends an offset listing never reaches the guard.
+            guard.page(map(_uuid_of, records), f"getJobSearchList skip={skip}")
             skip += len(records)
-            page = [job for job in map(self._to_job, fresh) if job.phase in _ACTIVE_PHASES]
+            page = [job for job in map(self._job_or_bad, records) if _is_listed(job)]
             if page:
                 yield page
 
@@ -241,10 +264,8 @@ class TapisBackend:
         items = result.search if isinstance(getattr(result, "search", None), list) else result
         if not isinstance(items, list) or not all(isinstance(i, TapisResult) for i in items):
             raise self._malformed("getJobSearchList", "the result is not a list of jobs")
-        records = [to_plain(item) for item in items]
-        if not all(isinstance(r.get("uuid"), str) for r in records):
-            raise self._malformed("getJobSearchList", "a job record has no uuid")
-        return records
+        # A record without a uuid is a bad record of its own (list_active), not a bad page.
+        return [to_plain(item) for item in items]
 
     def _record_reason(self, job: Job, reason: str) -> None:
         # Best effort: the audit log holds the reason anyway. A job that ended or vanished
@@ -313,6 +334,10 @@ class TapisBackend:
             message = f"HTTP {status}: {detail}"
         return TapisCallError(self.name, operation, message, status, no_answer=status is None)
 
+    def _job_or_bad(self, record: dict[str, Any]) -> Job | BadRecord:
+        """One bad record is one skipped job: it never ends the listing."""
+        return read_record(TYPE, self.name, record)
+
     def _to_job(self, record: dict[str, Any]) -> Job:
         try:
             return job_from_record(self.name, record)
@@ -353,11 +378,17 @@ class TimeoutAdapter(HTTPAdapter):
     def __init__(self, timeout: tuple[float, float]) -> None:
         super().__init__(max_retries=0, pool_maxsize=HTTP_POOL_SIZE)
         self.timeout = timeout
+        # tapipy hands back only the parsed result: the Date header of every answer is read
+        # here, where the response passes (reaper.backends.base.ServerClock).
+        self.server_clock: ServerClock | None = None
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
-        return super().send(request, *args, **kwargs)
+        response = super().send(request, *args, **kwargs)
+        if self.server_clock is not None:
+            self.server_clock.observe(response.headers.get("Date"))
+        return response
 
 
 def install_timeout(session: requests.Session, timeout: tuple[float, float]) -> None:

@@ -28,7 +28,9 @@ import jwt
 from tapipy.errors import BaseTapyException
 from tapipy.tapis import TapisResult
 
+from reaper.backends.credentials import MAX_SECRET_BYTES
 from reaper.redact import register_secret
+from reaper.untrusted import RefusedFile, read_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +93,9 @@ class FileToken:
     def _reload(self, client: Any) -> bool:
         self._signature = self._stat()
         try:
-            token = self.path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+            # Bounded, and never blocking on a FIFO or device swapped in (reaper.untrusted).
+            token = read_bounded(self.path, MAX_SECRET_BYTES).decode("utf-8").strip()
+        except (OSError, RefusedFile, UnicodeDecodeError) as exc:
             logger.warning("token_file %s unreadable, keeping the token: %s", self.path, exc)
             return False
         if not token or token == self._token:

@@ -55,6 +55,30 @@ class Knobs:
     lost_answer_wait_s: float = 5.0  # how long a TIMEOUT answer is held back
     fail_cancels: int = 0  # the next N cancel calls get a 5xx and are NOT applied
     seed: int | None = None
+    # Hostile listings (docs/backends.md, "Listings"): after the last page, this many more
+    # pages, each the first page again; and a listing whose last page still offers a next page
+    # (empty ones past the end, each with a fresh cursor), forever.
+    repeat_pages: int = 0
+    endless_pages: bool = False
+    # The server's clock, in every answer's Date header, is the host's plus this (seconds).
+    clock_offset_s: float = 0.0
+
+
+# In `JobSpec.extra`: remove this field from the record the emulator renders (a record that
+# lacks `startedAt`, `createdAt`, ...).
+DROP: Any = object()
+
+
+def apply_extra(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`record` with `extra` merged in (raw overrides of any type, NaN and infinities
+    included: the emulators' JSON writes them as `NaN`/`Infinity`, as a careless server would),
+    and the fields set to DROP removed."""
+    for key, value in extra.items():
+        if value is DROP:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    return record
 
 
 @dataclass
@@ -112,6 +136,7 @@ class TableJob:
 
 
 J = TypeVar("J", bound=TableJob)
+T = TypeVar("T")
 
 
 class JobTable(Generic[J]):
@@ -413,6 +438,22 @@ class EmulatorServer:
         """1-based page number of a list request; protocols override to read their cursor."""
         return 1
 
+    def page_at(self, items: list[T], offset: int, limit: int) -> tuple[list[T], bool]:
+        """The page of `items` starting at `offset`, and whether the answer offers a next page,
+        with the listing knobs applied: `repeat_pages` pages past the end repeat the first
+        page, and `endless_pages` offers one more page every time."""
+        if offset < len(items):
+            chunk, more, extra = items[offset : offset + limit], offset + limit < len(items), -1
+        else:
+            extra = (offset - len(items)) // max(1, limit)  # 0-based among the pages past the end
+            chunk, more = (items[:limit] if extra < self.knobs.repeat_pages else []), False
+        more = more or self.knobs.endless_pages or extra + 1 < self.knobs.repeat_pages
+        return chunk, more
+
+    def server_time(self) -> float:
+        """The server's clock as its Date header shows it."""
+        return self.clock() + self.knobs.clock_offset_s
+
 
 class _QuietServer(ThreadingHTTPServer):
     """A client that hangs up (a killed `reaper run`, a timed-out request) is normal here, not
@@ -470,5 +511,11 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             pass
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            # The Date header of every answer (send_response): the emulator's clock, offset.
+            return super().date_time_string(
+                emulator.server_time() if timestamp is None else timestamp
+            )
 
     return Handler

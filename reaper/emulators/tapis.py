@@ -46,7 +46,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+from reaper.emulators.base import (
+    EmulatorServer,
+    JobSpec,
+    Knobs,
+    Request,
+    Response,
+    Route,
+    TableJob,
+    apply_extra,
+)
 
 if TYPE_CHECKING:
     from reaper.emulators.base import JobTable
@@ -330,8 +339,7 @@ class TapisEmulator(EmulatorServer):
             record["remoteStarted"] = iso(spec.started_at)
         if record["status"] in TERMINAL:
             self._stamp_end(record)
-        record.update(spec.extra)
-        return record
+        return apply_extra(record, spec.extra)
 
     def complete_cancel(self, job: _Job, due: float) -> None:
         if job.record["status"] not in TERMINAL:
@@ -367,7 +375,8 @@ class TapisEmulator(EmulatorServer):
         selected = request.arg("select", "summaryAttributes") != "summaryAttributes"
         # Any select but summaryAttributes returns every attribute: the service's select list
         # is still a TODO (JobSearchResource, "TODO selectable fields").
-        page = [dict(r) if selected else summary(r) for r in matching[skip : skip + limit]]
+        chunk, _ = self.page_at(matching, skip, limit)  # offset paging: no "next" to offer
+        page = [dict(r) if selected else summary(r) for r in chunk]
         meta = {
             "recordCount": len(page),
             "recordLimit": int(request.arg("limit") or DEFAULT_LIMIT),

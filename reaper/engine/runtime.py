@@ -38,6 +38,12 @@ def open_audit(config: Config, clock: Callable[[], datetime] = utc_now) -> Audit
     return AuditLog(config.audit_log, key=key, clock=clock)
 
 
+def host_now() -> datetime:
+    """The host's clock, which the servers' clocks (their Date headers) are compared with; kept
+    apart from `utc_now`, the time a sweep evaluates at (tests move that one alone)."""
+    return datetime.now(UTC)
+
+
 def routing_from(config: Config, environ: Mapping[str, str]) -> Routing | None:
     """The config's notifiers with their URLs read (and registered for redaction), or None
     when it has none. A URL that cannot be read or compiled is logged by notifier name and
@@ -128,22 +134,25 @@ def sweep_env(
     audit: AuditLog | None,
     *,
     force_dry_run: bool = False,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] | None = None,
     unreachable: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     routing: Routing | None = None,
     sender: NoticeSender | None = None,
 ) -> SweepEnv:
+    """The sweep's environment; `clock` defaults to the host's (`utc_now`, looked up now)."""
     return SweepEnv(
         policies=policies,
         backends=backends,
         audit=audit,
         audit_path=config.audit_log,
         guards=guards_from(config, force_dry_run=force_dry_run),
-        clock=clock,
+        clock=clock or utc_now,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
         confirm_within=config.confirm_within,
+        max_clock_skew=config.max_clock_skew,
+        host_clock=host_now,
         progress=progress,
         routing=routing,
         sender=sender,

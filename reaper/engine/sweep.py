@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
@@ -49,10 +49,10 @@ from reaper.engine.notices import (
     match_item,
     route,
 )
-from reaper.engine.scan import Progress, Scan, scan_backend
+from reaper.engine.scan import DEFAULT_MAX_CLOCK_SKEW, Progress, Scan, scan_backend
 from reaper.engine.sender import NoticeSender
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import KEEP_UNTIL_TAG, Job, SkipCause, parse_instant
+from reaper.jobs import KEEP_UNTIL_TAG, BadRecord, Job, SkipCause, parse_instant
 from reaper.policy.model import Match, PolicySet, evaluate
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,11 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    # limits.max_clock_skew: no cancels on a backend whose clock differs more from the host's.
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
+    # The host's clock, which the servers' clocks are compared with; `clock` may be another
+    # moment (`plan --now`), the time the sweep evaluates at.
+    host_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     progress: Progress | None = None  # told of each listed page (a terminal's progress line)
     # Notices (docs/config.md, "Notifiers"): who hears of what, and the thread that sends.
     # Without a sender nothing is sent; warnings and grace still work, audited only.
@@ -115,6 +120,7 @@ class BackendReport:
     followups: Counter[str] = field(default_factory=Counter)  # confirmed / stuck earlier cancels
     error: str | None = None
     duration_s: float = 0.0
+    clock_skew_s: float | None = None  # the server's clock minus the host's, when known
 
 
 @dataclass
@@ -147,8 +153,14 @@ def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
 
     def scan(name: str) -> Scan:
         started = monotonic()
-        result = scan_backend(env.backends[name], env.policies.for_backend(name), now, env.progress)
-        if result.error:
+        backend, policies = env.backends[name], env.policies.for_backend(name)
+        result = scan_backend(
+            backend, policies, now, env.progress,
+            max_clock_skew=env.max_clock_skew, host_clock=env.host_clock,
+        )  # fmt: skip
+        if result.error and result.blocked_by is SkipCause.CLOCK_SKEW:
+            log.error("not acting on %s: %s", name, result.error)
+        elif result.error:
             log.error("listing %s failed: %s", name, result.error)
         log.debug("scanned %s in %.2fs", name, monotonic() - started)
         return result
@@ -188,6 +200,8 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
     _count_follow_ups(report, followed, act)
+    for scan in scans:
+        act.record_bad_records(scan.bad_records)
     act.record_skips(plan)
     act.record_ladder(plan)
     _send_notices(env, sweep_id, _ladder_items(env, plan))
@@ -395,14 +409,17 @@ def _decide(env: SweepEnv, scans: list[Scan], now: datetime, state: AuditState) 
 
 
 def _backend_report(scan: Scan) -> BackendReport:
-    return BackendReport(scan.backend, active=scan.active, error=scan.error)
+    return BackendReport(
+        scan.backend, active=scan.active, error=scan.error, clock_skew_s=scan.clock_skew_s
+    )
 
 
 def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
-               "error": r.error} | ({"ladder": dict(r.ladder)} if r.ladder else {})
-              | ({"followups": dict(r.followups)} if r.followups else {})
+               "error": r.error, "clock_skew_s": _seconds(r.clock_skew_s)}
+            | ({"ladder": dict(r.ladder)} if r.ladder else {})
+            | ({"followups": dict(r.followups)} if r.followups else {})
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
@@ -532,6 +549,17 @@ class _Actor:
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
         self.outcome_items: list[NoticeDraft] = []  # `cancelled` / `failed` notice lines
+
+    def record_bad_records(self, bad_records: Sequence[BadRecord]) -> None:
+        """One `skipped` record (cause `bad_record`) per record a listing could not read: the
+        job is left alone, and the record names the field and its value (cut short)."""
+        for bad in bad_records:
+            self.count(bad.backend, "skipped", SkipCause.BAD_RECORD)
+            self.write("skipped", {
+                "cause": str(SkipCause.BAD_RECORD), "backend": bad.backend,
+                "job_id": bad.job_id, "field": bad.field, "value": bad.value,
+                "problem": bad.problem, "policy": None, "dry_run": self.env.guards.dry_run,
+            })  # fmt: skip
 
     def record_skips(self, plan: Plan[Match]) -> None:
         for decision in plan.decisions:

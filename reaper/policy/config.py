@@ -121,6 +121,7 @@ class Config:
     max_cancels_per_sweep: int = 100
     max_match_fraction: float = 0.5
     confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
+    max_clock_skew: timedelta = timedelta(minutes=2)
     protect_tag: str = "reaper:keep"
     pause_file: Path | None = None
     dry_run: bool = True  # absent = true: nothing is cancelled until the config says so
@@ -403,6 +404,7 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
         max_cancels_per_sweep=int(limits.get("max_cancels_per_sweep", 100)),
         max_match_fraction=float(limits.get("max_match_fraction", 0.5)),
         confirm_within=_confirm_within(limits),
+        max_clock_skew=parse_duration(limits.get("max_clock_skew", "2m")),
         protect_tag=str(data.get("protect_tag", "reaper:keep")),
         pause_file=_resolve_optional(base, data.get("pause_file")),
         dry_run=bool(data.get("dry_run", True)),

@@ -165,6 +165,7 @@ class Daemon:
             self.reload()
         if self._drain_finished():
             self._notifier.status(self.status_line())
+        self._scheduler.check_clock()
         self.ping_watchdog()
         self._pool.close_retired(busy=self._scheduler.in_flight())
 
@@ -179,9 +180,10 @@ class Daemon:
                 log.info("watchdog pings resume")
             else:
                 overdue = {n: round(s) for n, s in self._scheduler.in_flight().items()}
+                late = {n: round(s) for n, s in self._scheduler.overdue().items()}
                 log.error("watchdog pings held: scheduler running %s, sweeps in flight (s) %s, "
-                          "limit %s", self._scheduler.running, overdue,
-                          self._options.max_sweep)  # fmt: skip
+                          "limit %s, no sweep started for (s) %s", self._scheduler.running,
+                          overdue, self._options.max_sweep, late)  # fmt: skip
         return healthy and self._notifier.watchdog()
 
     def reload(self) -> bool:
