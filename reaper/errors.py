@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a backend or a cancel failed, or `audit verify` found a broken chain
     USAGE = 2
     REFUSED = 3  # a safety guard refused to act
+    TEMPFAIL = 75  # EX_TEMPFAIL: another reaper holds the audit log's lock; try again later
     CONFIG = 78  # EX_CONFIG from sysexits.h; the unit sets RestartPreventExitStatus=78
 
 
@@ -39,6 +40,10 @@ class ConfigError(ReaperError):
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class TemporaryError(ReaperError):
+    """Nothing was done, and trying again later may succeed (exit 75, EX_TEMPFAIL)."""
 
 
 class BackendError(ReaperError):

@@ -220,10 +220,12 @@ def test_reopen_after_rename_carries_the_chain_into_the_new_file(tmp_path: Path)
         log.append(AuditEvent.SWEEP_START, sweep_id="s1")
         last_old = log.append(AuditEvent.SWEEP_END, sweep_id="s1")
         path.rename(rotated)
-        log.append(AuditEvent.RELOAD)  # before reopen: still the old (renamed) file
+        # The writer follows its file: the next record goes to the path, not the renamed file,
+        # SIGHUP (reopen) or not.
+        first_new = log.append(AuditEvent.RELOAD)
         log.reopen()
-        first_new = log.append(AuditEvent.SWEEP_START, sweep_id="s2")
-    assert len(lines_of(rotated)) == 3 and len(lines_of(path)) == 1
+        log.append(AuditEvent.SWEEP_START, sweep_id="s2")
+    assert len(lines_of(rotated)) == 2 and len(lines_of(path)) == 2
     assert (
         first_new["prev"] == hashlib.sha256(lines_of(rotated)[-1]).hexdigest() != last_old["prev"]
     )
@@ -263,7 +265,10 @@ def test_a_writer_that_never_saw_the_rotated_file_starts_a_new_chain(tmp_path: P
     write_log(path, 2)
     path.rename(rotated)
     write_log(path, 2)  # a one-shot run after logrotate
-    verdict = verify_audit([rotated, path])
+    refused = verify_audit([rotated, path])
+    assert not refused.ok and (refused.file, refused.first_bad_line) == (path, 1)
+    assert "starts a new chain instead of continuing audit.jsonl.1:2" in refused.message
+    verdict = verify_audit([rotated, path], new_chain_ok=True)
     assert verdict.ok and "audit.jsonl starts a new chain" in verdict.message
 
 

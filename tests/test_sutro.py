@@ -18,7 +18,7 @@ from reaper.backends.sutro import SutroBackend, classify_cancel
 from reaper.emulators.base import JobSpec, Knobs
 from reaper.emulators.sutro import SutroEmulator
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase
+from reaper.jobs import BadRecord, Job, Phase
 from tests.harness_sutro import make_backend, start_emulator
 
 NOW = time.time()
@@ -129,12 +129,13 @@ def test_unknown_statuses_are_skipped_and_logged(emulator, backend, caplog) -> N
     assert unknown in logged and legacy in logged
 
 
-def test_unreadable_records_are_skipped_not_fatal(emulator, backend, caplog) -> None:
+def test_unreadable_records_are_reported_not_fatal(emulator, backend) -> None:
     (running,) = seed(emulator, "RUNNING")
     (broken,) = seed(emulator, "RUNNING", datetime_created=None)
-    with caplog.at_level(logging.WARNING, logger="reaper.backends.sutro"):
-        assert [j.id for j in listed(backend)] == [running]
-    assert broken in caplog.text
+    items = [item for page in backend.list_active() for item in page]
+    assert [j.id for j in items if isinstance(j, Job)] == [running]
+    (bad,) = [item for item in items if isinstance(item, BadRecord)]
+    assert bad.job_id == broken
 
 
 # -- refresh --------------------------------------------------------------------------------------

@@ -53,23 +53,31 @@ from requests.adapters import HTTPAdapter
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_PAGES,
     DEFAULT_READ_TIMEOUT_S,
     HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
+    ListingGuard,
+    Page,
+    ServerClock,
+    max_pages_of,
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records import read_record
 from reaper.backends.records.sutro import TYPE, parse_job
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
+    LostAnswerError,
     RetryableError,
     RetryPolicy,
     call_with_retries,
+    cancel_honestly,
 )
 from reaper.backends.sutro_url import SutroUrlError, normalize_api_url
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase
+from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, Phase
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +114,7 @@ class SutroBackend:
         api_key: str,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S),
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
         self.name = name
         self._session = session
@@ -115,6 +124,8 @@ class SutroBackend:
         self._headers = {"Authorization": f"Key {api_key}", "Accept": "application/json"}
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
+        self._max_pages = max_pages
+        self.server_clock = ServerClock()
 
     @classmethod
     def from_config(
@@ -132,24 +143,27 @@ class SutroBackend:
         except SutroUrlError as exc:
             raise BackendError(name, str(exc)) from None
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
-        return cls(name, make_session(api_url), api_url, api_key)
+        session = make_session(api_url)
+        return cls(name, session, api_url, api_key, max_pages=max_pages_of(name, section))
 
     # -- the Backend interface ------------------------------------------------------------------
-    def list_active(self) -> Iterator[list[Job]]:
-        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`.
-        Jobs with an unknown status or an unreadable record are skipped and logged."""
+    def list_active(self) -> Iterator[Page]:
+        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`. Jobs with
+        an unknown status are skipped and logged; an unreadable record is a BadRecord. Raises
+        BackendError, also when the paging does not end (`ListingGuard`)."""
         cursor: str | None = None
-        seen: set[str] = set()
+        guard = ListingGuard(self.name, self._max_pages)
         while True:
             params = {"limit": str(PAGE_LIMIT)} | ({"cursor": cursor} if cursor else {})
             body = self._get_json("list-jobs", params)
             records = body.get("jobs")
             if not isinstance(records, list):
                 raise BackendError(self.name, "list-jobs answered without a `jobs` list")
+            cursor = self._next_cursor(body, guard)
+            guard.page(map(_record_id, records), "list-jobs", last=cursor is None)
             page = self._active_jobs(records)
             if page:
                 yield page
-            cursor = self._next_cursor(body, seen)
             if cursor is None:
                 return
 
@@ -173,18 +187,35 @@ class SutroBackend:
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Ask Sutro to cancel the job. `reason` is not sent: job-cancel has no field for it,
-        so it is recorded only in the audit log. Never raises for a per-job problem."""
+        so it is recorded only in the audit log. An answer lost to a 5xx or a transport failure
+        is followed by a re-read of the job before any retry (`retry.cancel_honestly`). Never
+        raises for a per-job problem."""
+        return cancel_honestly(lambda: self._cancel_once(job), lambda: self.refresh(job),
+                               self._retry)  # fmt: skip
+
+    def _cancel_once(self, job: Job) -> CancelResult:
+        """One job-cancel call: GET (the SDK's and the current docs'), or once the other method
+        where a deployment answers 405, which is then remembered. Raises RetryableError (429:
+        not applied) and LostAnswerError (5xx, 524, no answer: maybe applied)."""
         path, method = f"job-cancel/{quote(job.id, safe='')}", self._cancel_method
         try:
-            response = self._request(method, path)
+            response = self._send(method, path, None)
             if response.status_code == 405:
                 method = next(m for m in CANCEL_METHODS if m != method)
-                response = self._request(method, path)
+                response = self._send(method, path, None)
                 if response.status_code != 405:
                     logger.info("%s: job-cancel takes %s on this deployment", self.name, method)
                     self._cancel_method = method
-            if response.status_code == 404:
-                return CancelResult(CancelOutcome.NOT_FOUND)
+        except BackendError as exc:
+            raise LostAnswerError(str(exc)) from None
+        status = response.status_code
+        if status == 429:
+            raise RetryableError(f"{method} {path}: HTTP 429")
+        if status in SUTRO_RETRYABLE:
+            raise LostAnswerError(f"backend {self.name}: {method} {path}: HTTP {status}")
+        if status == 404:
+            return CancelResult(CancelOutcome.NOT_FOUND)
+        try:
             body = self._parse(response, f"{method} {path}")
         except BackendError as exc:
             return CancelResult(CancelOutcome.FAILED, str(exc))
@@ -210,23 +241,21 @@ class SutroBackend:
         self._session.close()
 
     # -- listing helpers ------------------------------------------------------------------------
-    def _active_jobs(self, records: list[Any]) -> list[Job]:
-        jobs = []
+    def _active_jobs(self, records: list[Any]) -> list[Job | BadRecord]:
+        jobs: list[Job | BadRecord] = []
         for record in records:
             job = self._job_or_none(record)
-            if job is not None and job.phase in (Phase.PENDING, Phase.RUNNING):
+            if isinstance(job, BadRecord) or (job is not None and job.phase in ACTIVE_PHASES):
                 jobs.append(job)
         return jobs
 
-    def _job_or_none(self, record: Any) -> Job | None:
-        """The record as a Job; None (and a warning) for one that cannot be read or whose status
-        the phase table does not know, so that it is never acted on."""
-        job_id = record.get("job_id") if isinstance(record, dict) else None
-        try:
-            job = parse_job(self.name, record)
-        except ValueError as exc:
-            logger.warning("skipping unreadable Sutro job %s on %s: %s", job_id, self.name, exc)
-            return None
+    def _job_or_none(self, record: Any) -> Job | BadRecord | None:
+        """The record as a Job; a BadRecord for one that cannot be read (never acted on, still
+        counted as active); None (and a warning) for one whose status the phase table does
+        not know, so that it is never acted on."""
+        job = read_record(TYPE, self.name, record)
+        if isinstance(job, BadRecord):
+            return job
         if job.phase == Phase.UNKNOWN:
             logger.warning(
                 "skipping Sutro job %s on %s: unknown status %r", job.id, self.name, job.status
@@ -234,15 +263,13 @@ class SutroBackend:
             return None
         return job
 
-    def _next_cursor(self, body: Mapping[str, Any], seen: set[str]) -> str | None:
+    def _next_cursor(self, body: Mapping[str, Any], guard: ListingGuard) -> str | None:
         cursor = body.get("next_cursor")
         if cursor is None or cursor == "":
             return None
         if not isinstance(cursor, str):
             raise BackendError(self.name, "list-jobs answered with a non-string `next_cursor`")
-        if cursor in seen:
-            raise BackendError(self.name, "list-jobs repeated a cursor; the listing cannot end")
-        seen.add(cursor)
+        guard.cursor(cursor, "list-jobs")
         return cursor
 
     # -- HTTP -----------------------------------------------------------------------------------
@@ -272,13 +299,15 @@ class SutroBackend:
 
     def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> requests.Response:
         try:
-            return self._session.request(
+            response = self._session.request(
                 method,
                 self._base + path,
                 params=params,
                 headers=self._headers,
                 timeout=self._timeout,
             )
+            self.server_clock.observe(response.headers.get("Date"))
+            return response
         except requests.Timeout:
             message = f"{method} {path}: no answer within {self._timeout[1]:g} s (timeout)"
         except requests.RequestException as exc:
@@ -315,6 +344,11 @@ class SutroBackend:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
+def _record_id(record: Any) -> str | None:
+    job_id = record.get("job_id") if isinstance(record, dict) else None
+    return job_id if isinstance(job_id, str) and job_id else None
+
+
 def make_session(api_url: str) -> requests.Session:
     """A session for `api_url` whose pool keeps as many connections as a sweep has calls in
     flight (requests' default keeps 10 and throws away the connections of any further calls),

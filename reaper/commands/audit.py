@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_audit
+from reaper.audit.seal import AuditKeyError, Head, head_path, load_key, read_head
 from reaper.audit.verify import verify_audit
+from reaper.commands.common import examples
 from reaper.errors import ConfigError, ExitCode
 from reaper.policy.durations import DurationError, parse_duration
+from reaper.untrusted import MAX_TEXT, clean
 
 SCHEMA_VERSION = 1
 HEADER = ("TS", "EVENT", "BACKEND", "JOB", "POLICY", "OUTCOME", "REASON")
@@ -32,6 +35,11 @@ def add_parser(subparsers: Any) -> None:
         help="query the audit log, or check its hash chain",
         description="Show audit records (all, or those matching the filters). "
         "`reaper audit verify` checks the hash chain and names the first bad line.",
+        **examples(
+            "reaper audit --since 24h --policy gpu-runtime-cap",
+            "reaper audit --job 1f0c9a3e --json",
+            "reaper audit verify --file audit.jsonl.1 --file audit.jsonl",
+        ),
     )
     # One path per --file here (repeat it): `--file A verify` must not read `verify` as a path.
     _add_file_options(parser, None, nargs=None)
@@ -46,10 +54,30 @@ def add_parser(subparsers: Any) -> None:
         "verify",
         help="check the hash chain",
         description="Check every line and `prev` link; exit 1 naming FILE:LINE if broken. "
-        "Give rotated files oldest first.",
+        "Give rotated files oldest first; a later file must continue the one before it, "
+        "unless --new-chain-ok.",
+        **examples(
+            "reaper audit verify",
+            "reaper audit verify --file /var/log/reaper/audit.jsonl.1 "
+            "--file /var/log/reaper/audit.jsonl",
+            "reaper audit verify --new-chain-ok --file audit.jsonl.1 --file audit.jsonl",
+        ),
     )
     # SUPPRESS: an option left out after `verify` must not reset one given before it.
     _add_file_options(verify, argparse.SUPPRESS, nargs="+")
+    verify.add_argument(
+        "--new-chain-ok",
+        action="store_true",
+        help="accept a later file that starts a new chain (a one-shot run after rotation) "
+        "instead of continuing the file before it; without it that fails",
+    )
+    verify.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="PATH",
+        help="the audit key (default: the config's audit_key_file): every record and the head "
+        "must carry a correct mac",
+    )
 
 
 def _add_file_options(parser: argparse.ArgumentParser, default: Any, nargs: str | None) -> None:
@@ -70,23 +98,26 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run `reaper audit [verify]`; returns an ExitCode."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        files = _audit_files(args)
+        files, key_file = _audit_files(args)
     except ConfigError as exc:
         print(exc, file=err)
         return ExitCode.CONFIG
     if args.audit_action == "verify":
-        return _run_verify(files, out, err)
+        key_file = getattr(args, "key_file", None) or key_file
+        return _run_verify(files, key_file, out, err, new_chain_ok=args.new_chain_ok)
     return _run_query(args, files, out, err)
 
 
-def _audit_files(args: argparse.Namespace) -> list[Path]:
-    """`--file`, else the config's `audit_log`. Raises ConfigError."""
-    if args.files:
-        return list(args.files)
+def _audit_files(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
+    """`--file`, else the config's `audit_log`; and the config's `audit_key_file` when the
+    config is read (without --file, or with --config). Raises ConfigError."""
+    if args.files and not args.config:
+        return list(args.files), None
     # Imported here: config loading is only needed without --file.
     from reaper.policy.config import find_config_path, load_config
 
-    return [load_config(find_config_path(args.config, os.environ)).audit_log]
+    config = load_config(find_config_path(args.config, os.environ))
+    return list(args.files or [config.audit_log]), config.audit_key_file
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -105,9 +136,18 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _run_verify(files: list[Path], out: TextIO, err: TextIO) -> int:
+def _run_verify(
+    files: list[Path], key_file: Path | None, out: TextIO, err: TextIO, *, new_chain_ok: bool
+) -> int:
+    """Check the chain, the head file beside the newest file when there is one (required with a
+    key), and with a key every mac."""
     try:
-        result = verify_audit(files)
+        key = None if key_file is None else load_key(key_file)
+        head = _read_head(files[-1], key)
+        result = verify_audit(files, new_chain_ok=new_chain_ok, head=head, key=key)
+    except (AuditKeyError, ValueError) as exc:
+        print(f"reaper audit verify: {exc}", file=out)
+        return ExitCode.FAILED
     except OSError as exc:
         print(f"reaper audit verify: cannot read {exc.filename}: {exc.strerror}", file=err)
         return ExitCode.FAILED
@@ -116,6 +156,18 @@ def _run_verify(files: list[Path], out: TextIO, err: TextIO) -> int:
         return ExitCode.FAILED
     print(f"{', '.join(map(str, files))}: {result.message}", file=out)
     return ExitCode.OK
+
+
+def _read_head(newest: Path, key: bytes | None) -> Head | None:
+    """`<newest>.head`, or None when there is none and no key asks for one. Raises ValueError
+    (malformed, wrong mac, or missing with a key) and OSError."""
+    try:
+        return read_head(head_path(newest), key)
+    except FileNotFoundError:
+        if key is not None:
+            message = f"{head_path(newest)}: no head file, and a key is configured"
+            raise ValueError(message) from None
+        return None
 
 
 def _run_query(args: argparse.Namespace, files: list[Path], out: TextIO, err: TextIO) -> int:
@@ -202,9 +254,9 @@ def _print_table(records: list[Record], out: TextIO, err: TextIO) -> None:
 
 def _row(record: Record) -> tuple[str, ...]:
     outcome = record.get("outcome") or record.get("cause")
-    reason = _cell(record.get("reason"), "")
+    reason = _cell(record.get("reason"), "", 4 * MAX_TEXT)
     if record.get("error"):
-        reason = f"{reason} (error: {_cell(record['error'], '')})".lstrip()
+        reason = f"{reason} (error: {_cell(record['error'], '', 4 * MAX_TEXT)})".lstrip()
     return (
         _cell(record.get("ts")),
         _cell(record.get("event")),
@@ -216,6 +268,7 @@ def _row(record: Record) -> tuple[str, ...]:
     )
 
 
-def _cell(value: object, missing: str = "-") -> str:
-    """One line of text: a reason with newlines or tabs must not break the table."""
-    return missing if value is None or value == "" else " ".join(str(value).split())
+def _cell(value: object, missing: str = "-", limit: int = MAX_TEXT) -> str:
+    """One line of safe text: a reason with newlines or tabs must not break the table, and a job
+    name with escape sequences must not reach the terminal (the file keeps the full value)."""
+    return missing if value is None or value == "" else clean(" ".join(str(value).split()), limit)

@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
     from reaper.policy.shard import Shard
+
+
+class ExamplesHelpFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual; keeps the `examples:` epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(EXAMPLES):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+EXAMPLES = "examples:\n"
+
+
+def examples(*commands: str) -> dict[str, Any]:
+    """`add_parser` keywords for a help text that ends with example commands, shown as written."""
+    lines = "\n".join(f"  {command}" for command in commands)
+    return {"epilog": EXAMPLES + lines, "formatter_class": ExamplesHelpFormatter}
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -44,15 +64,61 @@ def shard_argument(text: str) -> Shard:
 
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     """The config named by --config / $REAPER_CONFIG / the defaults, and its policies, with
-    `--shard` (when the command has it and it is given) in place of the config's `shard:`.
-    Raises ConfigError (cli.main prints it and exits 78)."""
+    `--shard` (when the command has it and it is given) in place of the config's `shard:`. The
+    commands that call this go on to load credentials, so core dumps are forbidden first
+    (`reaper.redact.forbid_core_dumps`). Raises ConfigError (cli.main prints it and exits 78)."""
     from dataclasses import replace
 
     from reaper.policy.config import find_config_path, load_all
+    from reaper.redact import forbid_core_dumps
+
+    forbid_core_dumps()
 
     config, policies = load_all(find_config_path(args.config, os.environ, Path.cwd()))
     shard = getattr(args, "shard", None)
     return (config if shard is None else replace(config, shard=shard)), policies
+
+
+def add_lock_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-wait",
+        default="0",
+        metavar="DURATION",
+        help="how long to wait for another reaper writing the same audit log to finish before "
+        "giving up with exit 75 (default: 0, do not wait)",
+    )
+
+
+def lock_wait_s(args: argparse.Namespace) -> float | None:
+    """--lock-wait in seconds, or None (after printing why) when it is not a duration."""
+    from reaper.policy.durations import DurationError, parse_duration
+
+    if args.lock_wait.strip() in ("0", "0s"):  # parse_duration refuses zero, which means "no wait"
+        return 0.0
+    try:
+        return parse_duration(args.lock_wait).total_seconds()
+    except DurationError as exc:
+        print(f"reaper {args.command}: --lock-wait: {exc}", file=sys.stderr)
+        return None
+
+
+def add_wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wide", action="store_true", help="do not cut the NAME and REASON columns to fit"
+    )
+
+
+def table_width(wide: bool) -> int | None:
+    """How wide a table may be: `$COLUMNS` when set, else the terminal's; None (no limit) with
+    --wide or when stdout is not a terminal and `$COLUMNS` is unset (a pipe gets whole rows)."""
+    if wide:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def parse_now(text: str) -> datetime:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reaper.commands.common import examples
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -20,7 +21,13 @@ LADDER_GRACE_S = 3.5
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("demo", help="plan and one sweep against local emulators")
+    parser = subparsers.add_parser(
+        "demo",
+        help="plan and one sweep against local emulators",
+        description="Start loopback emulators of AWS Batch, Tapis and Sutro, seed them, write a "
+        "config and policies, then run plan, one sweep and audit verify through the real clients.",
+        **examples("reaper demo", "reaper demo --dir /tmp/reaper-demo"),
+    )
     parser.add_argument(
         "--dir",
         type=Path,

@@ -13,8 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, add_now_option, load
+from reaper.commands.common import add_config_option, add_now_option, examples, load
 from reaper.errors import BackendError, ExitCode
+from reaper.untrusted import clean
 
 if TYPE_CHECKING:
     from reaper.engine.decide import Decision
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from reaper.policy.selectors import Check
 
 SCHEMA_VERSION = 1
-EXAMPLE = "example: reaper explain batch-prod 6f1c0d3e --now 2026-12-01T12:00:00Z"
+MAX_LINE = 4096  # characters of one line of the explanation
 
 
 def add_parser(subparsers: Any) -> None:
@@ -37,7 +38,11 @@ def add_parser(subparsers: Any) -> None:
         description="Read one live job and show, policy by policy, every selector with what "
         "it observed and needed, the exclude block, the guards, and the decision a sweep "
         "would take now. Makes no mutating call and writes no audit record.",
-        epilog=EXAMPLE,
+        **examples(
+            "reaper explain batch-prod 6f1c0d3e-2b4a-4f7e-9a51-3c2d1e0f9b8a",
+            "reaper explain batch-prod 6f1c0d3e --now 2026-12-01T12:00:00Z",
+            "reaper explain hpc 7d0e2c91-a4b5-4c6d-8e9f-0a1b2c3d4e5f-007 --json | jq .decision",
+        ),
     )
     parser.add_argument("backend", metavar="BACKEND", help="the backend's name in reaper.yaml")
     parser.add_argument("job_id", metavar="JOB_ID", help="the job's id on that backend")
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     now = args.now or utc_now()
     job, error, unlisted = read_one(config, args.backend, args.job_id)
     if job is None:
-        print(f"reaper explain: {error}", file=sys.stderr)
+        print(f"reaper explain: {clean(error, MAX_LINE)}", file=sys.stderr)
         return ExitCode.FAILED
     audit, audit_error = read_state(config.audit_log, now, policies)
     paused = config.pause_file is not None and config.pause_file.exists()
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(explanation_json(explanation), sys.stdout, indent=2, default=str)
         print()
     else:
-        print("\n".join(explanation_lines(explanation)))
+        # A job's name, tags and status come from the backend: escaped, cut (reaper.untrusted).
+        print("\n".join(clean(line, MAX_LINE) for line in explanation_lines(explanation)))
     return ExitCode.OK
 
 

@@ -10,16 +10,39 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.commands.common import add_config_option, add_now_option, add_shard_option, load
+from reaper.commands.common import (
+    add_config_option,
+    add_now_option,
+    add_shard_option,
+    add_wide_option,
+    examples,
+    load,
+    table_width,
+)
+from reaper.commands.progress import listing_progress
 from reaper.engine import report
 from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
 from reaper.errors import ExitCode
 from reaper.policy.model import Match
+from reaper.redact import redact
+from reaper.untrusted import clean
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("plan", help="show what a sweep would cancel, and why")
+    parser = subparsers.add_parser(
+        "plan",
+        help="show what a sweep would cancel, and why",
+        description="List the jobs of every backend and show what one sweep would do, by which "
+        "policy and why. Never cancels and never writes the audit log. The table fits the "
+        "terminal ($COLUMNS) unless --wide. Exit 0; 1 when a listing failed; 3 when a guard "
+        "would refuse.",
+        **examples(
+            "reaper plan",
+            "reaper plan --backend batch-prod --policy gpu-runtime-cap",
+            "reaper plan --json | jq '.decisions[] | select(.action == \"cancel\")'",
+        ),
+    )
     add_config_option(parser)
     add_shard_option(parser)
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
@@ -27,6 +50,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--job", metavar="ID", help="only the decision about this job id")
     add_now_option(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_wide_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,11 +71,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"reaper plan: unknown policy {args.policy!r}", file=sys.stderr)
         return ExitCode.USAGE
     opened = open_backends(config, args.backend)
+    progress = listing_progress(sys.stderr)
     try:
         at = args.now or utc_now()
-        env = sweep_env(config, policies, opened.backends, audit=None, clock=lambda: at)
+        env = sweep_env(
+            config, policies, opened.backends, audit=None, clock=lambda: at, progress=progress
+        )
         scans, plan = plan_sweep(env)
     finally:
+        if progress is not None:
+            progress.done()
         opened.close()
     now = env.clock()
     decisions = [d for d in plan.decisions if _involves(d, args.policy, args.job)]
@@ -59,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
         body = report.plan_json(scans, plan, now)
         body["decisions"] = [report.decision_json(d, now) for d in decisions]
         body["backend_errors"] = opened.errors
-        json.dump(body, sys.stdout, indent=2, default=str)
-        print()
+        print(redact(json.dumps(body, indent=2, default=str)))
     else:
-        _print_human(scans, plan, decisions, opened.errors, now, empty=_empty_text(args.job))
+        width = table_width(args.wide)
+        _print_human(scans, plan, decisions, opened.errors, now, empty=_empty_text(args.job),
+                     width=width)  # fmt: skip
     failed = opened.errors or any(s.error for s in scans)
     return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
 
@@ -87,11 +117,14 @@ def _print_human(
     now: datetime,
     *,
     empty: str,
+    width: int | None = None,
 ) -> None:
-    table = report.format_table([report.decision_row(d, now) for d in decisions])
-    print(table or empty)
+    rows = [report.decision_row(d, now) for d in decisions]
+    table = report.format_table(rows, width=width)
+    # Output a person keeps (a terminal, a CI log) is masked as log lines are.
+    print(redact(table or empty))
     print()
     for name, error in errors.items():
-        print(f"{name}: not reachable: {error}")
+        print(redact(f"{name}: not reachable: {clean(error, report.MAX_REASON)}"))
     for line in report.plan_summary(scans, plan):
-        print(line)
+        print(redact(line))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -11,18 +12,40 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, add_shard_option, load
+from reaper.commands.common import (
+    add_config_option,
+    add_lock_wait_option,
+    add_shard_option,
+    examples,
+    load,
+    lock_wait_s,
+)
+from reaper.commands.progress import listing_progress
 from reaper.errors import ExitCode
+from reaper.redact import redact
 
 if TYPE_CHECKING:
     from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import SweepReport
+    from reaper.policy.config import Config
+    from reaper.policy.model import PolicySet
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("run", help="one sweep, then exit")
+    parser = subparsers.add_parser(
+        "run",
+        help="one sweep, then exit",
+        description="One sweep over every configured backend, then exit (cron, a systemd "
+        "timer). Interrupted cancels in the audit log are reconciled first. Exit 0, 1 (a "
+        "backend, a cancel or the audit log failed), 3 (a guard refused).",
+        **examples(
+            "reaper run --once --dry-run",
+            "reaper run --once --policy gpu-runtime-cap --backend batch-prod",
+            "reaper run --once --json | jq .backends",
+        ),
+    )
     add_config_option(parser)
     add_shard_option(parser)
     parser.add_argument("--once", action="store_true", help="required: run one sweep and exit")
@@ -30,6 +53,11 @@ def add_parser(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="cancel nothing, whatever the config says"
     )
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
+    parser.add_argument(
+        "--policy", metavar="NAME", help="only this policy: the others neither match nor cancel"
+    )
+    parser.add_argument("--json", action="store_true", help="the sweep summary as JSON on stdout")
+    add_lock_wait_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,13 +66,11 @@ def run(args: argparse.Namespace) -> int:
             "reaper run: give --once (or use `reaper daemon` for scheduled sweeps)", file=sys.stderr
         )
         return ExitCode.USAGE
-    from reaper.audit.reconcile import reconcile
-    from reaper.audit.writer import AuditLog
-    from reaper.engine.report import sweep_summary
-    from reaper.engine.runtime import flush_budget_s, open_backends, routing_from, sweep_env
-    from reaper.engine.sender import NoticeSender
-    from reaper.engine.sweep import run_sweep
+    from reaper.audit.lock import AuditLock
 
+    wait_s = lock_wait_s(args)
+    if wait_s is None:
+        return ExitCode.USAGE
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
     if unknown:  # a misspelt --backend must not sweep nothing and exit 0
@@ -58,31 +84,80 @@ def run(args: argparse.Namespace) -> int:
     if config.coordination is not None:  # locks and partitions are the daemons' (docs/scale.md)
         print("reaper run: `coordination:` applies to `reaper daemon`; this run sweeps every "
               "backend it is given", file=sys.stderr)  # fmt: skip
+    if args.policy:
+        if policies.by_name(args.policy) is None:
+            print(f"reaper run: unknown policy {args.policy!r}", file=sys.stderr)
+            return ExitCode.USAGE
+        policies = _only_policy(policies, args.policy)
+    lock = AuditLock(config.audit_log)
+    lock.acquire(wait_s)  # AuditLockedError: cli.main prints it and exits 75
+    try:
+        result = _sweep_locked(args, config, policies)
+    finally:
+        lock.release()
+    if config.metrics_textfile is not None:
+        write_metrics(config.metrics_textfile, len(policies), result, {})
+    _print_result(result, args, configured_dry_run=config.dry_run)
+    return result.exit_code
+
+
+def _sweep_locked(args: argparse.Namespace, config: Config, policies: PolicySet) -> SweepReport:
+    """Reconcile and sweep, with the audit log's lock held by the caller."""
+    from reaper.audit.reconcile import reconcile
+    from reaper.engine.runtime import (
+        flush_budget_s,
+        open_audit,
+        open_backends,
+        routing_from,
+        sweep_env,
+    )
+    from reaper.engine.sender import NoticeSender
+    from reaper.engine.sweep import run_sweep
+
     opened = open_backends(config, args.backend)
+    progress = listing_progress(sys.stderr)
     routing = routing_from(config, os.environ)
     try:
-        with AuditLog(config.audit_log, clock=runtime_clock()) as audit:
+        with open_audit(config, clock=runtime_clock()) as audit:
             reconcile(audit, opened.backends)
             sender = None if routing is None else NoticeSender(audit)
             env = sweep_env(
                 config, policies, opened.backends, audit, force_dry_run=args.dry_run,
                 unreachable=opened.errors, routing=routing, sender=sender,
-                clock=runtime_clock(),
+                clock=runtime_clock(), progress=progress,
             )  # fmt: skip
             try:
-                result = run_sweep(env)
+                return run_sweep(env)
             finally:
                 if sender is not None and routing is not None:
                     _finish_notices(sender, flush_budget_s(routing))
     finally:
+        if progress is not None:
+            progress.done()
         opened.close()
-    if config.metrics_textfile is not None:
-        write_metrics(config.metrics_textfile, len(policies), result, {})
-    if notice := _dry_run_notice(args.dry_run, config.dry_run):
+
+
+def _only_policy(policies: PolicySet, name: str) -> PolicySet:
+    """`--policy NAME`: the set holding that one policy (which exists)."""
+    from reaper.policy.model import PolicySet
+
+    return PolicySet.of(p for p in policies if p.name == name)
+
+
+def _print_result(
+    result: SweepReport, args: argparse.Namespace, *, configured_dry_run: bool
+) -> None:
+    """The sweep summary: JSON with --json, else the dry-run notice and one line per backend."""
+    from reaper.engine.report import sweep_json, sweep_summary
+
+    if args.json:
+        body = sweep_json(result, dry_run=args.dry_run or configured_dry_run)
+        print(redact(json.dumps(body, indent=2)))  # output a person keeps is masked too
+        return
+    if notice := _dry_run_notice(args.dry_run, configured_dry_run):
         print(notice)
     for line in sweep_summary(result):
-        print(line)
-    return result.exit_code
+        print(redact(line))  # output a person keeps is masked as log lines are
 
 
 def runtime_clock() -> Callable[[], datetime]:

@@ -25,7 +25,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+from reaper.emulators.base import (
+    EmulatorServer,
+    JobSpec,
+    Knobs,
+    Request,
+    Response,
+    Route,
+    TableJob,
+    apply_extra,
+)
 
 if TYPE_CHECKING:
     from reaper.emulators.base import JobTable
@@ -68,6 +77,13 @@ def decode_cursor(cursor: str) -> tuple[float, str] | None:
         return None
 
 
+_EXTRA = "past-end-"  # cursors of the pages the listing knobs add past the end
+
+
+def _extra_cursor(offset: int) -> str:
+    return f"{_EXTRA}{offset}"
+
+
 class SutroEmulator(EmulatorServer):
     """Sutro's job API in memory. Knobs beyond the base, changeable while it runs:
     `lowercase_status` answers statuses in lower case like older Sutro documents;
@@ -79,6 +95,7 @@ class SutroEmulator(EmulatorServer):
     `retry_after` adds a Retry-After header (seconds) to throttling answers."""
 
     mutating_operations = ("CancelJob",)
+    cancel_operations = ("CancelJob",)
     table: JobTable[_Job]
 
     def __init__(
@@ -178,19 +195,25 @@ class SutroEmulator(EmulatorServer):
         if request.arg("limit") is None or not self.paging:  # documented: no limit, every job
             records = [self._wire(job) for job in jobs]
             return Response(200, {"message": "Jobs retrieved successfully.", "jobs": records})
-        start = 0
+        start, limit = 0, self._page_limit(request)
         if cursor := request.arg("cursor"):
-            key = decode_cursor(cursor)
-            if key is None:
+            start = self._cursor_offset(cursor, keys, limit)
+            if start < 0:
                 return Response(400, {"detail": "Invalid cursor"})
-            start = bisect.bisect_right(keys, key)
-        page = jobs[start : start + self._page_limit(request)]
-        more = len(jobs) > start + len(page)
-        body = {
-            "jobs": [self._wire(job) for job in page],
-            "next_cursor": encode_cursor(page[-1].key) if more else None,
-        }
+        page, more = self.page_at(jobs, start, limit)
+        past_end = start + len(page) >= len(jobs)
+        next_cursor = None
+        if more:  # past the end (repeat_pages, endless_pages), cursors count pages
+            next_cursor = _extra_cursor(start + limit) if past_end else encode_cursor(page[-1].key)
+        body = {"jobs": [self._wire(job) for job in page], "next_cursor": next_cursor}
         return Response(200, body)
+
+    def _cursor_offset(self, cursor: str, keys: list[tuple[float, str]], limit: int) -> int:
+        """Where a cursor points in the listing; -1 for a cursor this emulator did not issue."""
+        if cursor.startswith(_EXTRA):
+            return int(cursor.removeprefix(_EXTRA)) if cursor[len(_EXTRA) :].isdigit() else -1
+        key = decode_cursor(cursor)
+        return -1 if key is None else bisect.bisect_right(keys, key)
 
     def _fetch(self, job_id: str) -> Response:
         job = self.table.get(job_id)
@@ -248,8 +271,8 @@ class SutroEmulator(EmulatorServer):
             "output_tokens": None,
             "failure_reason": None,
             "dataset_id": None,
-            **spec.extra,
         }
+        apply_extra(record, spec.extra)
         self.table.add(_Job(job_id, record, spec.created_at))
         return job_id
 

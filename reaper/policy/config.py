@@ -69,6 +69,10 @@ class Schedule:
     jitter: timedelta = timedelta(0)
 
 
+# A cancelled job still active this long after reaper's cancel is `stuck` (docs/audit.md).
+DEFAULT_CONFIRM_WITHIN = timedelta(minutes=30)
+
+
 @dataclass(frozen=True, slots=True)
 class NotifierConfig:
     """One `notifiers:` entry (docs/config.md, "Notifiers"). The URL is not read here: it may
@@ -112,9 +116,12 @@ class Config:
     path: Path
     policies_path: Path
     audit_log: Path
+    audit_key_file: Path | None = None
     schedule: Schedule = field(default_factory=Schedule)
     max_cancels_per_sweep: int = 100
     max_match_fraction: float = 0.5
+    confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
+    max_clock_skew: timedelta = timedelta(minutes=2)
     protect_tag: str = "reaper:keep"
     pause_file: Path | None = None
     dry_run: bool = True  # absent = true: nothing is cancelled until the config says so
@@ -199,17 +206,18 @@ def load_all(config_path: Path) -> tuple[Config, PolicySet]:
 def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
     """The policy files named by `paths`, each once (a folder gives its *.yaml / *.yml, sorted,
     hidden files skipped), and a diagnostic for each path that is missing, unreadable or an
-    empty folder."""
+    empty folder, and for each entry of a folder that is a symlink leading out of it."""
     files: dict[Path, Path] = {}  # real path → path as named: a file named twice loads once
     diagnostics: list[Diagnostic] = []
     for path in paths:
         try:
-            found = _policy_files_in(path)
+            found, refused = _policy_files_in(path)
         except OSError as exc:
             message = f"cannot read: {exc.strerror or exc}"
             diagnostics.append(Diagnostic(str(path), 1, 1, message))
             continue
-        if not found:
+        diagnostics.extend(refused)
+        if not found and not refused:
             message = (
                 "no policy files (*.yaml, *.yml) in this folder"
                 if path.is_dir()
@@ -221,17 +229,38 @@ def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnos
     return list(files.values()), diagnostics
 
 
-def _policy_files_in(path: Path) -> list[Path]:
+def _policy_files_in(path: Path) -> tuple[list[Path], list[Diagnostic]]:
+    """A folder's policy files, and a diagnostic for each entry that leaves the folder. Entries
+    that are not regular files are kept: reading them refuses them, located (yamlsrc)."""
     if not path.is_dir():
-        return [path] if path.exists() else []
-    return sorted(
-        p
-        for p in path.iterdir()
-        if p.suffix in POLICY_SUFFIXES
-        and p.is_file()
-        and not p.name.startswith(".")
-        and not p.name.endswith(TEST_SUFFIXES)  # `reaper test` files may sit beside policies
-    )
+        return ([path] if path.exists() or path.is_symlink() else []), []
+    root = path.resolve(strict=True)
+    files, refused = [], []
+    for entry in sorted(path.iterdir()):
+        if entry.suffix not in POLICY_SUFFIXES or entry.name.startswith("."):
+            continue
+        if entry.name.endswith(TEST_SUFFIXES):  # `reaper test` files may sit beside policies
+            continue
+        problem = _outside_root(entry, root)
+        if problem:
+            refused.append(Diagnostic(str(entry), 1, 1, problem))
+        else:
+            files.append(entry)
+    return files, refused
+
+
+def _outside_root(entry: Path, root: Path) -> str | None:
+    """Why a folder entry is refused: a symlink whose target is outside the policy folder (git
+    stores symlinks, so a pull request could point one at /etc/shadow or /dev/zero)."""
+    if not entry.is_symlink():
+        return None
+    try:
+        target = entry.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return "a symlink that leads nowhere (broken or looping): refused"
+    if not target.is_relative_to(root):
+        return f"a symlink that leads outside the policy folder {root}: refused"
+    return None
 
 
 # ---------------------------------------------------------------------------------- the config
@@ -250,6 +279,9 @@ def check_config_semantics(
     problems = []
     if intact("schedule"):
         problems.extend(_check_schedule(data.get("schedule") or {}))
+    confirm = (data.get("limits") or {}).get("confirm_within") if intact("limits") else None
+    if confirm is not None:
+        problems.extend(_check_duration(("limits", "confirm_within"), confirm))
     listen = (data.get("metrics") or {}).get("listen") if intact("metrics") else None
     if listen and not 0 < int(listen.rsplit(":", 1)[1]) <= 65535:
         problems.append(Problem(("metrics", "listen"), f"port out of range in {listen!r}"))
@@ -379,9 +411,12 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
         path=path,
         policies_path=_resolve(base, data["policies"]),
         audit_log=_resolve(base, data["audit_log"]),
+        audit_key_file=_resolve_optional(base, data.get("audit_key_file")),
         schedule=_build_schedule(data.get("schedule") or {}),
         max_cancels_per_sweep=int(limits.get("max_cancels_per_sweep", 100)),
         max_match_fraction=float(limits.get("max_match_fraction", 0.5)),
+        confirm_within=_confirm_within(limits),
+        max_clock_skew=parse_duration(limits.get("max_clock_skew", "2m")),
         protect_tag=str(data.get("protect_tag", "reaper:keep")),
         pause_file=_resolve_optional(base, data.get("pause_file")),
         dry_run=bool(data.get("dry_run", True)),
@@ -434,6 +469,11 @@ def _build_coordination(base: Path, section: Mapping[str, Any] | None) -> Coordi
         member=section.get("member"),
         group=str(section.get("group", "reaper")),
     )
+
+
+def _confirm_within(limits: Mapping[str, Any]) -> timedelta:
+    text = limits.get("confirm_within")
+    return DEFAULT_CONFIRM_WITHIN if text is None else parse_duration(text)
 
 
 def _build_schedule(schedule: Mapping[str, Any]) -> Schedule:
