@@ -181,15 +181,20 @@ def test_case3_a_terminatejobs_answer_of_the_wrong_shape_closes_every_intent(
     with standard_world(tmp_path, seeds=seeds, policies_yaml=POLICIES) as world:
         # TerminateJobs answering strings where {job, code, message} objects belong
         world.emulators["batch"].raw_terminate_errors = ["boom", 7]  # type: ignore[attr-defined]
-        result = run_once(world)
-        # The calls' outcome is unknown: failed, not cancelled, and said so.
-        assert result.code == ExitCode.FAILED, result.out + result.err
+        run_once(world)
+        # The answer cannot be read, so whether the calls applied is unknown: the jobs are re-read
+        # (issue 11's honest outcomes) and each result says what the re-read showed — the
+        # emulator applied the terminate, so `cancelled`; never an exception, never an open intent.
         sweep = last_sweep(audit_records(world))
         assert sweep[-1]["event"] == "sweep_end"
-        assert cancelled(audit_records(world)) == control_keys(("hpc", "inference"))
-        batch = {(b, j) for b, j in control_keys(("batch",))}
-        assert job_keys(sweep, "result", outcome="failed") == batch
         assert job_keys(sweep, "intent") == job_keys(sweep, "result")
+        batch = {(b, j) for b, j in control_keys(("batch",))}
+        emulator = world.emulators["batch"]
+        for outcome in ("cancelled", "failed"):
+            for _, job in job_keys(sweep, "result", outcome=outcome) & batch:
+                ended = emulator.status_of(job) in ("SUCCEEDED", "FAILED")
+                assert ended == (outcome == "cancelled"), (job, outcome)
+        assert {k for k in job_keys(sweep, "result") if k[0] == "batch"} == batch
 
 
 # -- case 5 ----------------------------------------------------------------------------------
