@@ -65,6 +65,7 @@ from reaper.backends.base import (
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.paging import chained_pages
 from reaper.backends.records import read_record
 from reaper.backends.records.sutro import TYPE, parse_job
 from reaper.backends.retry import (
@@ -148,24 +149,27 @@ class SutroBackend:
 
     # -- the Backend interface ------------------------------------------------------------------
     def list_active(self) -> Iterator[Page]:
-        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`. Jobs with
+        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`; the next
+        page is fetched while the caller works on this one (`paging.chained_pages`). Jobs with
         an unknown status are skipped and logged; an unreadable record is a BadRecord. Raises
         BackendError, also when the paging does not end (`ListingGuard`)."""
-        cursor: str | None = None
         guard = ListingGuard(self.name, self._max_pages)
-        while True:
-            params = {"limit": str(PAGE_LIMIT)} | ({"cursor": cursor} if cursor else {})
-            body = self._get_json("list-jobs", params)
-            records = body.get("jobs")
-            if not isinstance(records, list):
-                raise BackendError(self.name, "list-jobs answered without a `jobs` list")
-            cursor = self._next_cursor(body, guard)
-            guard.page(map(_record_id, records), "list-jobs", last=cursor is None)
+        for records in chained_pages(lambda cursor: self._list_page(cursor, guard)):
             page = self._active_jobs(records)
             if page:
                 yield page
-            if cursor is None:
-                return
+
+    def _list_page(self, cursor: str | None, guard: ListingGuard) -> tuple[list[Any], str | None]:
+        """One list-jobs page: its records and the next cursor (None after the last page),
+        checked by `guard`. Raises BackendError."""
+        params = {"limit": str(PAGE_LIMIT)} | ({"cursor": cursor} if cursor else {})
+        body = self._get_json("list-jobs", params)
+        records = body.get("jobs")
+        if not isinstance(records, list):
+            raise BackendError(self.name, "list-jobs answered without a `jobs` list")
+        next_cursor = self._next_cursor(body, guard)
+        guard.page(map(_record_id, records), "list-jobs", last=next_cursor is None)
+        return records, next_cursor
 
     def enrich(self, jobs: Sequence[Job]) -> list[Job]:
         """list-jobs already carries the full record: nothing to add."""

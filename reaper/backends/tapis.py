@@ -29,8 +29,11 @@ What Tapis does, and where that is written down:
 
 Known limits: the identity and `list_type` decide the reach; hidden jobs are invisible. Paging
 is by offset (`skip`), ordered by creation time: a job that ends mid-listing shifts later jobs
-forward and one of them may be missed this sweep (never acted on wrongly, only later). Cancels
-are asynchronous."""
+forward and one of them may be missed this sweep (never acted on wrongly, only later); a job
+listed twice counts once (engine/scan.py). The offsets are known in advance, so the pages after
+the first are fetched several at once, which also narrows the time in which the table can
+shift; the listing ends at the first page shorter than the first one, and up to 7 searches
+past the end come back empty. Cancels are asynchronous."""
 
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ from reaper.backends.base import (
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.paging import offset_pages
 from reaper.backends.records import read_record
 from reaper.backends.records.tapis import TYPE, job_from_record
 from reaper.backends.retry import (
@@ -188,14 +192,14 @@ class TapisBackend:
 
     # -- Backend --------------------------------------------------------------------------------
     def list_active(self) -> Iterator[Page]:
-        """Yield the non-terminal jobs one search page at a time. Raises TapisCallError when a
-        page fails or does not parse; the pages already yielded are then not the whole picture."""
+        """Yield the non-terminal jobs one search page at a time, in offset order; the pages
+        after the first are fetched up to 8 at once (`paging.offset_pages`), and the listing
+        ends at the first short page. Raises TapisCallError when a page fails or
+        does not parse; the pages already yielded are then not the whole picture."""
         guard = ListingGuard(self.name, self._max_pages)
-        skip = 0
-        while records := self._search_page(skip):
+        for skip, records in offset_pages(self._search_page, self._page_limit):
             # The empty page that ends an offset listing never reaches the guard.
             guard.page(map(_uuid_of, records), f"getJobSearchList skip={skip}")
-            skip += len(records)
             page = [job for job in map(self._job_or_bad, records) if _is_listed(job)]
             if page:
                 yield page
