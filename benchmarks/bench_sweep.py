@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,8 +208,8 @@ def report(scenario: Scenario, runs: list[Run], serial: Run | None, bound: Bound
         rows.insert(1, _row("(b) serial script", serial))
     header = ("", "wall s", "sweep s", "API calls", "cancelled", "peak RSS MB", "CPU s")
     lines = [
-        f"**{scenario.total:,} active jobs** ({_split(scenario.jobs)}), "
-        f"**{scenario.total_over:,} over their limits** ({_split(scenario.over)}), "
+        f"**{scenario.total:,} active jobs** ({common.split_text(scenario.jobs)}), "
+        f"**{scenario.total_over:,} over their limits** ({common.split_text(scenario.over)}), "
         f"{scenario.latency_s * 1000:g} ms latency per call, {CONCURRENCY} calls in flight "
         f"per backend.",
         "",
@@ -232,11 +232,6 @@ def report(scenario: Scenario, runs: list[Run], serial: Run | None, bound: Bound
 def median_run(runs: Sequence[Run]) -> Run:
     """The run with the median sweep time (the lower middle one for an even count)."""
     return sorted(runs, key=lambda r: r.sweep_s)[(len(runs) - 1) // 2]
-
-
-def _split(counts: Mapping[str, int]) -> str:
-    names = {"batch": "AWS Batch", "hpc": "Tapis", "inference": "Sutro"}
-    return ", ".join(f"{names[b]} {counts[b]:,}" for b in BACKENDS)
 
 
 def _row(label: str, run: Run) -> list[object]:

@@ -156,6 +156,12 @@ SPLITS = {
 }
 
 
+def split_text(counts: Mapping[str, int]) -> str:
+    """`AWS Batch 6,000, Tapis 2,000, Sutro 2,000`."""
+    names = {"batch": "AWS Batch", "hpc": "Tapis", "inference": "Sutro"}
+    return ", ".join(f"{names[b]} {counts[b]:,}" for b in BACKENDS)
+
+
 def make_scenario(
     total: int, over: int, split: str = "weighted", latency_s: float = 0.02
 ) -> Scenario:
@@ -247,14 +253,18 @@ def bench_config(scenario: Scenario) -> dict[str, object]:
 
 
 @contextmanager
-def bench_world(folder: Path, scenario: Scenario) -> Iterator[World]:
-    """The three emulators with `scenario`'s latency, seeded, with reaper.yaml in `folder`."""
+def bench_world(
+    folder: Path, scenario: Scenario, config: Mapping[str, object] | None = None
+) -> Iterator[World]:
+    """The three emulators with `scenario`'s latency, seeded, with reaper.yaml in `folder`
+    (`config`: its top-level keys, default `bench_config(scenario)`)."""
     now = time.time()
     seeds = {b: seed_specs(b, scenario.jobs[b], scenario.over[b], now) for b in BACKENDS}
     knobs = {b: _knobs(b, scenario.latency_s) for b in BACKENDS}
     with emulated_world(
-        folder, seeds=seeds, policies_yaml=POLICIES_YAML, config=bench_config(scenario),
-        knobs=knobs, apply_env=False,
+        folder, seeds=seeds, policies_yaml=POLICIES_YAML,
+        config=bench_config(scenario) if config is None else config, knobs=knobs,
+        apply_env=False,
     ) as world:  # fmt: skip
         yield world
 

@@ -62,8 +62,26 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )  # fmt: skip
 
 
+# Every pattern above needs one of these words (any case) to match: a key of _SECRET_KEYS
+# (each holds one), `authorization`, `Bearer|Key|Token`, `eyJ`, `AKIA|ASIA`. An ASCII text
+# holding none of them is left as it is by every substitution, which a few substring tests tell:
+# almost every audit field and log line (redaction runs on every string of every audit record).
+# Non-ASCII text always takes the full path (IGNORECASE also folds e.g. the Kelvin sign to k).
+_TRIGGERS = ("auth", "token", "signature", "credential", "secret", "key", "passw", "bearer",
+             "eyj", "akia", "asia")  # fmt: skip
+
+
+def _may_hold_secret(text: str) -> bool:
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _TRIGGERS)
+
+
 def redact_patterns(text: str) -> str:
     """`text` with credential-shaped substrings replaced by [REDACTED]."""
+    if not _may_hold_secret(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

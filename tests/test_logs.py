@@ -12,8 +12,10 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
+from hypothesis import given
+from hypothesis import strategies as st
 
-from reaper.redact import REDACTED, redact, redact_patterns, register_secret
+from reaper.redact import _PATTERNS, REDACTED, redact, redact_patterns, register_secret
 from reaper.service.logs import (
     SDK_LOGGERS,
     ReaperHandler,
@@ -265,3 +267,24 @@ def test_apscheduler_chatter_is_hidden_unless_debugging():
     assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.ERROR
     configure("DEBUG")
     assert logging.getLogger("apscheduler").getEffectiveLevel() == logging.DEBUG
+
+
+def substitute_every_pattern(text: str) -> str:
+    """What redact_patterns does without its shortcut for text that cannot hold a secret."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# Trigger words, credential shapes, and characters IGNORECASE folds to ASCII (Kelvin sign, long s).
+WORDS = [
+    "Authorization", "x-api-key", "TOKEN", "secret", "passwd", "Bearer", "Key", "eyJ", "AKIA",
+    "asia", "nextToken", "=", ": ", "'", '"', "abcdefghijklmnop1234", "\u212a", "\u017f", " ",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "AKIAABCDEFGHIJKLMNOP", "job",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(WORDS) | st.text(max_size=5), max_size=12))
+def test_the_shortcut_for_text_without_a_trigger_word_changes_nothing(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert redact_patterns(text) == substitute_every_pattern(text)
