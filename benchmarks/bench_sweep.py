@@ -271,6 +271,9 @@ def _breakdown(a: Run, bound: Bound) -> str:
     return common.markdown_table(header, rows)
 
 
+STARTUP_JOBS, STARTUP_OVER = 30, 3  # a sweep this small costs about what start-up costs
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -279,15 +282,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--split", choices=sorted(common.SPLITS), default="weighted")
     parser.add_argument("--runs", type=int, default=3, help="runs of (a); the median is reported")
     parser.add_argument("--skip-serial", action="store_true", help="do not run (b)")
+    parser.add_argument(
+        "--compete", action="store_true", help="one CPU-bound busy loop runs beside the runs"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.md")
     common.add_priority_option(parser)
     args = parser.parse_args(argv)
     common.apply_priority(args.nice)
     scenario = common.make_scenario(args.jobs, args.over, args.split, args.latency_ms / 1000)
+    small = common.make_scenario(STARTUP_JOBS, STARTUP_OVER, args.split, args.latency_ms / 1000)
     loads = [common.load_average()]
-    with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp, common.competing(args.compete):
         folder = Path(tmp)
         fsyncs = [common.measure_fsync(folder)]
+        startup = run_reaper(small, folder / "startup")
         runs = []
         for i in range(args.runs):
             runs.append(run_reaper(scenario, folder / f"a{i}"))
@@ -297,6 +305,7 @@ def main(argv: list[str]) -> int:
     # fsync time swings with the machine's other I/O: the bound takes the fastest probe.
     bound = lower_bound(scenario, min(fsyncs), median_run(runs).records)
     text = report(scenario, runs, serial, bound)
+    text += "\n\n" + cpu_note(runs, startup, args.compete)
     text += (
         "\n\nMedian write + fsync per probe (before and after each run of (a)): "
         + ", ".join(f"{f * 1000:.2f}" for f in fsyncs)
@@ -304,8 +313,25 @@ def main(argv: list[str]) -> int:
     )
     print(text)
     if not args.no_write:
-        common.update_results(f"sweep-{args.jobs}-{args.split}", text)
+        suffix = "-compete" if args.compete else ""
+        common.update_results(f"sweep-{args.jobs}-{args.split}{suffix}", text)
     return 0
+
+
+def cpu_note(runs: Sequence[Run], startup: Run, compete: bool) -> str:
+    """The CPU figures: the one to watch on a shared machine (wall times move with the load)."""
+    cpus = sorted(run.cpu_s for run in runs)
+    median = cpus[(len(cpus) - 1) // 2]
+    note = (
+        f"CPU of (a), whole process (user + system): **{median:.2f} s** median; all runs: "
+        + ", ".join(f"{c:.2f}" for c in (run.cpu_s for run in runs))
+        + f" s. Start-up alone (interpreter, imports, clients, config; measured as a sweep of "
+        f"{STARTUP_JOBS} jobs): {startup.cpu_s:.2f} s, so the sweep itself took about "
+        f"{max(0.0, median - startup.cpu_s):.2f} s of CPU."
+    )
+    if compete:
+        note += " One CPU-bound busy loop ran beside every run (`--compete`)."
+    return note
 
 
 if __name__ == "__main__":

@@ -386,6 +386,21 @@ def apply_priority(nice: int) -> None:
             sys.exit(f"--nice {nice}: not permitted (a negative niceness needs root)")
 
 
+@contextmanager
+def competing(active: bool) -> Iterator[None]:
+    """With `active`, one CPU-bound process (a busy loop) runs until the block ends: the
+    machine as it is when another job shares it."""
+    if not active:
+        yield
+        return
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
 def load_average() -> str:
     """The 1-minute load average: other work on the machine slows every figure but the bound."""
     try:

@@ -16,7 +16,7 @@ import re
 import resource
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -67,15 +67,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 # holding none of them is left as it is by every substitution, which a few substring tests tell:
 # almost every audit field and log line (redaction runs on every string of every audit record).
 # Non-ASCII text always takes the full path (IGNORECASE also folds e.g. the Kelvin sign to k).
-_TRIGGERS = ("auth", "token", "signature", "credential", "secret", "key", "passw", "bearer",
-             "eyj", "akia", "asia")  # fmt: skip
+_TRIGGERS = re.compile("auth|token|signature|credential|secret|key|passw|bearer|eyj|akia|asia")
 
 
 def _may_hold_secret(text: str) -> bool:
-    if not text.isascii():
-        return True
-    lowered = text.lower()
-    return any(trigger in lowered for trigger in _TRIGGERS)
+    return not text.isascii() or _TRIGGERS.search(text.lower()) is not None
 
 
 def redact_patterns(text: str) -> str:
@@ -171,8 +167,13 @@ def register_secret(value: str) -> bool:
 def redact(text: str) -> str:
     """`text` masked as log lines are: for error messages and audit fields built from SDK
     errors. Uses the registered secrets when logging is configured, else the patterns only."""
+    return masker()(text)
+
+
+def masker() -> Callable[[str], str]:
+    """`redact` as it is now, looked up once: for masking many strings (an audit record's)."""
     redactors = installed_redactors()
-    return redactors[0].redact(text) if redactors else redact_patterns(text)
+    return redactors[0].redact if redactors else redact_patterns
 
 
 # prctl(2) option numbers, <linux/prctl.h>.

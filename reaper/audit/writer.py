@@ -60,7 +60,7 @@ from reaper.audit.seal import Head, head_path, read_head, seal_line, write_head
 from reaper.audit.verify import VerifyResult, verify_audit
 from reaper.errors import ReaperError
 from reaper.jobs import SkipCause  # `cause` of a `skipped` record
-from reaper.redact import redact
+from reaper.redact import masker
 
 log = logging.getLogger(__name__)
 
@@ -565,13 +565,15 @@ def count_records(file: BinaryIO, head: Head | None) -> int:
     return sum(1 for chunk in file if decode_line(chunk.rstrip(b"\n")) is not None)
 
 
-def redact_value(value: Any) -> Any:
+def redact_value(value: Any, mask: Callable[[str], str] | None = None) -> Any:
     """`value` with every string in it masked as log lines are (reaper/redact.py): an SDK error
-    echoing a credential must not reach the audit log either."""
+    echoing a credential must not reach the audit log either. `mask`: `redact.masker()`,
+    looked up once for a whole record."""
+    mask = masker() if mask is None else mask
     if isinstance(value, str):
-        return redact(value)
+        return mask(value)
     if isinstance(value, dict):
-        return {key: redact_value(item) for key, item in value.items()}
+        return {key: redact_value(item, mask) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_value(item) for item in value]
+        return [redact_value(item, mask) for item in value]
     return value
