@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reaper import __version__
-from reaper.errors import ConfigError, ExitCode, ReaperError
+from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode, ReaperError
 from reaper.service.logs import configure_logging
 
 # Command name → module. Add a line here for a new command.
@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
+        return ExitCode.CONFIG
+    except ConfigNotFoundError as exc:
+        print(f"reaper {args.command}: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
     except ReaperError as exc:  # e.g. the audit log cannot be opened: nothing was done
         print(f"reaper: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_audit
 from reaper.audit.verify import verify_audit
-from reaper.errors import ConfigError, ExitCode
+from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode
 from reaper.policy.durations import DurationError, parse_duration
 
 SCHEMA_VERSION = 1
@@ -68,6 +68,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out, err = out or sys.stdout, err or sys.stderr
     try:
         files = _audit_files(args)
+    except ConfigNotFoundError as exc:
+        print(f"reaper audit: {exc}", file=err)
+        return ExitCode.CONFIG
     except ConfigError as exc:
         print(exc, file=err)
         return ExitCode.CONFIG
@@ -77,13 +80,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 def _audit_files(args: argparse.Namespace) -> list[Path]:
-    """`--file`, else the config's `audit_log`. Raises ConfigError."""
+    """`--file`, else the config's `audit_log`. Raises ConfigError or ConfigNotFoundError."""
     if args.files:
         return list(args.files)
     # Imported here: config loading is only needed without --file.
-    from reaper.policy.config import find_config_path, load_config
+    from reaper.policy.config import load_config, locate_config
 
-    return [load_config(find_config_path(args.config, os.environ)).audit_log]
+    return [load_config(locate_config(args.config, os.environ, Path.cwd())).audit_log]
 
 
 def parse_since(text: str, now: datetime) -> datetime:

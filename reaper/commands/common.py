@@ -22,7 +22,7 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     """The config named by --config / $REAPER_CONFIG / the defaults, and its policies.
-    Raises ConfigError (cli.main prints it and exits 78)."""
-    from reaper.policy.config import find_config_path, load_all
+    Raises ConfigNotFoundError or ConfigError (cli.main prints either and exits 78)."""
+    from reaper.policy.config import load_all, locate_config
 
-    return load_all(find_config_path(args.config, os.environ, Path.cwd()))
+    return load_all(locate_config(args.config, os.environ, Path.cwd()))

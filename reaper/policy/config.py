@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from reaper.errors import ConfigError, Diagnostic
+from reaper.errors import ConfigError, ConfigNotFoundError, Diagnostic
 from reaper.jobs import BACKEND_TYPES
 from reaper.policy.durations import DurationError, parse_duration
 from reaper.policy.gitinfo import commit_of
@@ -83,6 +83,21 @@ def find_config_path(arg: str | None, env: Mapping[str, str], cwd: Path | None =
         return Path(env[CONFIG_ENV])
     local = (cwd / LOCAL_CONFIG) if cwd else LOCAL_CONFIG
     return local if local.is_file() else SYSTEM_CONFIG
+
+
+def locate_config(arg: str | None, env: Mapping[str, str], cwd: Path | None = None) -> Path:
+    """`find_config_path`, when that file exists. Raises ConfigNotFoundError naming every place
+    looked at: only the named file when `--config` or `$REAPER_CONFIG` chose it (a typo there
+    must not fall back to another config), else `./reaper.yaml` and `/etc/reaper/reaper.yaml`."""
+    path = find_config_path(arg, env, cwd)
+    if path.exists():
+        return path
+    if arg:
+        raise ConfigNotFoundError([f"{path} (--config)"])
+    if env.get(CONFIG_ENV):
+        raise ConfigNotFoundError([f"{path} (${CONFIG_ENV})"])
+    local = (cwd / LOCAL_CONFIG) if cwd else LOCAL_CONFIG.absolute()
+    raise ConfigNotFoundError([f"${CONFIG_ENV} (unset)", str(local), str(SYSTEM_CONFIG)])
 
 
 def load_config(path: Path) -> Config:
