@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     decisions = [d for d in plan.decisions if _involves(d, args.policy)]
     if args.json:
         body = report.plan_json(scans, plan, now)
-        body["decisions"] = [report.decision_json(d, now) for d in decisions]
+        body["decisions"] = [report.decision_json(d, now, plan) for d in decisions]
         body["backend_errors"] = opened.errors
         json.dump(body, sys.stdout, indent=2, default=str)
         print()
@@ -69,8 +69,8 @@ def _print_human(
     errors: dict[str, str],
     now: datetime,
 ) -> None:
-    table = report.format_table([report.decision_row(d, now) for d in decisions])
-    print(table or "no job matches any policy")
+    table = report.format_table([report.decision_row(d, now, plan) for d in decisions])
+    print(table or report.plan_headline(scans, len(decisions), list(errors)))
     print()
     for name, error in errors.items():
         print(f"{name}: not reachable: {error}")
