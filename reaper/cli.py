@@ -64,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"reaper: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command; the errors every command may raise become exit codes."""
     try:
         return int(_command_module(args.command).run(args))
     except ConfigError as exc:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, FractionRefusal, LimitHit, Plan
+from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Plan
 from reaper.engine.scan import Scan
 from reaper.engine.sweep import SweepReport
 from reaper.jobs import SkipCause
@@ -49,15 +49,15 @@ def skip_detail(decision: Decision[Match], plan: Plan[Match] | None = None) -> s
         refusal = next((r for r in plan.fraction_refusals
                         if (r.policy, r.backend) == (policy, backend)), None)  # fmt: skip
         if refusal is not None:
-            return f"fraction guard: policy {policy} {refusal_numbers(refusal)}"
+            return f"fraction guard: policy {policy} {refusal.describe()}"
     if cause is SkipCause.LIMIT and plan is not None:
         hits = [h for h in plan.limit_hits if h.policy in (policy, None)]
         if hits:
-            return "held back by " + " and ".join(limit_text(h) for h in hits)
-    return _SKIP_TEXT.get(str(cause), f"skipped: {cause}")
+            return "held back by " + " and ".join(h.describe() for h in hits)
+    return _SKIP_TEXT.get(SkipCause(cause), f"skipped: {cause}") if cause else "skipped"
 
 
-_SKIP_TEXT = {
+_SKIP_TEXT: dict[SkipCause, str] = {
     SkipCause.PROTECTED: "protected: the job carries the protect tag",
     SkipCause.LISTING_INCOMPLETE: "the listing of this backend failed: no cancel here",
     SkipCause.FRACTION_GUARD: "fraction guard refused this policy on this backend",
@@ -66,18 +66,6 @@ _SKIP_TEXT = {
     SkipCause.LIMIT: "held back by max_cancels / max_cancels_per_sweep",
     SkipCause.PAUSED: "paused: the pause file exists",
 }
-
-
-def refusal_numbers(refusal: FractionRefusal) -> str:
-    """`matches 6 of 9 active on batch, limit 50%`."""
-    return (f"matches {refusal.matched} of {refusal.active} active on {refusal.backend}, "
-            f"limit {refusal.max_fraction:.0%}")  # fmt: skip
-
-
-def limit_text(hit: LimitHit) -> str:
-    """`max_cancels 2 of policy gpu-cap` or `max_cancels_per_sweep 100`."""
-    scope = f" of policy {hit.policy}" if hit.policy else ""
-    return f"{hit.limit} {hit.maximum}{scope}"
 
 
 def format_table(rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS) -> str:
@@ -120,7 +108,7 @@ def plan_summary(scans: Sequence[Scan], plan: Plan[Match]) -> list[str]:
         lines.append(f"{scan.backend}: {scan.active} active jobs, {len(cancels) - dry} to cancel, "
                      f"{dry} dry run, {skipped} skipped, listing {state}")  # fmt: skip
     for r in plan.fraction_refusals:
-        lines.append(f"REFUSED policy {r.policy}: {refusal_numbers(r)} (max_match_fraction)")
+        lines.append(f"REFUSED policy {r.policy}: {r.describe()} (max_match_fraction)")
     for hit in plan.limit_hits:
         scope = f"policy {hit.policy}" if hit.policy else "this sweep"
         lines.append(

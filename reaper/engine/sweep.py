@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from reaper.audit.writer import AuditLog, AuditWriteError, read_tail, recently_cancelled
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
 from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
+from reaper.engine.notices import log_guards, log_summary
 from reaper.engine.scan import Scan, scan_backend
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import Job, SkipCause
@@ -75,6 +76,7 @@ class SweepReport:
     plan: Plan[Match]
     backends: dict[str, BackendReport]
     audit_error: str | None = None
+    paused: bool = False  # the pause file existed when the sweep decided
 
     @property
     def failed(self) -> bool:
@@ -114,7 +116,7 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
     call and writes no audit record."""
     now = env.clock()
     scans = scan_all(env, _names(env, names), now)
-    return scans, _decide(env, scans, now, _recent_cancels_for_plan(env, now))
+    return scans, _decide(env, scans, now, _recent_cancels_for_plan(env, now), _paused(env))
 
 
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
@@ -126,14 +128,17 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     now = env.clock()
     sweep_id = new_sweep_id(now)
     names = _names(env, names)
+    paused = _paused(env)  # looked at once: the audit, the decision and the logs agree
     audit.append(
         "sweep_start", sweep_id=sweep_id, backends=names, policies=len(env.policies.policies),
-        dry_run=env.guards.dry_run, paused=_paused(env), unreachable=dict(env.unreachable),
+        dry_run=env.guards.dry_run, paused=paused, unreachable=dict(env.unreachable),
     )  # fmt: skip
     started = monotonic()
     scans = scan_all(env, names, now)
-    plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now))
-    report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
+    plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now), paused)
+    log_guards(plan, env.pause_file, paused)
+    report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans}, None,
+                         paused)  # fmt: skip
     for name, error in env.unreachable.items():
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report)
@@ -141,6 +146,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     act.run(plan)
     for backend_report in report.backends.values():
         backend_report.duration_s = monotonic() - started
+        log_summary(sweep_id, backend_report)
     _write_sweep_end(audit, report)
     return report
 
@@ -171,10 +177,10 @@ def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str
 
 
 def _decide(
-    env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]]
+    env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]], paused: bool
 ) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
-    return decide(listings, env.guards, paused=_paused(env), recently_cancelled=recent)
+    return decide(listings, env.guards, paused=paused, recently_cancelled=recent)
 
 
 def _backend_report(scan: Scan) -> BackendReport:
