@@ -146,7 +146,7 @@ def test_a_bad_token(emulator: TapisEmulator) -> None:
     with pytest.raises(BackendError, match="HTTP 401, authentication failed") as raised:
         listed(backend)
     assert emulator.calls["searchJobs"] == 1  # an auth failure is not retried
-    (job_id,) = emulator._jobs
+    (job_id,) = emulator.table
     good = listed(backend_for(emulator))[0]
     result = backend.cancel(good, "no right")
     assert result.outcome == CancelOutcome.FAILED and "HTTP 401" in (result.error or "")

@@ -22,11 +22,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
+from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
 from reaper.emulators.sigv4 import AuthError, check_sigv4
 from reaper.jobs import Phase, phase_of
+
+if TYPE_CHECKING:
+    from reaper.emulators.base import JobTable
 
 ACCESS_KEY_ID = "AKIAEMULATOR00000000"
 SECRET_ACCESS_KEY = "emulator-secret-access-key-not-a-real-one"
@@ -80,10 +83,14 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 @dataclass
-class _Job:
-    record: dict[str, Any]  # JobDetail fields, as DescribeJobs returns them
+class _Job(TableJob):
+    """`record` holds the JobDetail fields, as DescribeJobs returns them; `due` is when a
+    terminated STARTING/RUNNING job turns FAILED."""
+
     queue: str
-    stop_at: float | None = None  # when a terminated STARTING/RUNNING job turns FAILED
+
+    def reason(self) -> str | None:
+        return self.record.get("statusReason")
 
 
 @dataclass
@@ -111,6 +118,9 @@ class AwsBatchEmulator(EmulatorServer):
     `bulk_terminate = False` makes /v1/terminatejobs unknown (a service without TerminateJobs);
     `job_errors` maps a job id → (code, message) that TerminateJobs reports for it."""
 
+    mutating_operations = MUTATING_OPERATIONS
+    table: JobTable[_Job]
+
     def __init__(
         self,
         knobs: Knobs | None = None,
@@ -124,9 +134,7 @@ class AwsBatchEmulator(EmulatorServer):
         self.account_id = ACCOUNT_ID
         self.bulk_terminate = True
         self.job_errors: dict[str, tuple[str, str]] = {}
-        self._jobs: dict[str, _Job] = {}
         self._queues: dict[str, None] = {}  # insertion-ordered set of queue names
-        self._timed: set[str] = set()  # ids of terminated jobs still winding down (stop_at)
 
     # -- protocol hooks -------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -186,20 +194,18 @@ class AwsBatchEmulator(EmulatorServer):
 
     def _op_DescribeJobs(self, body: dict[str, Any]) -> dict[str, Any]:
         ids = _require_ids(body, MAX_DESCRIBE_IDS)
-        found = [self._jobs[i] for i in ids if i in self._jobs]
-        for job in found:
-            self._settle(job)
+        found = [self.table.settle(self.table[i]) for i in ids if i in self.table]
         return {"jobs": [dict(job.record) for job in found]}
 
     def _op_TerminateJob(self, body: dict[str, Any]) -> dict[str, Any]:
         job_id, reason = _require_str(body, "jobId"), _require_reason(body)
-        if job_id in self._jobs:
-            self._terminate(self._jobs[job_id], reason)
+        if job_id in self.table:
+            self._terminate(self.table[job_id], reason)
         return {}
 
     def _op_CancelJob(self, body: dict[str, Any]) -> dict[str, Any]:
         job_id, reason = _require_str(body, "jobId"), _require_reason(body)
-        job = self._jobs.get(job_id)
+        job = self.table.get(job_id)
         if job is not None and phase_of("aws_batch", self._status(job)) == Phase.PENDING:
             self._terminate(job, reason)  # STARTING/RUNNING: success, and nothing happens
         return {}
@@ -212,8 +218,8 @@ class AwsBatchEmulator(EmulatorServer):
                 code, message = self.job_errors[job_id]
                 errors.append({"job": job_id, "code": code, "message": message})
                 continue
-            if job_id in self._jobs:
-                self._terminate(self._jobs[job_id], reason)
+            if job_id in self.table:
+                self._terminate(self.table[job_id], reason)
             successful.append(job_id)  # unknown ids count as processed, as documented
         return {"successful": successful, "errors": errors}
 
@@ -231,45 +237,38 @@ class AwsBatchEmulator(EmulatorServer):
 
     def _listing(self, queue: str, status: str) -> list[_Job]:
         """The jobs of one queue and status, in table order."""
-        for job_id in list(self._timed):  # settle first: the cached lists hold settled states
-            self._settle(self._jobs[job_id])
 
         def select() -> list[_Job]:
             return [
                 job
-                for job in self._jobs.values()
+                for job in self.table.values()
                 if job.queue == queue and job.record["status"] == status
             ]
 
-        return self.cached_listing(("ListJobs", queue, status), select)  # type: ignore[no-any-return]
+        return self.table.listing(("ListJobs", queue, status), select)  # type: ignore[no-any-return]
 
     # -- state transitions ----------------------------------------------------------------------
     def _terminate(self, job: _Job, reason: str) -> None:
         """Pending jobs fail at once; STARTING/RUNNING jobs fail after `cancel_delay_s`."""
         phase = phase_of("aws_batch", self._status(job))
-        if phase == Phase.TERMINAL or job.stop_at is not None:
+        if phase == Phase.TERMINAL or job.due is not None:
             return
         now = self.clock()
         job.record["statusReason"] = reason
         if phase == Phase.PENDING:
             job.record.update(status="FAILED", isCancelled=True, stoppedAt=_ms(now))
-            self.invalidate()
+            self.table.invalidate()
             return
         job.record["isTerminated"] = True
-        job.stop_at = now + self.knobs.cancel_delay_s
-        self._timed.add(job.record["jobId"])
-        self._settle(job)
+        self.table.schedule(job, now + self.knobs.cancel_delay_s)
+        self.table.settle(job)
 
-    def _settle(self, job: _Job) -> None:
-        if job.stop_at is not None and self.clock() >= job.stop_at:
-            job.record.update(status="FAILED", stoppedAt=_ms(job.stop_at))
-            job.stop_at = None
-            self._timed.discard(job.record["jobId"])
-            self.invalidate()
+    def complete_cancel(self, job: _Job, due: float) -> None:
+        job.record.update(status="FAILED", stoppedAt=_ms(due))
+        self.table.invalidate()
 
     def _status(self, job: _Job) -> str:
-        self._settle(job)
-        return str(job.record["status"])
+        return str(self.table.settle(job).record["status"])
 
     def _queue_name(self, queue: str) -> str:
         return queue.rsplit("job-queue/", 1)[-1]
@@ -314,8 +313,7 @@ class AwsBatchEmulator(EmulatorServer):
         record.update(spec.extra)
         with self.lock:
             self._queues[queue] = None
-            self._jobs[job_id] = _Job(record, queue)
-            self.invalidate()
+            self.table.add(_Job(job_id, record, queue))
         return job_id
 
     def seed_jobs(
@@ -341,18 +339,12 @@ class AwsBatchEmulator(EmulatorServer):
     def add_jobs(self, specs: Iterable[JobSpec]) -> list[str]:
         return [self.add_job(spec) for spec in specs]
 
-    def status_of(self, job_id: str) -> str | None:
-        with self.lock:
-            job = self._jobs.get(job_id)
-            return None if job is None else self._status(job)
-
     def set_status(self, job_id: str, status: str) -> None:
         """Move a job to `status`, stamping startedAt/stoppedAt the way the service would."""
         with self.lock:
-            job = self._jobs[job_id]
-            job.stop_at = None
-            self._timed.discard(job_id)
-            self.invalidate()
+            job = self.table[job_id]
+            self.table.unschedule(job)
+            self.table.invalidate()
             job.record["status"] = status.upper()
             phase = phase_of("aws_batch", status)
             if phase in (Phase.RUNNING, Phase.TERMINAL) and "startedAt" not in job.record:
@@ -360,29 +352,11 @@ class AwsBatchEmulator(EmulatorServer):
             if phase == Phase.TERMINAL:
                 job.record["stoppedAt"] = _ms(self.clock())
 
-    def remove_job(self, job_id: str) -> None:
-        with self.lock:
-            self._jobs.pop(job_id, None)
-            self._timed.discard(job_id)
-            self.invalidate()
-
-    def reason_of(self, job_id: str) -> str | None:
-        with self.lock:
-            job = self._jobs.get(job_id)
-            return None if job is None else job.record.get("statusReason")
-
     def record_of(self, job_id: str) -> dict[str, Any] | None:
         """A copy of the JobDetail record as DescribeJobs would return it now."""
         with self.lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                return None
-            self._settle(job)
-            return dict(job.record)
-
-    def mutating_calls(self) -> int:
-        with self.lock:
-            return sum(self.calls[op] for op in MUTATING_OPERATIONS)
+            job = self.table.current(job_id)
+            return None if job is None else dict(job.record)
 
 
 def _ms(epoch_s: float) -> int:

@@ -1,6 +1,7 @@
 """Shared machinery of the emulators: a threaded loopback HTTP server with an in-memory job
-table, a per-operation call counter, and fault knobs. Each emulator supplies `route()`, which
-names the operation and returns the response; this module adds latency, errors and throttling."""
+table (`JobTable`), a per-operation call counter, and fault knobs. Each emulator supplies
+`route()`, which names the operation and returns the response, and renders its own job records;
+this module adds latency, errors and throttling, and keeps the jobs."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -74,20 +75,145 @@ class JobSpec:
     extra: dict[str, Any] = field(default_factory=dict)  # raw fields merged into the record
 
 
+@dataclass
+class TableJob:
+    """One job of a `JobTable`: its id, its record as the emulator's API renders it (status
+    included), and `due`, when a cancel still under way completes (None: no such cancel)."""
+
+    id: str
+    record: dict[str, Any]
+    due: float | None = field(default=None, kw_only=True)
+
+    def reason(self) -> str | None:
+        """The cancel reason the API recorded on the job, where the API records one."""
+        return None
+
+
+J = TypeVar("J", bound=TableJob)
+
+
+class JobTable(Generic[J]):
+    """The jobs of one emulator, by id in insertion order, with the lock that guards them,
+    the cancels still under way, and a cache of listings.
+
+    A cancel that takes time is `schedule`d with the moment it completes; `settle` completes it
+    once the clock has reached that moment by calling `on_due(job, due)`, the emulator's own
+    transition. `add`, `remove` and `reason_of` take the lock; the other methods expect it held
+    (the request pipeline holds it around every handler)."""
+
+    def __init__(self, clock: Callable[[], float], on_due: Callable[[J, float], None]) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self._on_due = on_due
+        self._jobs: dict[str, J] = {}
+        self._timed: set[str] = set()  # ids of jobs with a cancel under way (`due` set)
+        self._listings: dict[Hashable, Any] = {}
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def __iter__(self) -> Iterator[str]:
+        """The job ids, in table order."""
+        return iter(self._jobs)
+
+    def __getitem__(self, job_id: str) -> J:
+        return self._jobs[job_id]
+
+    def get(self, job_id: str) -> J | None:
+        """The job as stored (a cancel under way not settled), or None."""
+        return self._jobs.get(job_id)
+
+    def values(self) -> Iterable[J]:
+        """The jobs as stored, in table order."""
+        return self._jobs.values()
+
+    def add(self, job: J) -> None:
+        """Add `job`, or replace the job of its id."""
+        with self.lock:
+            self._jobs[job.id] = job
+            self.invalidate()
+
+    def remove(self, job_id: str) -> None:
+        with self.lock:
+            self._jobs.pop(job_id, None)
+            self._timed.discard(job_id)
+            self.invalidate()
+
+    def reason_of(self, job_id: str) -> str | None:
+        with self.lock:
+            job = self._jobs.get(job_id)
+            return None if job is None else job.reason()
+
+    # -- cancels under way ----------------------------------------------------------------------
+    def schedule(self, job: J, due: float) -> None:
+        """A cancel of `job` is under way and completes at `due`."""
+        job.due = due
+        self._timed.add(job.id)
+
+    def unschedule(self, job: J) -> None:
+        """Forget the cancel under way of `job`, if any."""
+        job.due = None
+        self._timed.discard(job.id)
+
+    def settle(self, job: J) -> J:
+        """`job`, with its cancel under way completed if its due time has passed."""
+        if job.due is not None and self.clock() >= job.due:
+            due = job.due
+            self.unschedule(job)
+            self._on_due(job, due)
+        return job
+
+    def current(self, job_id: str) -> J | None:
+        """The job as it stands now (settled), or None if unknown."""
+        job = self._jobs.get(job_id)
+        return None if job is None else self.settle(job)
+
+    def settle_all(self) -> None:
+        """Settle every job with a cancel under way."""
+        for job_id in list(self._timed):
+            self.settle(self._jobs[job_id])
+
+    # -- listing cache --------------------------------------------------------------------------
+    # A list call filters and orders the whole job table; paging through 100,000 jobs would redo
+    # that for every page. The table keeps the result per query until the jobs change.
+    def listing(self, key: Hashable, compute: Callable[[], Any], *, settle: bool = True) -> Any:
+        """The listing of `key`, computed once per state of the table. `settle` first completes
+        the cancels that are due, so that the cached listing holds settled states (pass False
+        where the listing does not depend on status). Call `invalidate()` whenever a job
+        changes in a way a listing shows."""
+        if settle:
+            self.settle_all()
+        if key not in self._listings:
+            self._listings[key] = compute()
+        return self._listings[key]
+
+    def invalidate(self) -> None:
+        """Forget the cached listings: the jobs changed."""
+        self._listings.clear()
+
+
 class EmulatorServer:
-    """Base class. Subclasses implement `route(request)` → (operation, handler) and the two
-    protocol-specific fault responses. `calls` counts requests per operation."""
+    """Base class. Subclasses implement `route(request)` → (operation, handler), the two
+    protocol-specific fault responses, and how a job is added, changes status and completes a
+    cancel; `table` holds the jobs. `calls` counts requests per operation, and those named in
+    `mutating_operations` are the ones that could change a job."""
+
+    mutating_operations: tuple[str, ...] = ()
 
     def __init__(self, knobs: Knobs | None = None, clock: Callable[[], float] = time.time) -> None:
         self.knobs = knobs or Knobs()
         self.clock = clock
         self.calls: Counter[str] = Counter()
-        self.lock = threading.RLock()
+        self.table: JobTable[Any] = JobTable(clock, self.complete_cancel)
+        self.lock = self.table.lock
         self._rng = random.Random(self.knobs.seed)
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._listings: dict[Hashable, Any] = {}
 
     # -- protocol hooks -------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -133,42 +259,36 @@ class EmulatorServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- job table (every emulator implements these) -------------------------------------------
+    # -- job table ----------------------------------------------------------------------------
     def add_job(self, spec: JobSpec) -> str:
         """Seed one job; returns its id."""
-        raise NotImplementedError
-
-    def status_of(self, job_id: str) -> str | None:
-        """Native status now (after any cancel delay has elapsed), or None if unknown."""
         raise NotImplementedError
 
     def set_status(self, job_id: str, status: str) -> None:
         raise NotImplementedError
 
-    def remove_job(self, job_id: str) -> None:
+    def complete_cancel(self, job: Any, due: float) -> None:
+        """The cancel under way of `job` has reached its `due` time: finish it the way the
+        service does. Called by `table`, with the lock held."""
         raise NotImplementedError
+
+    def status_of(self, job_id: str) -> str | None:
+        """Native status now (after any cancel delay has elapsed), or None if unknown."""
+        with self.lock:
+            job = self.table.current(job_id)
+            return None if job is None else str(job.record["status"])
+
+    def remove_job(self, job_id: str) -> None:
+        self.table.remove(job_id)
 
     def reason_of(self, job_id: str) -> str | None:
         """The cancel reason the API recorded on the job, where the API records one."""
-        return None
+        return self.table.reason_of(job_id)
 
     def mutating_calls(self) -> int:
         """Requests that could change a job (cancel, terminate, send event)."""
-        raise NotImplementedError
-
-    # -- listing cache --------------------------------------------------------------------------
-    # A list call filters and orders the whole job table; paging through 100,000 jobs would redo
-    # that for every page. Emulators keep the result per query until the table changes.
-    def cached_listing(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """The listing of `key`, computed once per state of the job table. Call with the lock
-        held, and call `invalidate()` whenever a job is added, removed or changes status."""
-        if key not in self._listings:
-            self._listings[key] = compute()
-        return self._listings[key]
-
-    def invalidate(self) -> None:
-        """Forget the cached listings: the job table changed."""
-        self._listings.clear()
+        with self.lock:
+            return sum(self.calls[op] for op in self.mutating_operations)
 
     # -- request pipeline -----------------------------------------------------------------------
     def dispatch(self, request: Request) -> Response:

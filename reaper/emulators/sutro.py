@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
+from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+
+if TYPE_CHECKING:
+    from reaper.emulators.base import JobTable
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"})
 STARTED = frozenset({"RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"})
@@ -30,10 +33,11 @@ MAX_LIMIT = 100  # documented maximum of list-jobs `limit`
 
 
 @dataclass
-class _Job:
-    record: dict[str, Any]  # the wire record, status included (canonical upper case)
+class _Job(TableJob):
+    """`record` is the wire record, status in canonical upper case; `due` is when a CANCELLING
+    job becomes CANCELLED."""
+
     created: float  # epoch seconds, the sort key
-    cancel_at: float | None = None  # when a CANCELLING job becomes CANCELLED
 
     @property
     def key(self) -> tuple[float, str]:
@@ -68,6 +72,9 @@ class SutroEmulator(EmulatorServer):
     `cancelled: false` as documented, or 404); `paging=False` ignores `limit` like a deployment
     without paging; `retry_after` adds a Retry-After header (seconds) to throttling answers."""
 
+    mutating_operations = ("CancelJob",)
+    table: JobTable[_Job]
+
     def __init__(
         self,
         knobs: Knobs | None = None,
@@ -85,7 +92,6 @@ class SutroEmulator(EmulatorServer):
         self.not_found_status = not_found_status
         self.paging = paging
         self.retry_after = retry_after
-        self._jobs: dict[str, _Job] = {}
         self._ids = itertools.count(1)
 
     # -- routing --------------------------------------------------------------------------------
@@ -122,7 +128,7 @@ class SutroEmulator(EmulatorServer):
         if key is None:
             return 1
         with self.lock:
-            served = sum(1 for job in self._jobs.values() if job.key <= key)
+            served = sum(1 for job in self.table.values() if job.key <= key)
         return served // self._page_limit(request) + 1
 
     def throttle_response(self) -> Response:
@@ -153,13 +159,13 @@ class SutroEmulator(EmulatorServer):
         return Response(200, body)
 
     def _fetch(self, job_id: str) -> Response:
-        job = self._jobs.get(job_id)
+        job = self.table.get(job_id)
         if job is None:
             return Response(404, {"message": f"Job {job_id} not found"})
         return Response(200, {"job": self._wire(job)})
 
     def _status(self, job_id: str) -> Response:
-        job = self._jobs.get(job_id)
+        job = self.table.get(job_id)
         if job is None:
             return Response(404, {"message": f"Job {job_id} not found"})
         status = self._wire(job)["status"]
@@ -168,17 +174,17 @@ class SutroEmulator(EmulatorServer):
         )
 
     def _cancel(self, job_id: str) -> Response:
-        job = self._jobs.get(job_id)
+        job = self.table.get(job_id)
         if job is None:
             body = {"cancelled": False, "message": f"Job {job_id} not found"}
             return Response(self.not_found_status, body)
-        status = self._settle(job)
+        status = self._status_now(job)
         if status in TERMINAL:
             return Response(200, {"cancelled": False, "message": _refusal(job_id, status)})
         now = self.clock()
         if status == "RUNNING" and self.knobs.cancel_delay_s > 0:
             job.record["status"] = "CANCELLING"
-            job.cancel_at = now + self.knobs.cancel_delay_s
+            self.table.schedule(job, now + self.knobs.cancel_delay_s)
         else:
             self._finish(job, "CANCELLED", now)
         return Response(
@@ -208,19 +214,12 @@ class SutroEmulator(EmulatorServer):
             "dataset_id": None,
             **spec.extra,
         }
-        with self.lock:
-            self._jobs[job_id] = _Job(record, spec.created_at)
-            self.invalidate()  # the listing order holds every job, whatever its status
+        self.table.add(_Job(job_id, record, spec.created_at))
         return job_id
-
-    def status_of(self, job_id: str) -> str | None:
-        with self.lock:
-            job = self._jobs.get(job_id)
-            return None if job is None else self._settle(job)
 
     def set_status(self, job_id: str, status: str) -> None:
         with self.lock:
-            job = self._jobs[job_id]
+            job = self.table[job_id]
             status = status.upper()
             now = self.clock()
             if status in STARTED and job.record.get("datetime_started") is None:
@@ -228,38 +227,34 @@ class SutroEmulator(EmulatorServer):
             if status in TERMINAL:
                 self._finish(job, status, now)
             else:
-                job.record["status"], job.cancel_at = status, None
+                job.record["status"] = status
+                self.table.unschedule(job)
 
-    def remove_job(self, job_id: str) -> None:
-        with self.lock:
-            self._jobs.pop(job_id, None)
-            self.invalidate()
-
-    def mutating_calls(self) -> int:
-        return self.calls["CancelJob"]
+    def complete_cancel(self, job: _Job, due: float) -> None:
+        self._finish(job, "CANCELLED", due)
 
     # -- internals ------------------------------------------------------------------------------
     def _ordered(self) -> tuple[list[_Job], list[tuple[float, str]]]:
-        """Every job in listing order (newest first), and their sort keys."""
+        """Every job in listing order (newest first), and their sort keys. The order holds
+        every job whatever its status, so a status change leaves the cached listing valid."""
 
         def order() -> tuple[list[_Job], list[tuple[float, str]]]:
-            jobs = sorted(self._jobs.values(), key=lambda job: job.key)
+            jobs = sorted(self.table.values(), key=lambda job: job.key)
             return jobs, [job.key for job in jobs]
 
-        return self.cached_listing("list-jobs", order)  # type: ignore[no-any-return]
+        return self.table.listing("list-jobs", order, settle=False)  # type: ignore[no-any-return]
 
-    def _settle(self, job: _Job) -> str:
+    def _status_now(self, job: _Job) -> str:
         """Status now: a CANCELLING job becomes CANCELLED once its cancel delay has passed."""
-        if job.cancel_at is not None and self.clock() >= job.cancel_at:
-            self._finish(job, "CANCELLED", job.cancel_at)
-        return str(job.record["status"])
+        return str(self.table.settle(job).record["status"])
 
     def _finish(self, job: _Job, status: str, when: float) -> None:
-        job.record["status"], job.cancel_at = status, None
+        job.record["status"] = status
+        self.table.unschedule(job)
         job.record["datetime_completed"] = _iso(when)
 
     def _wire(self, job: _Job) -> dict[str, Any]:
-        status = self._settle(job)
+        status = self._status_now(job)
         return job.record | {"status": status.lower() if self.lowercase_status else status}
 
     def _page_limit(self, request: Request) -> int:

@@ -29,9 +29,12 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route
+from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+
+if TYPE_CHECKING:
+    from reaper.emulators.base import JobTable
 
 VERSION = "1.8.0"
 DEFAULT_LIMIT = 100
@@ -78,10 +81,14 @@ class Exchange:
 
 
 @dataclass
-class _Job:
-    record: dict[str, Any]
-    cancel_at: float | None = None  # when a cancelled job reaches CANCELLED
+class _Job(TableJob):
+    """`due` is when a cancelled job reaches CANCELLED; `events` are its user events."""
+
     events: list[dict[str, str]] = field(default_factory=list)
+
+    def reason(self) -> str | None:
+        """The eventData of the job's last user event: reaper sends its reason there."""
+        return self.events[-1]["eventData"] if self.events else None
 
 
 def iso(epoch: float) -> str:
@@ -137,6 +144,9 @@ class TapisEmulator(EmulatorServer):
     """Tapis Jobs v3 in memory. Beyond the base knobs: `dialect` (see the module docstring),
     `record_exchanges` (keep every request and answer in `exchanges`), and the identity."""
 
+    mutating_operations = ("cancelJob", "sendEvent")
+    table: JobTable[_Job]
+
     def __init__(
         self,
         knobs: Knobs | None = None,
@@ -156,9 +166,7 @@ class TapisEmulator(EmulatorServer):
         self.dialect = Dialect(dialect)
         self.record_exchanges = record_exchanges
         self.exchanges: list[Exchange] = []
-        self._jobs: dict[str, _Job] = {}
         self._ids = itertools.count(1)
-        self._timed: set[str] = set()  # uuids of cancelled jobs not yet CANCELLED (cancel_at)
 
     # -- routing --------------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -214,43 +222,19 @@ class TapisEmulator(EmulatorServer):
     def add_job(self, spec: JobSpec) -> str:
         job_uuid = spec.id or f"{uuidlib.uuid4()}-007"
         record = self._record(job_uuid, spec)
-        with self.lock:
-            self._jobs[job_uuid] = _Job(record)
-            self.invalidate()
+        self.table.add(_Job(job_uuid, record))
         return job_uuid
-
-    def status_of(self, job_id: str) -> str | None:
-        with self.lock:
-            job = self._settled(job_id)
-            return None if job is None else str(job.record["status"])
 
     def set_status(self, job_id: str, status: str) -> None:
         with self.lock:
-            job = self._jobs[job_id]
-            job.cancel_at = None
-            self._timed.discard(job_id)
+            job = self.table[job_id]
+            self.table.unschedule(job)
             self._enter(job, status)
-
-    def remove_job(self, job_id: str) -> None:
-        with self.lock:
-            self._jobs.pop(job_id, None)
-            self._timed.discard(job_id)
-            self.invalidate()
-
-    def reason_of(self, job_id: str) -> str | None:
-        """The eventData of the job's last user event: reaper sends its reason there."""
-        with self.lock:
-            job = self._jobs.get(job_id)
-            return job.events[-1]["eventData"] if job and job.events else None
 
     def events_of(self, job_id: str) -> list[dict[str, str]]:
         with self.lock:
-            job = self._jobs.get(job_id)
+            job = self.table.get(job_id)
             return [dict(e) for e in job.events] if job else []
-
-    def mutating_calls(self) -> int:
-        with self.lock:
-            return self.calls["cancelJob"] + self.calls["sendEvent"]
 
     def _record(self, job_uuid: str, spec: JobSpec) -> dict[str, Any]:
         created = iso(spec.created_at)
@@ -288,19 +272,13 @@ class TapisEmulator(EmulatorServer):
         record.update(spec.extra)
         return record
 
-    def _settled(self, job_uuid: str) -> _Job | None:
-        """The job, with a pending cancel applied once its delay has passed."""
-        job = self._jobs.get(job_uuid)
-        if job is not None and job.cancel_at is not None and self.clock() >= job.cancel_at:
-            job.cancel_at = None
-            self._timed.discard(job_uuid)
-            if job.record["status"] not in TERMINAL:
-                self._enter(job, "CANCELLED")
-        return job
+    def complete_cancel(self, job: _Job, due: float) -> None:
+        if job.record["status"] not in TERMINAL:
+            self._enter(job, "CANCELLED")
 
     def _enter(self, job: _Job, status: str) -> None:
         record, status = job.record, status.upper()
-        self.invalidate()  # listings filter and order on the record's attributes
+        self.table.invalidate()  # listings filter and order on the record's attributes
         record["status"] = record["lastMessage"] = status
         record["lastUpdated"] = iso(self.clock())
         if status in RUNNING and "remoteStarted" not in record:
@@ -352,30 +330,29 @@ class TapisEmulator(EmulatorServer):
         return Response(200, envelope(page, f"JOBS_LIST_RETRIEVED {len(page)} jobs"))
 
     def _get(self, job_uuid: str) -> Response:
-        job = self._settled(job_uuid)
+        job = self.table.current(job_uuid)
         if job is None:
             return _not_found(job_uuid)
         return Response(200, envelope(dict(job.record), f"JOBS_JOB_RETRIEVED {job_uuid}"))
 
     def _status(self, job_uuid: str) -> Response:
-        job = self._settled(job_uuid)
+        job = self.table.current(job_uuid)
         if job is None:
             return _not_found(job_uuid)
         result = {k: job.record[k] for k in ("status", "condition") if k in job.record}
         return Response(200, envelope(result, f"JOBS_STATUS_RETRIEVED {job_uuid}"))
 
     def _cancel(self, job_uuid: str) -> Response:
-        job = self._settled(job_uuid)
+        job = self.table.current(job_uuid)
         if job is None:
             return _not_found(job_uuid)
         status = job.record["status"]
         if status in TERMINAL:
             message = f"JOBSAPI_IN_TERM_STATE Job {job_uuid} is in terminal state {status}."
             return error(409, message, {"name": job_uuid})
-        if job.cancel_at is None:
-            job.cancel_at = self.clock() + self.knobs.cancel_delay_s
-            self._timed.add(job_uuid)
-            self._settled(job_uuid)
+        if job.due is None:
+            self.table.schedule(job, self.clock() + self.knobs.cancel_delay_s)
+            self.table.settle(job)
         accepted = f"JOBS_JOB_CANCEL_ACCEPTED Request to cancel job {job_uuid} accepted."
         return Response(200, envelope({"message": accepted}, accepted))
 
@@ -389,7 +366,7 @@ class TapisEmulator(EmulatorServer):
             return error(400, "TAPIS_NULL_PARAMETER validate eventData")
         if not isinstance(detail, str) or not _EVENT_DETAIL.match(detail):
             return error(400, "TAPIS_INVALID_PARAMETER validate eventDetail")
-        job = self._settled(job_uuid)
+        job = self.table.current(job_uuid)
         if job is None:
             return error(400, f"JOBS_JOB_NOT_FOUND Job {job_uuid} not found.")
         if job.record["status"] in TERMINAL:
@@ -426,13 +403,11 @@ class TapisEmulator(EmulatorServer):
         keep: Callable[[dict[str, Any]], bool],
     ) -> list[dict[str, Any]]:
         """The records `keep` selects, in `order`; `key` names the query for the cache."""
-        for job_uuid in list(self._timed):  # settle first: cached listings hold settled states
-            self._settled(job_uuid)
 
         def select() -> list[dict[str, Any]]:
-            return sort_records([j.record for j in self._jobs.values() if keep(j.record)], order)
+            return sort_records([j.record for j in self.table.values() if keep(j.record)], order)
 
-        return self.cached_listing(key, select)  # type: ignore[no-any-return]
+        return self.table.listing(key, select)  # type: ignore[no-any-return]
 
     def _page_limit(self, request: Request) -> int:
         """The page size served: the requested limit (<= 0: unlimited), capped by the knob."""
