@@ -20,7 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reaper.backends.aws_client import client_config, describe_error, make_client, redact
-from reaper.backends.base import CancelOutcome, CancelResult, truncate_reason
+from reaper.backends.base import CancelOutcome, CancelResult, call_timeouts, truncate_reason
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
 
@@ -84,7 +84,7 @@ class AwsBatchBackend:
         queues). Credentials come from the SDK's own chain, never from the section.
         Raises BackendError when no client can be built (unknown profile, no region)."""
         try:
-            client = make_client(section, config or client_config())
+            client = make_client(section, config or client_config(*call_timeouts(section)))
         except BotoCoreError as exc:
             raise BackendError(name, f"cannot build an AWS client: {describe_error(exc)}") from None
         return cls(name, client, section.get("queues"))

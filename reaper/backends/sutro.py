@@ -50,6 +50,7 @@ from reaper.backends.base import (
     HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
+    call_timeouts,
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
@@ -115,7 +116,8 @@ class SutroBackend:
         (relative to `base_dir`). Raises BackendError when the key cannot be read."""
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
         api_url = str(section.get("api_url") or DEFAULT_API_URL)
-        return cls(name, make_session(api_url), api_url, api_key)
+        timeout = call_timeouts(section)
+        return cls(name, make_session(api_url), api_url, api_key, timeout=timeout)
 
     # -- the Backend interface ------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from reaper.policy.durations import DurationError, parse_duration
 
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
+    from reaper.service.interrupt import Interrupted
+
+# `plan` and `run --once`: a sweep's whole budget. Below the 10 minutes of reaper-once.service's
+# TimeoutStartSec=, so that a hung backend is reported by reaper, not killed by systemd.
+DEFAULT_DEADLINE = "5m"
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -26,3 +35,49 @@ def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     from reaper.policy.config import load_all, locate_config
 
     return load_all(locate_config(args.config, os.environ, Path.cwd()))
+
+
+def add_deadline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deadline",
+        default=DEFAULT_DEADLINE,
+        metavar="DURATION",
+        help="give up on listings still running after this long, and start no cancel after "
+        f"it; those backends count as failed (default: {DEFAULT_DEADLINE})",
+    )
+
+
+def deadline_seconds(args: argparse.Namespace) -> float | None:
+    """`--deadline` in seconds, or None (after printing why) when it is not a duration."""
+    try:
+        deadline = parse_duration(args.deadline)
+    except DurationError as exc:
+        print(f"reaper {args.command}: --deadline: {exc}", file=sys.stderr)
+        return None
+    return deadline.total_seconds()
+
+
+def report_interrupted(command: str, interrupted: Interrupted[Any], done: str) -> int:
+    """Say how a signal ended `command`; exit 130 (SIGINT) or 143 (SIGTERM). `done` says what
+    was recorded. A call still hanging after the grace is left behind: the process exits now
+    (`abandon`), and an open intent is reconciled at the next start."""
+    code = interrupted.exit_code
+    if interrupted.finished:
+        print(f"reaper {command}: interrupted by {interrupted.signal_name}; {done}",
+              file=sys.stderr)  # fmt: skip
+        return code
+    print(f"reaper {command}: interrupted by {interrupted.signal_name}; a backend call was still "
+          "in flight and is abandoned (an open intent is reconciled at the next start)",
+          file=sys.stderr)  # fmt: skip
+    abandon(code)
+    return code  # not reached
+
+
+def abandon(code: int) -> None:
+    """Exit now although worker threads still run (a backend call that outlived the stop grace):
+    the interpreter would otherwise wait for them at exit. Not from a signal handler: from the
+    main thread, after everything was closed and flushed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

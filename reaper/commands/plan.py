@@ -8,14 +8,26 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from reaper.commands.common import add_config_option, load
+from reaper.commands.common import (
+    add_config_option,
+    add_deadline_option,
+    deadline_seconds,
+    load,
+    report_interrupted,
+)
 from reaper.engine import report
 from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
 from reaper.errors import ExitCode
 from reaper.policy.model import Match
+
+if TYPE_CHECKING:
+    import threading
+
+    from reaper.policy.config import Config
+    from reaper.policy.model import PolicySet
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,12 +36,22 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
     parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_deadline_option(parser)
+
+
+class _Planned(NamedTuple):
+    scans: list[Scan]
+    plan: Plan[Match]
+    errors: dict[str, str]  # backends that could not be built
+    now: datetime
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.engine.runtime import open_backends, sweep_env
-    from reaper.engine.sweep import plan_sweep
+    from reaper.service.interrupt import Interrupted, run_interruptible
 
+    deadline_s = deadline_seconds(args)
+    if deadline_s is None:
+        return ExitCode.USAGE
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
     if unknown:
@@ -38,24 +60,43 @@ def run(args: argparse.Namespace) -> int:
     if args.policy and policies.by_name(args.policy) is None:
         print(f"reaper plan: unknown policy {args.policy!r}", file=sys.stderr)
         return ExitCode.USAGE
-    opened = open_backends(config, args.backend)
-    try:
-        env = sweep_env(config, policies, opened.backends, audit=None)
-        scans, plan = plan_sweep(env)
-    finally:
-        opened.close()
-    now = env.clock()
+    planned = run_interruptible(lambda stop: _plan(config, policies, args, stop, deadline_s))
+    if isinstance(planned, Interrupted):
+        return report_interrupted("plan", planned, "nothing was cancelled (plan never cancels)")
+    scans, plan, errors, now = planned
     decisions = [d for d in plan.decisions if _involves(d, args.policy)]
     if args.json:
         body = report.plan_json(scans, plan, now)
         body["decisions"] = [report.decision_json(d, now, plan) for d in decisions]
-        body["backend_errors"] = opened.errors
+        body["backend_errors"] = errors
         json.dump(body, sys.stdout, indent=2, default=str)
         print()
     else:
-        _print_human(scans, plan, decisions, opened.errors, now)
-    failed = opened.errors or any(s.error for s in scans)
+        _print_human(scans, plan, decisions, errors, now)
+    failed = errors or any(s.error for s in scans)
     return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
+
+
+def _plan(
+    config: Config,
+    policies: PolicySet,
+    args: argparse.Namespace,
+    stop: threading.Event,
+    deadline_s: float,
+) -> _Planned:
+    """Build the backends, list and decide (in the interruptible work thread: building a Tapis
+    client with a password makes a call too)."""
+    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.sweep import plan_sweep
+
+    opened = open_backends(config, args.backend)
+    try:
+        env = sweep_env(config, policies, opened.backends, audit=None, stop=stop,
+                        deadline_s=deadline_s)  # fmt: skip
+        scans, plan = plan_sweep(env)
+    finally:
+        opened.close()
+    return _Planned(scans, plan, opened.errors, env.clock())
 
 
 def _involves(decision: Decision[Match], policy: str | None) -> bool:

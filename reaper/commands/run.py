@@ -9,13 +9,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, load
+from reaper.commands.common import (
+    add_config_option,
+    add_deadline_option,
+    deadline_seconds,
+    load,
+    report_interrupted,
+)
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
+    import threading
+
     from reaper.engine.sweep import SweepReport
+    from reaper.policy.config import Config
+    from reaper.policy.model import PolicySet
 
 log = logging.getLogger(__name__)
+INTERRUPTED_NOTE = (
+    "listings in progress were abandoned, no new cancel was started, cancels in flight were "
+    "recorded"
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -26,6 +40,7 @@ def add_parser(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="cancel nothing, whatever the config says"
     )
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
+    add_deadline_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,28 +49,23 @@ def run(args: argparse.Namespace) -> int:
             "reaper run: give --once (or use `reaper daemon` for scheduled sweeps)", file=sys.stderr
         )
         return ExitCode.USAGE
-    from reaper.audit.reconcile import reconcile
-    from reaper.audit.writer import AuditLog
     from reaper.engine.report import sweep_summary
-    from reaper.engine.runtime import open_backends, sweep_env
-    from reaper.engine.sweep import run_sweep
+    from reaper.service.interrupt import Interrupted, run_interruptible
 
+    deadline_s = deadline_seconds(args)
+    if deadline_s is None:
+        return ExitCode.USAGE
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
     if unknown:  # a misspelt --backend must not sweep nothing and exit 0
         print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return ExitCode.USAGE
-    opened = open_backends(config, args.backend)
-    try:
-        with AuditLog(config.audit_log) as audit:
-            reconcile(audit, opened.backends)
-            env = sweep_env(
-                config, policies, opened.backends, audit,
-                force_dry_run=args.dry_run, unreachable=opened.errors,
-            )  # fmt: skip
-            result = run_sweep(env)
-    finally:
-        opened.close()
+    result = run_interruptible(lambda stop: _sweep(config, policies, args, stop, deadline_s))
+    if isinstance(result, Interrupted):
+        if result.result is not None:
+            for line in sweep_summary(result.result):
+                print(line)
+        return report_interrupted("run", result, INTERRUPTED_NOTE)
     if config.metrics_textfile is not None:
         write_metrics(config.metrics_textfile, len(policies), result, {})
     if notice := _dry_run_notice(args.dry_run, config.dry_run):
@@ -63,6 +73,33 @@ def run(args: argparse.Namespace) -> int:
     for line in sweep_summary(result):
         print(line)
     return result.exit_code
+
+
+def _sweep(
+    config: Config,
+    policies: PolicySet,
+    args: argparse.Namespace,
+    stop: threading.Event,
+    deadline_s: float,
+) -> SweepReport:
+    """Build the backends, reconcile open intents, sweep once (in the interruptible work
+    thread). Raises AuditWriteError/ReaperError when the audit log cannot be used."""
+    from reaper.audit.reconcile import reconcile
+    from reaper.audit.writer import AuditLog
+    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.sweep import run_sweep
+
+    opened = open_backends(config, args.backend)
+    try:
+        with AuditLog(config.audit_log) as audit:
+            reconcile(audit, opened.backends)
+            env = sweep_env(
+                config, policies, opened.backends, audit, force_dry_run=args.dry_run,
+                unreachable=opened.errors, stop=stop, deadline_s=deadline_s,
+            )  # fmt: skip
+            return run_sweep(env)
+    finally:
+        opened.close()
 
 
 def write_metrics(

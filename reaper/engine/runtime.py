@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ def sweep_env(
     force_dry_run: bool = False,
     clock: Callable[[], datetime] = utc_now,
     unreachable: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    deadline_s: float | None = None,
 ) -> SweepEnv:
     return SweepEnv(
         policies=policies,
@@ -80,4 +83,6 @@ def sweep_env(
         clock=clock,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
+        stop=stop,
+        deadline_s=deadline_s,
     )

@@ -30,6 +30,9 @@ SYSTEM_CONFIG = Path("/etc/reaper/reaper.yaml")
 POLICY_SUFFIXES = (".yaml", ".yml")
 DEFAULT_EVERY = timedelta(minutes=5)
 FILE_OPTIONS = frozenset({"token_file", "api_key_file"})  # backend options naming a file
+# Backend options that are durations, handed to the backend as seconds (float): the backends
+# sit below the policy language and do not parse durations.
+TIMEOUT_OPTIONS = frozenset({"timeout", "connect_timeout", "read_timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,18 @@ def check_config_semantics(
     for name, section in (backends or {}).items():
         if intact("backends", name):
             problems.extend(_check_credentials(("backends", name), section))
+            problems.extend(_check_timeouts(("backends", name), section))
+    return problems
+
+
+def _check_timeouts(path: NodePath, section: Mapping[str, Any]) -> list[Problem]:
+    """A zero timeout would fail every call at once (requests) or wait forever (some SDKs)."""
+    problems = []
+    for key in sorted(TIMEOUT_OPTIONS & set(section)):
+        found = _check_duration((*path, key), section[key])
+        if not found and parse_duration(section[key]) <= timedelta(0):
+            found = [Problem((*path, key), f"{key} must be more than zero, e.g. 30s")]
+        problems.extend(found)
     return problems
 
 
@@ -298,6 +313,8 @@ def _build_backend(name: str, section: Mapping[str, Any], base: Path) -> Backend
 def _freeze_option(key: str, value: Any, base: Path) -> Any:
     if key in FILE_OPTIONS:
         return str(_resolve(base, value))
+    if key in TIMEOUT_OPTIONS:
+        return parse_duration(value).total_seconds()
     return tuple(value) if isinstance(value, list) else value
 
 
