@@ -18,20 +18,29 @@ from reaper.jobs import SkipCause
 log = logging.getLogger(__name__)
 
 
-class Counts(Protocol):
-    """What a summary line needs of one backend's sweep (reaper.engine.sweep.BackendReport)."""
+class SweepStats(Protocol):
+    """What the summary line and the metrics (reaper.service.metrics) need from one backend's
+    part of one sweep; reaper.engine.sweep.BackendReport satisfies it.
 
-    backend: str
-    active: int
-    error: str | None
-    duration_s: float
+    `active` is the number of active jobs listed (jobs seen), `matched` maps policy → jobs it
+    matched, `outcomes` maps a cancel outcome (`cancelled`, `dry_run`, `failed`, …) → count,
+    `skipped` maps a skip cause → count, `error` is set when the backend failed (listing, auth,
+    network)."""
 
+    @property
+    def backend(self) -> str: ...
+    @property
+    def active(self) -> int: ...
     @property
     def matched(self) -> Mapping[str, int]: ...
     @property
     def outcomes(self) -> Mapping[str, int]: ...
     @property
     def skipped(self) -> Mapping[str, int]: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def duration_s(self) -> float: ...
 
 
 def log_guards(plan: Plan[M], pause_file: Path | None, paused: bool) -> None:
@@ -51,7 +60,7 @@ def log_guards(plan: Plan[M], pause_file: Path | None, paused: bool) -> None:
                     "back", pause_file, held)  # fmt: skip
 
 
-def summary_line(sweep_id: str, counts: Counts) -> str:
+def summary_line(sweep_id: str, counts: SweepStats) -> str:
     """`sweep S batch: 9 active, 6 matched, 0 cancelled, skipped 6 (fraction_guard 5, limit 1),
     0 errors, 0.4 s`; other outcomes (dry_run, already_terminal, ...) where there are some."""
     outcomes = dict(counts.outcomes)
@@ -66,6 +75,6 @@ def summary_line(sweep_id: str, counts: Counts) -> str:
     return f"sweep {sweep_id} {counts.backend}: " + ", ".join(parts)
 
 
-def log_summary(sweep_id: str, counts: Counts) -> None:
+def log_summary(sweep_id: str, counts: SweepStats) -> None:
     """The one INFO line per sweep and backend."""
     log.info("%s", summary_line(sweep_id, counts))
