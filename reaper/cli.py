@@ -81,8 +81,9 @@ def _run_command(args: argparse.Namespace) -> int:
     except ReaperError as exc:  # e.g. the audit log cannot be opened: nothing was done
         print(f"reaper: {exc}", file=sys.stderr)
         return ExitCode.FAILED
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling (loading the config)
+        print(f"reaper {args.command}: interrupted by SIGINT", file=sys.stderr)
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":
