@@ -148,12 +148,13 @@ def _scan_until(env: SweepEnv, names: Sequence[str], now: datetime, limits: _Lim
 
     for name in names:
         threading.Thread(target=scan, args=(name,), name=f"scan-{name}", daemon=True).start()
+    why: str | None = None
     while names and not done.wait(_POLL_S):
         if (why := limits.why_stop()) is not None:
             break
     with lock:
         finished = dict(results)
-    return [finished.get(name) or _abandoned(name, why) for name in names]
+    return [finished[name] if name in finished else _abandoned(name, why) for name in names]
 
 
 def _scan_one(env: SweepEnv, name: str, now: datetime) -> Scan:
