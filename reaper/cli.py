@@ -19,9 +19,11 @@ from reaper.service.logs import configure_logging
 COMMANDS: dict[str, str] = {
     "validate": "reaper.commands.validate",
     "plan": "reaper.commands.plan",
+    "explain": "reaper.commands.explain",
     "run": "reaper.commands.run",
     "audit": "reaper.commands.audit",
     "schema": "reaper.commands.schema",
+    "test": "reaper.commands.test",
     "demo": "reaper.commands.demo",
     "daemon": "reaper.commands.daemon",
 }

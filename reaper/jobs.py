@@ -18,6 +18,8 @@ class Phase(StrEnum):
 
 
 BACKEND_TYPES = ("aws_batch", "tapis", "sutro")
+# The phases reaper considers: every other job is left alone, whatever a policy says.
+ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
 
 _P, _R, _T = Phase.PENDING, Phase.RUNNING, Phase.TERMINAL
 

@@ -1,5 +1,5 @@
-"""`reaper validate` must stay light: no SDK, scheduler, metrics or HTTP client import
-(docs/commands.md: "no network, no credentials, no SDK imports")."""
+"""`reaper validate` and `reaper test` must stay light: no SDK, scheduler, metrics or HTTP
+client import (docs/commands.md: "no network, no credentials, no SDK imports")."""
 
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ def imported_modules(*args: str) -> set[str]:
         ["validate", "policies/"],
         ["validate", "policies/gpu-runtime-cap.yaml"],
         ["validate", "--config", "examples/reaper.yaml"],
+        ["test", "--config", "examples/reaper.yaml"],
+        ["test", "--config", "examples/reaper.yaml", "--json", "policies/tests/"],
     ],
 )
-def test_validate_imports_no_sdk(args: list[str]) -> None:
+def test_validate_and_test_import_no_sdk(args: list[str]) -> None:
     assert imported_modules(*args) & set(FORBIDDEN) == set()
 
 

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from reaper.backends.base import CancelOutcome
-from reaper.backends.sutro import SutroBackend, classify_cancel, parse_job, parse_time
+from reaper.backends.records.sutro import parse_job, parse_time
+from reaper.backends.sutro import SutroBackend, classify_cancel
 from reaper.emulators.base import JobSpec, Knobs
 from reaper.emulators.sutro import SutroEmulator
 from reaper.errors import BackendError

@@ -15,7 +15,8 @@ import requests
 
 from reaper.backends import create_backend
 from reaper.backends.base import Backend, CancelOutcome
-from reaper.backends.tapis import EVENT_DETAIL, TapisBackend, parse_tags, parse_time
+from reaper.backends.records.tapis import parse_tags, parse_time
+from reaper.backends.tapis import EVENT_DETAIL, TapisBackend
 from reaper.emulators.base import JobSpec, Knobs
 from reaper.emulators.tapis import Dialect, TapisEmulator
 from reaper.errors import BackendError

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from reaper.backends.aws_client import client_config, describe_error, make_client, redact
 from reaper.backends.base import CancelOutcome, CancelResult, call_timeouts, truncate_reason
+from reaper.backends.records.aws_batch import TYPE, job_from_record
 from reaper.errors import BackendError
 from reaper.jobs import Job, Phase, active_statuses, phase_of
 
-TYPE = "aws_batch"
 LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, maxResults)
 QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum
 DESCRIBE_CHUNK = 100  # DescribeJobs takes "a list of up to 100 job IDs"
@@ -145,6 +144,20 @@ class AwsBatchBackend:
         """The job's current detailed state, or None if DescribeJobs no longer knows it."""
         record = self._describe([job.id]).get(job.id)
         return None if record is None else self._detailed(job, record)
+
+    def read_job(self, job_id: str) -> Job | None:
+        """One job by id, detailed, or None if DescribeJobs does not know it (`reaper explain`).
+        Its queue is named as a listing names it: the configured `queues` entry when that is
+        the job queue's ARN, else the name in the ARN (JobDetail.jobQueue is an ARN,
+        https://docs.aws.amazon.com/batch/latest/APIReference/API_JobDetail.html).
+        Raises BackendError."""
+        record = self._describe([job_id]).get(job_id)
+        if record is None:
+            return None
+        arn = str(record.get("jobQueue") or "")
+        queue = arn if self._queues and arn in self._queues else arn.rsplit("/", 1)[-1]
+        (job,) = self._parse("DescribeJobs", queue, [record], detailed=True)
+        return job
 
     def _describe(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         """Records by job id, 100 ids per DescribeJobs, up to DESCRIBE_CONCURRENCY calls in
@@ -321,46 +334,3 @@ class AwsBatchBackend:
             return [job_from_record(self.name, queue, r, detailed=detailed) for r in records]
         except (ValueError, TypeError, KeyError) as exc:
             raise AwsCallError(self.name, operation, f"malformed response: {exc}") from None
-
-
-def job_from_record(backend: str, queue: str, record: Mapping[str, Any], *, detailed: bool) -> Job:
-    """A Job from a ListJobs JobSummary (`detailed=False`) or a DescribeJobs JobDetail.
-    Raises ValueError on a record without id, status or creation time: a job whose age is
-    unknown must never look old enough to match a policy."""
-    if not isinstance(record, Mapping):
-        raise ValueError("a job record is not an object")
-    job_id, status = record.get("jobId"), record.get("status")
-    if not isinstance(job_id, str) or not isinstance(status, str):
-        raise ValueError("a job record has no jobId or status")
-    created_at = ms_to_utc(record.get("createdAt"))
-    if created_at is None:
-        raise ValueError(f"job {job_id} has no createdAt")
-    tags = record.get("tags") or {}
-    if not isinstance(tags, Mapping):
-        raise ValueError(f"job {job_id} has tags that are not an object")
-    return Job(
-        backend=backend,
-        type=TYPE,
-        id=job_id,
-        name=str(record.get("jobName", "")),
-        queue=queue,
-        status=status,
-        phase=phase_of(TYPE, status),
-        created_at=created_at,
-        started_at=ms_to_utc(record.get("startedAt")),
-        tags={str(k): str(v) for k, v in tags.items()} if detailed else {},
-        raw=record,
-        detailed=detailed,
-    )
-
-
-def ms_to_utc(value: Any) -> datetime | None:
-    """AWS Batch times are milliseconds since the epoch; None when absent."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"a time is not a number: {value!r}")
-    try:
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    except (OverflowError, OSError):
-        raise ValueError(f"a time is out of range: {value!r}") from None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from reaper.jobs import Job
+from reaper.jobs import Job, Phase
 
 # AWS Batch caps TerminateJob/CancelJob `reason` at 1024 characters
 # (https://docs.aws.amazon.com/batch/latest/APIReference/API_TerminateJob.html).
@@ -75,6 +76,27 @@ def call_timeouts(section: Mapping[str, Any]) -> tuple[float, float]:
     connect = section.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S if both is None else both)
     read = section.get("read_timeout", DEFAULT_READ_TIMEOUT_S if both is None else both)
     return float(connect), float(read)
+
+
+@runtime_checkable
+class JobReader(Protocol):
+    """What a backend may add when `refresh` needs more of a job than its id (AWS Batch: the
+    queue name a listing gives it)."""
+
+    def read_job(self, job_id: str) -> Job | None: ...
+
+
+def read_job(backend: Backend, job_id: str) -> Job | None:
+    """One job by id, detailed, in whatever state it is, or None if the backend does not know
+    it (`reaper explain`). Read-only: the backend's `read_job` where it has one, else `refresh`
+    of a placeholder that carries only the id (all that Tapis and Sutro read of it).
+    Raises BackendError."""
+    if isinstance(backend, JobReader):
+        return backend.read_job(job_id)
+    placeholder = Job(backend=backend.name, type=backend.type, id=job_id, name="", queue="",
+                      status="", phase=Phase.UNKNOWN, created_at=datetime.min.replace(tzinfo=UTC),
+                      detailed=False)  # fmt: skip
+    return backend.refresh(placeholder)
 
 
 def truncate_reason(reason: str, limit: int = MAX_REASON_CHARS) -> str:

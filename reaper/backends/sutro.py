@@ -36,7 +36,6 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -54,6 +53,7 @@ from reaper.backends.base import (
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records.sutro import TYPE, parse_job
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
     RetryableError,
@@ -61,11 +61,10 @@ from reaper.backends.retry import (
     call_with_retries,
 )
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, phase_of
+from reaper.jobs import Job, Phase
 
 logger = logging.getLogger(__name__)
 
-TYPE = "sutro"
 DEFAULT_API_URL = "https://api.sutro.sh"
 PAGE_LIMIT = 100  # the documented maximum of `limit` on list-jobs
 RETRY_AFTER_CAP_S = 30.0  # honour a server's Retry-After, but never stall a sweep for longer
@@ -291,48 +290,6 @@ def make_session(api_url: str) -> requests.Session:
     session.mount("http://", adapter)
     pin_environment(session, api_url)
     return session
-
-
-def parse_job(backend: str, record: Any) -> Job:
-    """A Sutro job record as a Job; the status is upper-cased (older deployments answer in lower
-    case) and the record kept as `raw`. Raises ValueError when a needed field is missing."""
-    if not isinstance(record, dict):
-        raise ValueError("job record is not an object")
-    job_id, status = record.get("job_id"), record.get("status")
-    if not isinstance(job_id, str) or not job_id:
-        raise ValueError("no job_id")
-    if not isinstance(status, str):
-        raise ValueError("no status")
-    created = parse_time(record.get("datetime_created", record.get("created_at")))
-    if created is None:
-        raise ValueError("no datetime_created")
-    status = status.upper()
-    return Job(
-        backend=backend,
-        type=TYPE,
-        id=job_id,
-        name=str(record.get("name") or ""),
-        queue="",
-        status=status,
-        phase=phase_of(TYPE, status),
-        created_at=created,
-        started_at=parse_time(record.get("datetime_started")),
-        raw=record,
-        detailed=True,
-    )
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 string (or epoch seconds) as an aware UTC datetime; naive times are taken as
-    UTC. None for null. Raises ValueError for anything else."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if not isinstance(value, str):
-        raise ValueError(f"not a time: {value!r}")
-    parsed = datetime.fromisoformat(value)  # Python 3.11 reads a trailing "Z"
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def classify_cancel(body: Mapping[str, Any]) -> CancelResult:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +51,14 @@ from reaper.backends.base import (
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records.tapis import TYPE, job_from_record
 from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, active_statuses, phase_of
+from reaper.jobs import Job, Phase, active_statuses
 from reaper.redact import register_secret
 
 logger = logging.getLogger(__name__)
 
-TYPE = "tapis"
 PAGE_LIMIT = 100
 ORDER_BY = "created(asc),uuid(asc)"  # a total order, so that offset paging is stable
 EVENT_DETAIL = "REAPER_CANCEL"  # eventDetail allows only [a-zA-Z0-9_]
@@ -259,60 +258,6 @@ class TapisBackend:
     def _redact(self, text: str) -> str:
         token = self._client.get_access_jwt()
         return text.replace(token, "[redacted]") if isinstance(token, str) and token else text
-
-
-# -- records ------------------------------------------------------------------------------------
-def job_from_record(backend: str, record: Mapping[str, Any]) -> Job:
-    """The normalised Job of one Tapis job record (a plain dict). Raises ValueError, naming the
-    job and the field, when a required field is missing or unreadable."""
-    uuid, status = record.get("uuid"), record.get("status")
-    if not isinstance(uuid, str) or not isinstance(status, str):
-        raise ValueError(f"job {uuid!r}: uuid and status must be strings")
-    created = parse_time(record.get("created"), uuid, "created")
-    if created is None:
-        raise ValueError(f"job {uuid}: no `created` time")
-    owner = record.get("owner")
-    return Job(
-        backend=backend,
-        type=TYPE,
-        id=uuid,
-        name=str(record.get("name") or ""),
-        queue=str(record.get("execSystemLogicalQueue") or ""),
-        status=status,
-        phase=phase_of(TYPE, status),
-        created_at=created,
-        started_at=parse_time(record.get("remoteStarted"), uuid, "remoteStarted"),
-        tags=parse_tags(record.get("tags"), uuid),
-        owner=owner if isinstance(owner, str) and owner else None,
-        raw=dict(record),
-        detailed=True,
-    )
-
-
-def parse_tags(tags: Any, uuid: str = "?") -> dict[str, str]:
-    """Tapis tags are a list of strings: `k=v` → {k: v}, `k` → {k: ""}."""
-    if tags is None:
-        return {}
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ValueError(f"job {uuid}: tags must be a list of strings")
-    parsed: dict[str, str] = {}
-    for tag in tags:
-        key, _, value = tag.partition("=")
-        parsed[key] = value
-    return parsed
-
-
-def parse_time(value: Any, uuid: str = "?", field: str = "time") -> datetime | None:
-    """An ISO 8601 time as aware UTC (naive means UTC); None for a missing value."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"job {uuid}: {field} is not a string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"job {uuid}: {field} {value[:40]!r} is not an ISO 8601 time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def to_plain(value: Any) -> Any:

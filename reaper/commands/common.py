@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,3 +82,29 @@ def abandon(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def parse_now(text: str) -> datetime:
+    """An ISO 8601 time with a zone (`2026-12-01T12:00:00Z`), as UTC. Raises
+    argparse.ArgumentTypeError (exit 2) for a malformed or naive time: a zone-less time would
+    be read in whichever zone the host happens to be in."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2026-12-01T12:00:00Z)"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone: add Z or an offset, e.g. 2026-12-01T12:00:00Z"
+        )
+    return value.astimezone(UTC)
+
+
+def add_now_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--now",
+        metavar="TIME",
+        type=parse_now,
+        help="evaluate as if at this ISO 8601 time with a zone, e.g. 2026-12-01T12:00:00Z",
+    )

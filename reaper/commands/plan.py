@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from reaper.commands.common import (
     add_config_option,
     add_deadline_option,
+    add_now_option,
     deadline_seconds,
     load,
     report_interrupted,
@@ -35,6 +36,8 @@ def add_parser(subparsers: Any) -> None:
     add_config_option(parser)
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
     parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
+    parser.add_argument("--job", metavar="ID", help="only the decision about this job id")
+    add_now_option(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     add_deadline_option(parser)
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(planned, Interrupted):
         return report_interrupted("plan", planned, "nothing was cancelled (plan never cancels)")
     scans, plan, errors, now = planned
-    decisions = [d for d in plan.decisions if _involves(d, args.policy)]
+    decisions = [d for d in plan.decisions if _involves(d, args.policy, args.job)]
     if args.json:
         body = report.plan_json(scans, plan, now)
         body["decisions"] = [report.decision_json(d, now, plan) for d in decisions]
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(body, sys.stdout, indent=2, default=str)
         print()
     else:
-        _print_human(scans, plan, decisions, errors, now)
+        _print_human(scans, plan, decisions, errors, now, job=args.job)
     failed = errors or any(s.error for s in scans)
     return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
 
@@ -86,21 +89,31 @@ def _plan(
 ) -> _Planned:
     """Build the backends, list and decide (in the interruptible work thread: building a Tapis
     client with a password makes a call too)."""
-    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.runtime import open_backends, sweep_env, utc_now
     from reaper.engine.sweep import plan_sweep
 
     opened = open_backends(config, args.backend)
     try:
-        env = sweep_env(config, policies, opened.backends, audit=None, stop=stop,
-                        deadline_s=deadline_s)  # fmt: skip
+        at = args.now or utc_now()
+        env = sweep_env(config, policies, opened.backends, audit=None, clock=lambda: at,
+                        stop=stop, deadline_s=deadline_s)  # fmt: skip
         scans, plan = plan_sweep(env)
     finally:
         opened.close()
     return _Planned(scans, plan, opened.errors, env.clock())
 
 
-def _involves(decision: Decision[Match], policy: str | None) -> bool:
+def _involves(decision: Decision[Match], policy: str | None, job: str | None) -> bool:
+    if job is not None and decision.job.id != job:
+        return False
     return policy is None or decision.policy.name == policy or policy in decision.also_matched
+
+
+def _empty_text(scans: Sequence[Scan], errors: dict[str, str], job: str | None) -> str:
+    """The line instead of an empty table: never "no job matches" about unlisted jobs."""
+    if job is None or errors or any(s.error for s in scans):
+        return report.plan_headline(scans, 0, list(errors))
+    return f"job {job}: no policy matches it (`reaper explain BACKEND {job}` shows why)"
 
 
 def _print_human(
@@ -109,9 +122,11 @@ def _print_human(
     decisions: Sequence[Decision[Match]],
     errors: dict[str, str],
     now: datetime,
+    *,
+    job: str | None,
 ) -> None:
     table = report.format_table([report.decision_row(d, now, plan) for d in decisions])
-    print(table or report.plan_headline(scans, len(decisions), list(errors)))
+    print(table or _empty_text(scans, errors, job))
     print()
     for name, error in errors.items():
         print(f"{name}: not reachable: {error}")

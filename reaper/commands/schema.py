@@ -1,5 +1,5 @@
-"""`reaper schema [--config]`: print the JSON Schema (draft-07) of policy files, or of
-reaper.yaml, for editors' YAML language servers (docs/commands.md)."""
+"""`reaper schema [--config | --test]`: print the JSON Schema (draft-07) of policy files, of
+reaper.yaml or of policy test files, for editors' YAML language servers (docs/commands.md)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,15 @@ def add_parser(subparsers: Any) -> None:
             "Point your editor at it, e.g. `# yaml-language-server: $schema=policy.schema.json`."
         ),
     )
-    parser.add_argument("--config", action="store_true", help="print the schema of reaper.yaml")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", action="store_true", help="print the schema of reaper.yaml")
+    which.add_argument(
+        "--test", action="store_true", help="print the schema of policy test files (*.test.yaml)"
+    )
 
 
 def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """Print the schema; always succeeds."""
     out = stdout or sys.stdout
-    out.write(schema_text("config" if args.config else "policy"))
+    out.write(schema_text("config" if args.config else "test" if args.test else "policy"))
     return ExitCode.OK

@@ -28,6 +28,7 @@ CONFIG_ENV = "REAPER_CONFIG"
 LOCAL_CONFIG = Path("reaper.yaml")
 SYSTEM_CONFIG = Path("/etc/reaper/reaper.yaml")
 POLICY_SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIXES = (".test.yaml", ".test.yml")  # policy test files (docs/testing.md)
 DEFAULT_EVERY = timedelta(minutes=5)
 FILE_OPTIONS = frozenset({"token_file", "api_key_file"})  # backend options naming a file
 # Backend options that are durations, handed to the backend as seconds (float): the backends
@@ -179,7 +180,10 @@ def _policy_files_in(path: Path) -> list[Path]:
     return sorted(
         p
         for p in path.iterdir()
-        if p.suffix in POLICY_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        if p.suffix in POLICY_SUFFIXES
+        and p.is_file()
+        and not p.name.startswith(".")
+        and not p.name.endswith(TEST_SUFFIXES)  # `reaper test` files may sit beside policies
     )
 
 

@@ -2,7 +2,8 @@
 
 A selector is compiled once from the policy mapping; `explain` returns the facts that made it
 true, or None. Evaluation never raises on any job a backend can produce: a value of the wrong
-type simply does not match.
+type simply does not match. `checks` says, holding or not, what each part observed and needed
+(`reaper explain`, reaper.policy.explain).
 
 Each selector also answers `holds(job, now)`, true exactly when `explain` is not None, without
 building facts (most jobs match nothing: the facts are only worth building for the ones that
@@ -43,6 +44,18 @@ class Fact:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One part of a selector on one job, holding or not, e.g. clause `max_runtime`, observed
+    `runtime 1h02m`, needed `> 12h`, holds False. `clause` names the selector (`tags.team` and
+    `where.PATH` per item)."""
+
+    clause: str
+    observed: str
+    needed: str
+    holds: bool
+
+
 class Selector(Protocol):
     @property
     def key(self) -> str: ...
@@ -61,6 +74,8 @@ class Selector(Protocol):
     def holds(self, job: Job, now: datetime) -> bool: ...
 
     def compile_test(self, now: datetime) -> Test: ...
+
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +103,12 @@ class GlobSelector:
     def holds(self, job: Job, now: datetime) -> bool:
         value = str(getattr(job, self.attribute))
         return any(pattern.matcher(value) for pattern in self.patterns)
+
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
+        """One check; holds exactly when `holds` does."""
+        value = str(getattr(job, self.attribute))
+        needed = "~ " + " or ".join(pattern.text for pattern in self.patterns)
+        return (Check(self.key, _quote_empty(value), needed, self.holds(job, now)),)
 
     def compile_test(self, now: datetime) -> Test:
         read = attrgetter(self.attribute)
@@ -130,6 +151,12 @@ class StatusSelector:
     def holds(self, job: Job, now: datetime) -> bool:
         return job.status.upper() in self.uppers or job.phase in self.groups
 
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
+        """One check; holds exactly when `holds` does."""
+        wanted = [written for written, _ in self.natives] + sorted(self.groups)
+        observed = f"{job.status} ({job.phase.value})"
+        return (Check(self.key, observed, "one of " + ", ".join(wanted), self.holds(job, now)),)
+
     def compile_test(self, now: datetime) -> Test:
         return partial(self.holds, now=now)
 
@@ -161,6 +188,16 @@ class TagSelector:
             if not isinstance(value, str) or not pattern.matcher(value):
                 return False
         return True
+
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
+        """One check per tag key; all hold exactly when `holds` does."""
+        found = []
+        for name, pattern in self.items:
+            value = job.tags.get(name)
+            holds = isinstance(value, str) and pattern.matches(value)
+            shown = _quote_empty(value) if isinstance(value, str) else "missing"
+            found.append(Check(f"tags.{name}", shown, f"~ {pattern.text}", holds))
+        return tuple(found)
 
     def compile_test(self, now: datetime) -> Test:
         if len(self.items) == 1:  # the usual case, worth a shorter path
@@ -210,6 +247,16 @@ class DurationSelector:
         measured = _measure(job, self.measure, now)
         return measured is not None and measured > self.limit
 
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
+        """One check; holds exactly when `holds` does."""
+        measured = _measure(job, self.measure, now)
+        if measured is None:
+            state = "not started" if self.measure is Measure.RUNTIME else "started"
+            observed = f"{self.measure.value} n/a ({state})"
+        else:
+            observed = f"{self.measure.value} {format_duration(measured)}"
+        return (Check(self.key, observed, f"> {self.text}", self.holds(job, now)),)
+
     def compile_test(self, now: datetime) -> Test:
         """The measure exceeds the limit iff the time it counts from is before `now - limit`
         (the measures clamp at zero and a compiled limit is positive), one comparison instead
@@ -258,6 +305,14 @@ class WhereSelector:
     def holds(self, job: Job, now: datetime) -> bool:
         return all(clause.holds(job.raw) for clause in self.clauses)
 
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
+        """One check per operator; all hold exactly when `holds` does."""
+        found = []
+        for clause in self.clauses:
+            observed, needed, holds = clause.observe(job.raw)
+            found.append(Check(f"where.{clause.path}", observed, needed, holds))
+        return tuple(found)
+
     def compile_test(self, now: datetime) -> Test:
         return partial(self.holds, now=now)
 
@@ -290,6 +345,11 @@ class SelectorBlock:
                 return None
             facts.extend(found)
         return tuple(facts)
+
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
+        """Every selector's checks, in SELECTOR_KEYS order, holding or not; all hold exactly
+        when `holds` does."""
+        return tuple(check for selector in self.selectors for check in selector.checks(job, now))
 
     def maybe(self, job: Job, now: datetime) -> bool:
         """False only if a selector a listing can answer (not tags, not where) fails."""

@@ -80,6 +80,19 @@ class WhereClause:
         """True exactly when `explain(raw)` is not None, without building the text."""
         return self._holds_on(lookup(raw, self.steps))
 
+    def observe(self, raw: Mapping[str, Any]) -> tuple[str, str, bool]:
+        """(the value found, what the operator needs, whether it holds) on `raw`: why the
+        clause holds or fails, for `reaper explain`. `holds` is exactly `self.holds(raw)`."""
+        value = lookup(raw, self.steps)
+        observed = "missing" if value is _MISSING else show(value)
+        if self.op is Op.EXISTS:
+            needed = "exists" if self.operand else "missing"
+        else:
+            needed = (
+                f"{_SYMBOL[self.op]} {self.pattern.text if self.pattern else show(self.operand)}"
+            )
+        return observed, needed, self._holds_on(value)
+
     def _holds_on(self, value: Any) -> bool:
         if self.op is Op.EXISTS:
             return (value is not _MISSING) is self.operand

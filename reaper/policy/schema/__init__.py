@@ -17,7 +17,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, read_as_hint
 
-SchemaName = Literal["policy", "config"]
+SchemaName = Literal["policy", "config", "test"]
 SECRET_KEYS = frozenset({"token", "api_key", "password", "secret", "secret_access_key"})
 
 _TYPE_WORDS = {

@@ -1,0 +1,36 @@
+"""Each backend's raw record → `Job` parser, free of any SDK or HTTP client, so that the live
+backends (reaper.backends.aws_batch, .tapis, .sutro) and `reaper test`, which replays recorded
+raw records without network or credentials, run the very same code (docs/testing.md).
+
+One parser per backend type: a backend module imports its parser from here and never keeps a
+copy. Importing this package imports no boto3, botocore, tapipy or requests
+(tests/test_importtime.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reaper.backends.records import aws_batch, sutro, tapis
+from reaper.jobs import Job
+
+
+def parse_record(
+    backend_type: str,
+    backend: str,
+    record: Mapping[str, Any],
+    *,
+    queue: str = "",
+    detailed: bool = True,
+) -> Job:
+    """The Job a live backend of `backend_type` makes of `record`: for AWS Batch a JobSummary
+    (`detailed=False`, as ListJobs answers) or a JobDetail (as DescribeJobs answers), listed
+    under `queue`; for Tapis a job record of the search; for Sutro a list-jobs record.
+    Raises ValueError for a record the backend would refuse, KeyError for an unknown type."""
+    if backend_type == aws_batch.TYPE:
+        return aws_batch.job_from_record(backend, queue, record, detailed=detailed)
+    if backend_type == tapis.TYPE:
+        return tapis.job_from_record(backend, record)
+    if backend_type == sutro.TYPE:
+        return sutro.parse_job(backend, record)
+    raise KeyError(backend_type)

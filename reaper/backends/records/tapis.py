@@ -1,0 +1,65 @@
+"""Tapis Jobs v3 job records → Job (tapipy/resources/openapi_v3-jobs.yml, `Job`), read as plain
+dicts. SDK-free, shared by reaper.backends.tapis and `reaper test` (reaper.backends.records)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from reaper.jobs import Job, phase_of
+
+TYPE = "tapis"
+
+
+def job_from_record(backend: str, record: Mapping[str, Any]) -> Job:
+    """The normalised Job of one Tapis job record (a plain dict). Raises ValueError, naming the
+    job and the field, when a required field is missing or unreadable."""
+    uuid, status = record.get("uuid"), record.get("status")
+    if not isinstance(uuid, str) or not isinstance(status, str):
+        raise ValueError(f"job {uuid!r}: uuid and status must be strings")
+    created = parse_time(record.get("created"), uuid, "created")
+    if created is None:
+        raise ValueError(f"job {uuid}: no `created` time")
+    owner = record.get("owner")
+    return Job(
+        backend=backend,
+        type=TYPE,
+        id=uuid,
+        name=str(record.get("name") or ""),
+        queue=str(record.get("execSystemLogicalQueue") or ""),
+        status=status,
+        phase=phase_of(TYPE, status),
+        created_at=created,
+        started_at=parse_time(record.get("remoteStarted"), uuid, "remoteStarted"),
+        tags=parse_tags(record.get("tags"), uuid),
+        owner=owner if isinstance(owner, str) and owner else None,
+        raw=dict(record),
+        detailed=True,
+    )
+
+
+def parse_tags(tags: Any, uuid: str = "?") -> dict[str, str]:
+    """Tapis tags are a list of strings: `k=v` → {k: v}, `k` → {k: ""}."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f"job {uuid}: tags must be a list of strings")
+    parsed: dict[str, str] = {}
+    for tag in tags:
+        key, _, value = tag.partition("=")
+        parsed[key] = value
+    return parsed
+
+
+def parse_time(value: Any, uuid: str = "?", field: str = "time") -> datetime | None:
+    """An ISO 8601 time as aware UTC (naive means UTC); None for a missing value."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"job {uuid}: {field} is not a string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"job {uuid}: {field} {value[:40]!r} is not an ISO 8601 time") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -1,0 +1,131 @@
+"""`reaper test [--config F] [PATH…]`: unit tests for policies (docs/testing.md). Runs the cases
+of `*.test.yaml` files — backends' raw records and what must happen to them — through the
+sweep's parse → evaluate → decide path with `now` fixed: no network, no credentials, no SDK."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from reaper.errors import ExitCode
+
+if TYPE_CHECKING:
+    from reaper.policy.config import Config
+    from reaper.policy.model import PolicySet
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `test`."""
+    parser = subparsers.add_parser(
+        "test",
+        help="run the policy test cases (*.test.yaml)",
+        description=(
+            "Run every case of the *.test.yaml files under PATH (default: the config's policy "
+            "folder and tests/ beside it) through the sweep's parse, evaluate and decide steps, "
+            "at the file's `now`. Exit 0 all pass, 1 a case fails, 78 a file is invalid."
+        ),
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="reaper.yaml (default: $REAPER_CONFIG, ./reaper.yaml, /etc/reaper/reaper.yaml)",
+    )
+    parser.add_argument(
+        "--policies",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="policy files or folders to test instead of the config's (repeatable)",
+    )
+    parser.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="test files or folders to search"
+    )
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--require-coverage",
+        action="store_true",
+        help="fail when a policy is exercised by no case",
+    )
+
+
+def run(
+    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run the tests (or record a file); returns 0, 1, 2 (usage) or 78 (invalid input)."""
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    try:
+        config, policies = _load(args)
+    except _UsageError as exc:
+        print(f"reaper test: {exc}", file=err)
+        return ExitCode.USAGE
+    return _test(args, config, policies, out, err)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _load(args: argparse.Namespace) -> tuple[Config | None, PolicySet]:
+    """The config (None when only --policies are given and none is found) and the policies.
+    Raises ConfigError (exit 78) for invalid ones, _UsageError for missing ones."""
+    from reaper.policy.config import find_config_path, load_all, load_config, load_policies
+
+    for path in [*(args.policies or []), *args.paths]:
+        if not path.exists():
+            raise _UsageError(f"no such file or folder: {path}")
+    config_path = find_config_path(args.config, os.environ, Path.cwd())
+    if args.policies:
+        config = load_config(config_path) if args.config or config_path.exists() else None
+        return config, load_policies(args.policies, config.backends if config else None)
+    if not config_path.exists():
+        raise _UsageError(
+            f"no config found ({config_path}); give --config FILE, or --policies PATH "
+            "with the backends' types in each test file"
+        )
+    return load_all(config_path)
+
+
+def default_test_paths(config: Config) -> list[Path]:
+    """The config's policy folder (searched recursively) and `tests/` beside it."""
+    folder = config.policies_path if config.policies_path.is_dir() else config.policies_path.parent
+    return [folder, folder.parent / "tests"]
+
+
+def _test(
+    args: argparse.Namespace,
+    config: Config | None,
+    policies: PolicySet,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    from reaper.engine import testreport
+    from reaper.engine.decide import Guards
+    from reaper.engine.policytest import run_tests
+    from reaper.engine.runtime import guards_from
+    from reaper.policy.testfile import find_test_files, load_test_files
+
+    searched = args.paths or ([] if config is None else default_test_paths(config))
+    files = find_test_files(searched)
+    if not files:
+        where = ", ".join(str(p) for p in searched) or "(no path given)"
+        print(f"reaper test: no test files (*.test.yaml) under {where}", file=err)
+        return ExitCode.USAGE
+    types = {} if config is None else {n: b.type for n, b in config.backends.items()}
+    test_files = load_test_files(files, types)
+    guards = Guards() if config is None else guards_from(config)
+    result = run_tests(test_files, policies, guards)
+    required = bool(args.require_coverage)
+    if args.junit:
+        args.junit.write_bytes(testreport.junit_xml(result, require_coverage=required))
+    if args.json:
+        json.dump(testreport.run_json(result, require_coverage=required), out, indent=2)
+        print(file=out)
+    else:
+        for line in testreport.text_lines(result, require_coverage=required):
+            print(line, file=out)
+    return ExitCode.OK if testreport.is_ok(result, require_coverage=required) else ExitCode.FAILED
