@@ -14,6 +14,7 @@ from types import ModuleType
 from reaper import __version__
 from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode, ReaperError
 from reaper.service.logs import configure_logging
+from reaper.service.signals import Terminated, terminate_as_exception
 
 # Command name → module. Add a line here for a new command.
 COMMANDS: dict[str, str] = {
@@ -72,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; the errors every command may raise become exit codes."""
     try:
-        return int(_command_module(args.command).run(args))
+        with terminate_as_exception():
+            return int(_command_module(args.command).run(args))
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
@@ -86,6 +88,9 @@ def _run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C before a command's own handling (loading the config)
         print(f"reaper {args.command}: interrupted by SIGINT", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except Terminated:
+        print(f"reaper {args.command}: interrupted by SIGTERM", file=sys.stderr)
+        return ExitCode.TERMINATED
 
 
 if __name__ == "__main__":

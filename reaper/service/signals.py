@@ -11,6 +11,7 @@ import contextlib
 import os
 import select
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -96,3 +97,26 @@ def handling_signals(
         signal.set_wakeup_fd(previous_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class Terminated(BaseException):
+    """SIGTERM while a command has no handling of its own (loading the config, printing): it
+    unwinds like KeyboardInterrupt does for SIGINT, so that the command can say why it ends."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """SIGTERM raises Terminated inside the block (main thread only; elsewhere a no-op); the
+    previous handler is restored afterwards. `handling_signals` inside it takes precedence."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
