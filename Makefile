@@ -43,7 +43,7 @@ check-lock: install
 check: check-lock lint typecheck test
 
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --extra test --extra dev $(UV_COMPILE) -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra dev --extra coordination $(UV_COMPILE) -o requirements-dev.lock
 	$(BIN)/uv pip compile pyproject.toml $(UV_COMPILE) -c requirements-dev.lock -o requirements.lock
 
 test-latest:

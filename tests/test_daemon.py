@@ -6,6 +6,7 @@ real files loaded by `reaper.policy.config`; systemd is a datagram socket the te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -26,6 +27,7 @@ from reaper.engine.pool import BackendPool
 from reaper.errors import BackendError, ExitCode
 from reaper.jobs import Job, Phase
 from reaper.policy.config import load_all
+from reaper.service.coordination import CoordinationError
 from reaper.service.daemon import Daemon, DaemonOptions, Services
 from reaper.service.metrics import Metrics
 from reaper.service.reload import Loaded, plan_reload
@@ -134,6 +136,7 @@ def make_rig(tmp_path: Path) -> Iterator[Any]:
         options: DaemonOptions | None = None,
         monotonic: Any = time.monotonic,
         load: Any = load_all,
+        coordinator: Any = None,
     ) -> Rig:
         backend = backend or MemoryBackend("mem", "sutro", [running("old-1", 13),
                                                             running("new-1", 14),
@@ -154,7 +157,8 @@ def make_rig(tmp_path: Path) -> Iterator[Any]:
         notifier = Notifier(env={"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "1000000"})
         services = Services(audit, BackendPool(opener), metrics, notifier, wakeup,
                             SignalFlags(wakeup))  # fmt: skip
-        daemon = Daemon(loaded, services, options, monotonic=monotonic, load=load)
+        daemon = Daemon(loaded, services, options, monotonic=monotonic, load=load,
+                        coordinator=coordinator)  # fmt: skip
         rig = Rig(daemon, tmp_path, backend, notify, metrics, audit, opened, services)
         made.append(rig)
         return rig
@@ -288,6 +292,55 @@ def test_a_finished_sweep_shows_in_status_and_metrics(make_rig: Any) -> None:
     assert status[0].startswith("STATUS=1 policies; mem: 3 active, 1 cancelled at ")
     assert rig.sample("reaper_cancels_total", backend="mem", outcome="cancelled") == 1
     assert rig.sample("reaper_jobs_seen_total", backend="mem") == 3
+
+
+def test_the_schedule_period_is_published_for_alerts(make_rig: Any) -> None:
+    rig = make_rig()
+    assert rig.sample("reaper_schedule_interval_seconds") == 3600  # CONFIG: every 1h
+
+
+class FakeCoordinator:
+    """The two questions the daemon asks (the real thing runs on Redis in
+    tests/test_coordination.py): is the backend mine, and is its lock free."""
+
+    def __init__(self, owns: bool = True, free: bool = True, error: bool = False) -> None:
+        self.mine, self.free, self.error = owns, free, error
+        self.held: list[str] = []
+
+    def owns(self, backend: str) -> bool:
+        if self.error:
+            raise CoordinationError("coordination: cannot read the group's members: down")
+        return self.mine
+
+    @contextlib.contextmanager
+    def holding(self, backend: str) -> Iterator[bool]:
+        self.held.append(backend)
+        yield self.free
+
+
+@pytest.mark.parametrize("owns, free", [(False, True), (True, False)])
+def test_a_backend_of_another_member_or_locked_by_one_is_not_swept(
+    make_rig: Any, owns: bool, free: bool
+) -> None:
+    rig = make_rig(coordinator=FakeCoordinator(owns=owns, free=free))
+    rig.daemon.sweep_backend("mem")
+    assert read_records(rig.audit_path) == []
+    assert rig.opened == []
+
+
+def test_a_backend_this_member_owns_and_holds_is_swept(make_rig: Any) -> None:
+    coordinator = FakeCoordinator()
+    rig = make_rig(coordinator=coordinator)
+    rig.daemon.sweep_backend("mem")
+    assert coordinator.held == ["mem"]
+    assert [r["job_id"] for r in events(rig.audit_path, "result")] == ["old-1"]
+
+
+def test_a_lost_coordination_service_is_a_backend_error_not_a_sweep(make_rig: Any) -> None:
+    rig = make_rig(coordinator=FakeCoordinator(error=True))
+    rig.daemon.sweep_backend("mem")  # must not raise
+    assert rig.sample("reaper_backend_errors_total", backend="mem") == 1
+    assert read_records(rig.audit_path) == []
 
 
 # -- watchdog ----------------------------------------------------------------------------------

@@ -117,5 +117,12 @@ def test_a_guard_rule_appended_is_reported() -> None:
     full = SweepState(GUARDS, False, frozenset())
     e = explain_job(job(), [policy(0, **CAP)], full, NOW, (*GUARD_CHECKS, override))
     assert [c.clause for c in e.checks] == [
-        "protect_tag", "recancel_window", "pause_file", "override_tag",
+        "listing", "protect_tag", "recancel_window", "pause_file", "override_tag",
     ]  # fmt: skip
+
+
+def test_a_job_the_listing_never_yields_has_no_decision() -> None:
+    full = SweepState(GUARDS, False, frozenset(), unlisted="queue gpu is not in this backend's")
+    e = explain_job(job(), [policy(0, **CAP)], full, NOW)
+    assert e.policies[0].matches and e.decision is None
+    assert not checks(e)["listing"].holds

@@ -18,6 +18,7 @@ from tests.e2e_support import (
     NAMES,
     TAGGED,
     CliResult,
+    edit_config,
     job_id,
     mutating_calls,
     run_cli,
@@ -291,3 +292,43 @@ def test_an_unknown_backend_is_a_usage_error_and_a_bad_config_exits_78(
     bad.write_text("policies: policies/\nbackends: 3\n", encoding="utf-8")
     assert run_cli("explain", "batch", "x", "--config", str(bad)).code == 78
     assert run_cli("explain", "batch").code == 2  # JOB_ID missing
+
+
+def test_a_backend_that_cannot_be_built_exits_1_and_says_so(world: World) -> None:
+    def unset_token(data: dict[str, Any]) -> None:
+        data["backends"]["hpc"]["token_env"] = "REAPER_TEST_NO_SUCH_TOKEN"
+
+    edit_config(world, unset_token)
+    result = explain(world, "hpc", "long-1")
+    assert result.code == 1
+    assert "backend hpc not reachable" in result.err and result.out == ""
+
+
+def test_an_aws_job_outside_the_configured_queues_is_never_listed(world: World) -> None:
+    def only_cpu(data: dict[str, Any]) -> None:
+        data["backends"]["batch"]["queues"] = ["cpu"]
+
+    edit_config(world, only_cpu)
+    body = explain_json(world, "batch", "long-1")
+    assert body["policies"][0]["matches"] is True
+    assert body["decision"]["action"] == "none"
+    assert body["unlisted"] == "queue gpu is not in this backend's queues (cpu)"
+    listing = next(g for g in body["guards"] if g["clause"] == "listing")
+    assert listing["holds"] is False
+    assert "a sweep never lists this job" in explain(world, "batch", "long-1").out
+
+
+def test_an_aws_queue_configured_by_arn_is_named_as_the_listing_names_it(world: World) -> None:
+    emulator_arn = world.emulators["batch"]._queue_arn("gpu")  # type: ignore[attr-defined]
+
+    def by_arn(data: dict[str, Any]) -> None:
+        data["backends"]["batch"]["queues"] = [emulator_arn]
+
+    edit_config(world, by_arn)
+    body = explain_json(world, "batch", "long-1")
+    assert body["job"]["queue"] == emulator_arn
+    assert body["unlisted"] is None
+    plan = json.loads(run_cli("plan", "--json", "--config", str(world.config_path)).out)
+    planned = {d["job_id"]: d["queue"] for d in plan["decisions"] if d["backend"] == "batch"}
+    assert planned[job_id("batch", "long-1")] == emulator_arn
+    assert body["decision"]["action"] == "cancel"

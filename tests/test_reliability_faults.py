@@ -49,26 +49,29 @@ from tests.harness_aws_batch import make_client as make_aws_client
 # expensive llama batches. Protected and excluded jobs survive.
 EXPECTED_CANCELS = {"batch": 4, "hpc": 3, "inference": 2}
 ATTEMPTS = 2  # calls per request, retries included: small, so that a storm outlasts them
-READ_TIMEOUT_S = 0.25
-TIMEOUT = (1.0, READ_TIMEOUT_S)
+READ_TIMEOUT_S = 0.25  # the sick backend's: its injected latency is three times this
+# The healthy backends' read timeout: generous, so that a loaded machine (CI beside other work)
+# never turns a healthy backend's slow answer into a fault the test did not inject.
+HEALTHY_READ_TIMEOUT_S = 30.0
 
 
 def no_sleep(seconds: float) -> None:
     """Backoff without waiting: the retry schedule is tested elsewhere (tests/test_retry.py)."""
 
 
-def build_backend(name: str, emulator: EmulatorServer) -> Backend:
-    """The backend `name` of the world, on a real client with short timeouts and few retries."""
+def build_backend(name: str, emulator: EmulatorServer, read_timeout_s: float) -> Backend:
+    """The backend `name` of the world, on a real client with few retries and `read_timeout_s`."""
     retry = RetryPolicy(attempts=ATTEMPTS, sleep=no_sleep)
+    timeout = (1.0, read_timeout_s)
     if name == "batch":
-        config = client_config(1.0, READ_TIMEOUT_S, max_retries=ATTEMPTS - 1)
+        config = client_config(1.0, read_timeout_s, max_retries=ATTEMPTS - 1)
         return AwsBatchBackend(name, make_aws_client(emulator, config))
     if name == "hpc":
         client = make_client(emulator.url, access_token=emulator.token)  # type: ignore[attr-defined]
-        return TapisBackend(name, client, retry=retry, timeout=TIMEOUT)
+        return TapisBackend(name, client, retry=retry, timeout=timeout)
     return SutroBackend(
         name, requests.Session(), emulator.url, emulator.api_key,  # type: ignore[attr-defined]
-        retry=retry, timeout=TIMEOUT,
+        retry=retry, timeout=timeout,
     )  # fmt: skip
 
 
@@ -195,7 +198,10 @@ def sweep_with_fault(
 
         def sweep(sick: str, fault: Fault) -> Outcome:
             config, policies = load_all(world.config_path)
-            backends = {n: build_backend(n, e) for n, e in world.emulators.items()}
+            backends = {
+                n: build_backend(n, e, READ_TIMEOUT_S if n == sick else HEALTHY_READ_TIMEOUT_S)
+                for n, e in world.emulators.items()
+            }
             secrets = secrets_of(world)
             emulator = world.emulators[sick]
             if fault.at == "start":

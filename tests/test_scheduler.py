@@ -268,3 +268,13 @@ def test_cron_is_read_in_utc_by_default():
     trigger = build_trigger(Schedule(cron="0 2 * * *"))
     fire = trigger.get_next_fire_time(None, datetime(2024, 7, 1, 3, 0, tzinfo=UTC))
     assert fire == datetime(2024, 7, 2, 2, 0, tzinfo=UTC)
+
+
+def test_longest_interval_is_every_or_the_widest_cron_gap():
+    from reaper.service.scheduler import Schedule, longest_interval
+
+    friday = datetime(2026, 5, 1, 12, tzinfo=UTC)  # a Friday
+    assert longest_interval(Schedule(every=timedelta(minutes=5)), friday) == timedelta(minutes=5)
+    assert longest_interval(Schedule(cron="*/10 * * * *"), friday) == timedelta(minutes=10)
+    # Weekdays at 02:00: Friday's sweep to Monday's is three days.
+    assert longest_interval(Schedule(cron="0 2 * * 1-5"), friday) == timedelta(days=3)

@@ -18,7 +18,8 @@ import pytest
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
 SERVICES = ("reaper.service", "reaper-once.service")
-UNITS = (*SERVICES, "reaper.timer")
+TEMPLATE = "reaper@.service"  # one shard per instance (docs/scale.md)
+UNITS = (*SERVICES, TEMPLATE, "reaper.timer")
 INSTALLED_BINARY = "/usr/local/bin/reaper"
 MAX_EXPOSURE = 1.5
 # [Service] keys that differ between the daemon and the one-shot unit on purpose.
@@ -26,6 +27,8 @@ NOT_HARDENING = frozenset(
     {"Type", "NotifyAccess", "ExecStart", "ExecReload", "WatchdogSec", "Restart", "RestartSec",
      "RestartPreventExitStatus", "TimeoutStartSec", "TimeoutStopSec"}
 )  # fmt: skip
+# ... and between the daemon and its sharded template: each instance has its own state.
+PER_INSTANCE = frozenset({"ExecStart", "StateDirectory", "LogsDirectory"})
 ANALYZE = shutil.which("systemd-analyze")
 
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
@@ -88,7 +91,7 @@ def test_verify_reports_nothing(tmp_path, unit):
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", SERVICES)
+@pytest.mark.parametrize("unit", [*SERVICES, TEMPLATE])
 def test_verify_of_the_shipped_file_only_misses_the_installed_binary(unit):
     result = run_analyze("verify", f"./{unit}", cwd=SYSTEMD_DIR)
     complaints = [line for line in (result.stdout + result.stderr).splitlines() if line]
@@ -96,7 +99,7 @@ def test_verify_of_the_shipped_file_only_misses_the_installed_binary(unit):
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", SERVICES)
+@pytest.mark.parametrize("unit", [*SERVICES, TEMPLATE])
 def test_security_exposure_is_at_most_1_5(unit):
     result = run_analyze("security", "--offline=true", "--no-pager", f"./{unit}", cwd=SYSTEMD_DIR)
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
@@ -149,3 +152,31 @@ def test_timer_starts_the_oneshot_unit_with_jitter_and_catch_up():
     assert timer["OnCalendar"] == "*:0/5"
     assert timer["RandomizedDelaySec"]
     assert timer["Persistent"] == "true"
+
+
+def test_the_template_runs_its_instance_as_a_shard_with_its_own_config_and_state():
+    sections = read_unit(TEMPLATE)
+    service = single_values(sections["Service"])
+    assert service["ExecStart"] == (
+        f"{INSTALLED_BINARY} daemon --config /etc/reaper/reaper@%i.yaml --shard %I"
+    )
+    # reaper@0-3: %i is "0-3", %I its unescaped form "0/3" (systemd.unit(5), "Specifiers").
+    assert (service["StateDirectory"], service["LogsDirectory"]) == ("reaper/%i", "reaper/%i")
+    conflicts = single_values(sections["Unit"])["Conflicts"].split()
+    assert {"reaper.service", "reaper.timer", "reaper-once.service"} <= set(conflicts)
+
+
+def test_the_template_keeps_every_other_setting_of_the_daemon_unit():
+    def service(unit: str) -> dict[str, list[str]]:
+        found = read_unit(unit)["Service"]
+        return {key: value for key, value in found.items() if key not in PER_INSTANCE}
+
+    assert service(TEMPLATE) == service("reaper.service")
+
+
+@needs_analyze
+def test_an_instance_of_the_template_verifies(tmp_path):
+    units = copy_with_standin_binary(tmp_path)
+    (units / "reaper@0-3.service").write_text((units / TEMPLATE).read_text())
+    result = run_analyze("verify", "./reaper@0-3.service", cwd=units)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")

@@ -159,6 +159,12 @@ class AwsBatchBackend:
         (job,) = self._parse("DescribeJobs", queue, [record], detailed=True)
         return job
 
+    def why_unlisted(self, job: Job) -> str | None:
+        """With `queues:` configured, only those queues are listed."""
+        if self._queues is None or job.queue in self._queues:
+            return None
+        return f"queue {job.queue} is not in this backend's queues ({', '.join(self._queues)})"
+
     def _describe(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         """Records by job id, 100 ids per DescribeJobs, up to DESCRIBE_CONCURRENCY calls in
         flight (the calls are independent; botocore clients are thread-safe). Raises

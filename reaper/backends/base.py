@@ -86,6 +86,20 @@ class JobReader(Protocol):
     def read_job(self, job_id: str) -> Job | None: ...
 
 
+@runtime_checkable
+class PartialListing(Protocol):
+    """What a backend may add when its listing covers only part of the jobs it can read (AWS
+    Batch with `queues:`)."""
+
+    def why_unlisted(self, job: Job) -> str | None: ...
+
+
+def why_unlisted(backend: Backend, job: Job) -> str | None:
+    """Why `list_active` never yields `job` whatever its state, or None if it can: a sweep
+    never sees a job outside its backend's listing, so nothing would cancel it."""
+    return backend.why_unlisted(job) if isinstance(backend, PartialListing) else None
+
+
 def read_job(backend: Backend, job_id: str) -> Job | None:
     """One job by id, detailed, in whatever state it is, or None if the backend does not know
     it (`reaper explain`). Read-only: the backend's `read_job` where it has one, else `refresh`

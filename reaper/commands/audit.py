@@ -1,14 +1,17 @@
 """`reaper audit`: query the audit log; `reaper audit verify`: check its hash chain (docs/audit.md).
 
 The file is `--file` (repeatable, oldest first for rotated files), else the config's `audit_log`.
+Several files are merged by time: rotated files of one log, or the logs of several instances.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -132,13 +135,32 @@ def _run_query(args: argparse.Namespace, files: list[Path], out: TextIO, err: Te
         except OSError as exc:
             print(f"reaper audit: cannot read {path}: {exc.strerror}", file=err)
             return ExitCode.FAILED
-    records = [record for _, result in results for record in result.records]
+    records = merge_by_time([result.records for _, result in results])
     if args.json:
         json.dump(_json_document(results, records), out, ensure_ascii=False)
         out.write("\n")
     else:
         _print_table(records, out, err)
     return _report_problems(results, err)
+
+
+def merge_by_time(files: list[list[Record]]) -> list[Record]:
+    """The records of several files in one list ordered by `ts`. Each file is already in time
+    order (one writer appends to it), so this is a merge: rotated files of one log come out as
+    they are, and the logs of several instances (docs/scale.md) interleave by time. A record
+    without a readable `ts` keeps its place after the one before it in its file."""
+    merged = heapq.merge(*(_keyed(records) for records in files), key=lambda pair: pair[0])
+    return [record for _, record in merged]
+
+
+def _keyed(records: list[Record]) -> Iterator[tuple[str, Record]]:
+    # The writer's ts is ISO 8601 UTC with a fixed width (2024-05-01T12:00:00.000Z), so text
+    # order is time order.
+    last = ""
+    for record in records:
+        ts = record.get("ts")
+        last = ts if isinstance(ts, str) else last
+        yield last, record
 
 
 def _json_document(results: list[tuple[Path, AuditReadResult]], records: list[Record]) -> Any:

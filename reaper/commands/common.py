@@ -15,6 +15,7 @@ from reaper.policy.durations import DurationError, parse_duration
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
+    from reaper.policy.shard import Shard
     from reaper.service.interrupt import Interrupted
 
 # `plan` and `run --once`: a sweep's whole budget. Below the 10 minutes of reaper-once.service's
@@ -30,12 +31,37 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        type=shard_argument,
+        metavar="INDEX/COUNT",
+        help="sweep only the backends that hash to this shard, e.g. 0/3 (overrides `shard:` "
+        "in reaper.yaml; docs/scale.md)",
+    )
+
+
+def shard_argument(text: str) -> Shard:
+    """argparse type for `--shard`: a usage error (exit 2) names what is wrong."""
+    from reaper.policy.shard import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
-    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies.
+    """The config named by --config / $REAPER_CONFIG / the defaults, and its policies, with
+    `--shard` (when the command has it and it is given) in place of the config's `shard:`.
     Raises ConfigNotFoundError or ConfigError (cli.main prints either and exits 78)."""
+    from dataclasses import replace
+
     from reaper.policy.config import load_all, locate_config
 
-    return load_all(locate_config(args.config, os.environ, Path.cwd()))
+    config, policies = load_all(locate_config(args.config, os.environ, Path.cwd()))
+    shard = getattr(args, "shard", None)
+    return (config if shard is None else replace(config, shard=shard)), policies
 
 
 def add_deadline_option(parser: argparse.ArgumentParser) -> None:

@@ -12,11 +12,12 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import abandon, add_config_option, load
+from reaper.commands.common import abandon, add_config_option, add_shard_option, load
 from reaper.errors import ExitCode, ReaperError
 from reaper.policy.durations import DurationError, parse_duration
 
 if TYPE_CHECKING:
+    from reaper.service.coordination import Coordinator
     from reaper.service.daemon import DaemonOptions
     from reaper.service.metrics import Metrics, MetricsServer
     from reaper.service.reload import Loaded
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("daemon", help="scheduled sweeps until SIGTERM; SIGHUP reloads")
     add_config_option(parser)
+    add_shard_option(parser)
     parser.add_argument(
         "--max-sweep",
         default="10m",
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"reaper daemon: --max-sweep: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     loaded = Loaded(*load(args))  # ConfigError: cli.main prints it and exits 78
-    return run_daemon(loaded, DaemonOptions(max_sweep=max_sweep))
+    return run_daemon(loaded, DaemonOptions(max_sweep=max_sweep, shard=args.shard))
 
 
 def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
@@ -77,12 +79,38 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
         notifier = stack.enter_context(Notifier())
         flags = SignalFlags(wakeup)
         stack.enter_context(handling_signals(flags))
-        daemon = Daemon(loaded, Services(audit, pool, metrics, notifier, wakeup, flags), options)
+        coordinator = start_coordination(loaded)
+        if coordinator is not None:
+            stack.callback(coordinator.stop)
+        services = Services(audit, pool, metrics, notifier, wakeup, flags)
+        daemon = Daemon(loaded, services, options, coordinator=coordinator)
         code = daemon.run()
         if daemon.abandoned:
             stack.close()
             abandon(code)
     return code
+
+
+def start_coordination(loaded: Loaded) -> Coordinator | None:
+    """Join the coordination group when `coordination:` is configured (docs/scale.md).
+    Raises ReaperError (exit 1) when tooz is missing or the service cannot be joined."""
+    settings = loaded.config.coordination
+    if settings is None:
+        return None
+    try:
+        from reaper.service.coordination import Coordinator, lease_for, resolve_url, with_lease
+    except ImportError as exc:  # tooz: the optional `coordination` extra
+        raise ReaperError(f"coordination: needs tooz (pip install 'reaper[coordination]'): "
+                          f"{exc}") from None  # fmt: skip
+    from reaper.engine.runtime import utc_now
+    from reaper.service.scheduler import Schedule, longest_interval
+
+    schedule = loaded.config.schedule
+    period = longest_interval(Schedule(schedule.every, schedule.cron), utc_now())
+    url = with_lease(resolve_url(settings), lease_for(period))
+    coordinator = Coordinator(url, settings.member, settings.group)
+    coordinator.start()
+    return coordinator
 
 
 def start_metrics(metrics: Metrics, listen: str) -> MetricsServer:

@@ -56,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return ExitCode.USAGE
     now = args.now or utc_now()
-    job, error = read_one(config, args.backend, args.job_id)
+    job, error, unlisted = read_one(config, args.backend, args.job_id)
     if job is None:
         print(f"reaper explain: {error}", file=sys.stderr)
         return ExitCode.FAILED
     recent, audit_error = read_recent(config.audit_log, now)
     paused = config.pause_file is not None and config.pause_file.exists()
-    state = SweepState(guards_from(config), paused, recent, audit_error)
+    state = SweepState(guards_from(config), paused, recent, audit_error, unlisted)
     explanation = explain_job(job, policies.for_backend(args.backend), state, now)
     if args.json:
         json.dump(explanation_json(explanation), sys.stdout, indent=2, default=str)
@@ -72,21 +72,23 @@ def run(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def read_one(config: Config, backend: str, job_id: str) -> tuple[Job | None, str]:
-    """The job as the backend reads it now, or None and why not (not found, unreachable)."""
-    from reaper.backends.base import read_job
+def read_one(config: Config, backend: str, job_id: str) -> tuple[Job | None, str, str | None]:
+    """The job as the backend reads it now, or None and why not (not found, unreachable); and
+    why the backend's listing never yields it, if it never does."""
+    from reaper.backends.base import read_job, why_unlisted
     from reaper.engine.runtime import open_backends
 
     opened = open_backends(config, [backend])
     try:
         if backend in opened.errors:
-            return None, f"backend {backend} not reachable: {opened.errors[backend]}"
+            return None, f"backend {backend} not reachable: {opened.errors[backend]}", None
         job = read_job(opened.backends[backend], job_id)
+        unlisted = None if job is None else why_unlisted(opened.backends[backend], job)
     except BackendError as exc:
-        return None, f"cannot read job {job_id}: {exc}"
+        return None, f"cannot read job {job_id}: {exc}", None
     finally:
         opened.close()
-    return job, f"job {job_id!r} not found on backend {backend}"
+    return job, f"job {job_id!r} not found on backend {backend}", unlisted
 
 
 def read_recent(audit_path: Path, now: datetime) -> tuple[set[tuple[str, str]], str | None]:
@@ -162,6 +164,8 @@ def check_lines(
 
 def decision_line(e: JobExplanation) -> str:
     d = e.decision
+    if e.unlisted is not None:
+        return f"decision: none: a sweep never lists this job ({e.unlisted})"
     if d is None:
         return "decision: no policy matches: a sweep leaves this job alone"
     also = f" (also matched: {', '.join(d.also_matched)})" if d.also_matched else ""
@@ -206,6 +210,7 @@ def explanation_json(e: JobExplanation) -> dict[str, Any]:
         },
         "dry_run": g.dry_run,
         "decision": decision_json(e.decision),
+        "unlisted": e.unlisted,
         "limit_hits": [{"limit": str(h.limit), "policy": h.policy, "maximum": h.maximum}
                        for h in e.limit_hits],
     }  # fmt: skip

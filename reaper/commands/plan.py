@@ -14,6 +14,7 @@ from reaper.commands.common import (
     add_config_option,
     add_deadline_option,
     add_now_option,
+    add_shard_option,
     deadline_seconds,
     load,
     report_interrupted,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("plan", help="show what a sweep would cancel, and why")
     add_config_option(parser)
+    add_shard_option(parser)
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
     parser.add_argument("--policy", metavar="NAME", help="only decisions involving this policy")
     parser.add_argument("--job", metavar="ID", help="only the decision about this job id")
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(args.backend or ()) - set(config.backends)
     if unknown:
         print(f"reaper plan: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return ExitCode.USAGE
+    outside = set(args.backend or ()) - set(config.swept_backends)
+    if outside:  # a shard never sweeps another shard's backend, even when asked by name
+        names = ", ".join(sorted(outside))
+        print(f"reaper plan: not in shard {config.shard}: {names}", file=sys.stderr)
         return ExitCode.USAGE
     if args.policy and policies.by_name(args.policy) is None:
         print(f"reaper plan: unknown policy {args.policy!r}", file=sys.stderr)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from reaper.commands.common import (
     add_config_option,
     add_deadline_option,
+    add_shard_option,
     deadline_seconds,
     load,
     report_interrupted,
@@ -35,6 +36,7 @@ INTERRUPTED_NOTE = (
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="one sweep, then exit")
     add_config_option(parser)
+    add_shard_option(parser)
     parser.add_argument("--once", action="store_true", help="required: run one sweep and exit")
     parser.add_argument(
         "--dry-run", action="store_true", help="cancel nothing, whatever the config says"
@@ -60,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
     if unknown:  # a misspelt --backend must not sweep nothing and exit 0
         print(f"reaper run: unknown backend(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return ExitCode.USAGE
+    outside = set(args.backend or ()) - set(config.swept_backends)
+    if outside:  # a shard never sweeps another shard's backend, even when asked by name
+        names = ", ".join(sorted(outside))
+        print(f"reaper run: not in shard {config.shard}: {names}", file=sys.stderr)
+        return ExitCode.USAGE
+    if config.coordination is not None:  # locks and partitions are the daemons' (docs/scale.md)
+        print("reaper run: `coordination:` applies to `reaper daemon`; this run sweeps every "
+              "backend it is given", file=sys.stderr)  # fmt: skip
     result = run_interruptible(lambda stop: _sweep(config, policies, args, stop, deadline_s))
     if isinstance(result, Interrupted):
         if result.result is not None:

@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from reaper.errors import ExitCode
+from reaper.errors import BackendError, ExitCode
 
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
+
+DEFAULT_RECORD_LIMIT = 100
 
 
 def add_parser(subparsers: Any) -> None:
@@ -51,6 +53,22 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="fail when a policy is exercised by no case",
     )
+    record = parser.add_argument_group("recording a test file from a live backend")
+    record.add_argument("--record", metavar="BACKEND", help="list this backend (read-only)")
+    record.add_argument("--out", type=Path, metavar="FILE", help="the test file to write")
+    record.add_argument("--policy", metavar="NAME", help="only jobs this policy matches")
+    record.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_RECORD_LIMIT,
+        metavar="N",
+        help=f"at most N cases, decided jobs first (default {DEFAULT_RECORD_LIMIT})",
+    )
+    record.add_argument(
+        "--keep-owners",
+        action="store_true",
+        help="keep owner fields and every tag (default: only the tags a policy reads)",
+    )
 
 
 def run(
@@ -63,6 +81,8 @@ def run(
     except _UsageError as exc:
         print(f"reaper test: {exc}", file=err)
         return ExitCode.USAGE
+    if args.record:
+        return _record(args, config, policies, out, err)
     return _test(args, config, policies, out, err)
 
 
@@ -129,3 +149,69 @@ def _test(
         for line in testreport.text_lines(result, require_coverage=required):
             print(line, file=out)
     return ExitCode.OK if testreport.is_ok(result, require_coverage=required) else ExitCode.FAILED
+
+
+def _record(
+    args: argparse.Namespace,
+    config: Config | None,
+    policies: PolicySet,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """List the backend read-only and write the test file; 0, 1 (the backend failed) or 2."""
+    problem = _record_usage(args, config, policies)
+    if problem or config is None:
+        print(f"reaper test --record: {problem}", file=err)
+        return ExitCode.USAGE
+    from datetime import UTC, datetime
+
+    from reaper.engine.record import RecordOptions, record
+    from reaper.engine.runtime import guards_from, open_backends
+
+    opened = open_backends(config, [args.record])
+    if args.record in opened.errors:
+        print(f"reaper test --record: {opened.errors[args.record]}", file=err)
+        return ExitCode.FAILED
+    now = datetime.now(UTC).replace(microsecond=0)  # the listing time: the file's `now`
+    options = RecordOptions(args.policy, args.limit, args.keep_owners)
+    try:
+        recording = record(
+            opened.backends[args.record], policies, guards_from(config), now, options
+        )
+    except BackendError as exc:
+        print(f"reaper test --record: {exc}", file=err)
+        return ExitCode.FAILED
+    finally:
+        opened.close()
+    _write_recording(args.out, args.record, recording.document)
+    for warning in recording.warnings:
+        print(f"reaper test --record: warning: {warning}", file=err)
+    cases = len(recording.document["cases"])
+    print(f"{args.out}: {cases} cases of {recording.listed} active jobs on {args.record}", file=out)
+    return ExitCode.OK
+
+
+def _record_usage(args: argparse.Namespace, config: Config | None, policies: PolicySet) -> str:
+    if config is None:
+        return "needs a config (--config) naming the backend"
+    if args.out is None:
+        return "give --out FILE"
+    if args.record not in config.backends:
+        return f"unknown backend {args.record!r}: the config defines {', '.join(config.backends)}"
+    if args.policy and policies.by_name(args.policy) is None:
+        return f"unknown policy {args.policy!r}"
+    if args.limit < 1:
+        return "--limit must be at least 1"
+    return ""
+
+
+def _write_recording(path: Path, backend: str, document: dict[str, Any]) -> None:
+    import yaml
+
+    header = (
+        f"# Recorded from {backend} by `reaper test --record` at {document['now']}: real records,\n"
+        "# cut to what decides, and today's decisions as the expectations. Rename the cases,\n"
+        "# check the expectations, then commit it beside the policies (docs/testing.md).\n"
+    )
+    body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    path.write_text(header + body, encoding="utf-8")

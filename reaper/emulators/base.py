@@ -196,6 +196,18 @@ class JobTable(Generic[J]):
         self._listings.clear()
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One request, as `EmulatorServer.record_calls` keeps it: who made it (`caller_of`),
+    the operation and path, and when it was served (wall clock, as the audit log's `ts`)."""
+
+    caller: str
+    operation: str
+    path: str
+    started: float
+    ended: float
+
+
 class EmulatorServer:
     """Base class. Subclasses implement `route(request)` → (operation, handler), the two
     protocol-specific fault responses, and how a job is added, changes status and completes a
@@ -214,6 +226,7 @@ class EmulatorServer:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.call_log: list[CallRecord] | None = None  # None: not recording (record_calls)
 
     # -- protocol hooks -------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -291,8 +304,28 @@ class EmulatorServer:
             return sum(self.calls[op] for op in self.mutating_operations)
 
     # -- request pipeline -----------------------------------------------------------------------
+    def record_calls(self) -> None:
+        """From now on keep a `CallRecord` of every request in `call_log` (tests of several
+        reaper instances use it to see which instance called, and when)."""
+        with self.lock:
+            self.call_log = []
+
+    def caller_of(self, request: Request) -> str:
+        """Who made `request`; protocols with per-caller credentials override this."""
+        return request.headers.get("user-agent", "")
+
     def dispatch(self, request: Request) -> Response:
+        started = time.time()
         operation, handler = self.route(request)
+        response = self._serve(operation, handler, request)
+        if self.call_log is not None:
+            record = CallRecord(self.caller_of(request), operation, request.path, started,
+                                time.time())  # fmt: skip
+            with self.lock:
+                self.call_log.append(record)
+        return response
+
+    def _serve(self, operation: str, handler: Callable[[], Response], request: Request) -> Response:
         with self.lock:
             self.calls[operation] += 1
             fault = self._fault_for(operation, request)

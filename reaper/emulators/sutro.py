@@ -88,6 +88,7 @@ class SutroEmulator(EmulatorServer):
     ) -> None:
         super().__init__(knobs, clock)
         self.api_key = api_key or "sk_emu_" + secrets.token_urlsafe(16)
+        self.callers: dict[str, str] = {}  # further accepted API key → caller name
         self.lowercase_status = lowercase_status
         self.not_found_status = not_found_status
         self.paging = paging
@@ -116,9 +117,19 @@ class SutroEmulator(EmulatorServer):
         self, request: Request, handler: Callable[[], Response]
     ) -> Callable[[], Response]:
         given = request.headers.get("authorization", "")
-        if secrets.compare_digest(given.encode(), f"Key {self.api_key}".encode()):
+        keys = [self.api_key, *self.callers]
+        if any(secrets.compare_digest(given.encode(), f"Key {key}".encode()) for key in keys):
             return handler
         return lambda: Response(401, {"detail": "Invalid or missing API key"})
+
+    def add_caller(self, name: str, api_key: str) -> None:
+        """Accept `api_key` too, and name its requests `name` in `call_log`: one key per
+        reaper instance shows which instance made each call."""
+        self.callers[api_key] = name
+
+    def caller_of(self, request: Request) -> str:
+        key = request.headers.get("authorization", "").removeprefix("Key ")
+        return self.callers.get(key, "")
 
     def list_page_number(self, request: Request) -> int:
         cursor = request.arg("cursor")

@@ -40,16 +40,24 @@ from reaper.policy.selectors import Check
 class SweepState:
     """What a sweep knows besides the job: the config's guards, whether the pause file exists,
     the jobs the audit log shows cancelled within the re-cancel window, and why the audit log
-    could not be read (then, as in `plan`, none count)."""
+    could not be read (then, as in `plan`, none count); `unlisted` says why a sweep never sees
+    the job (AWS Batch `queues:`), if it never does."""
 
     guards: Guards
     paused: bool
     recent: Collection[JobKey]
     audit_error: str | None = None
+    unlisted: str | None = None  # why the backend's listing never yields the job, if it never does
 
 
 # A per-job guard as a check: `holds` when it lets a sweep cancel the job.
 GuardRule = Callable[[Job, SweepState], Check]
+
+
+def listing_check(job: Job, state: SweepState) -> Check:
+    """A sweep acts only on the jobs its backend's listing yields."""
+    observed = "listed" if state.unlisted is None else f"not listed: {state.unlisted}"
+    return Check("listing", observed, "listed by the backend", state.unlisted is None)
 
 
 def protect_check(job: Job, state: SweepState) -> Check:
@@ -79,13 +87,14 @@ def pause_check(job: Job, state: SweepState) -> Check:
 
 
 # In the decision step's order (reaper.engine.decide); a new per-job guard appends its rule.
-GUARD_CHECKS: tuple[GuardRule, ...] = (protect_check, recancel_check, pause_check)
+GUARD_CHECKS: tuple[GuardRule, ...] = (listing_check, protect_check, recancel_check, pause_check)
 
 
 @dataclass(frozen=True)
 class JobExplanation:
     """What `reaper explain` shows. `checks` are the per-job guards (protect tag, re-cancel
-    window, pause file); `decision` is None when no policy matches."""
+    window, pause file); `decision` is None when no policy matches or a sweep never lists the
+    job (`unlisted` says why)."""
 
     job: Job
     now: datetime
@@ -94,6 +103,7 @@ class JobExplanation:
     checks: tuple[Check, ...]
     decision: Decision[Match] | None
     limit_hits: tuple[LimitHit, ...]
+    unlisted: str | None = None
 
 
 def explain_job(
@@ -108,7 +118,7 @@ def explain_job(
     matches = tuple(e.match for e in explained if e.match is not None)
     decision, hits = _decide_one(job, matches, state, now)
     checks = tuple(rule(job, state) for rule in guard_rules)
-    return JobExplanation(job, now, explained, state.guards, checks, decision, hits)
+    return JobExplanation(job, now, explained, state.guards, checks, decision, hits, state.unlisted)
 
 
 def _decide_one(
@@ -116,7 +126,7 @@ def _decide_one(
 ) -> tuple[Decision[Match] | None, tuple[LimitHit, ...]]:
     """The sweep's decision step on a listing of this one job. The fraction guard is left out:
     its denominator is the backend's whole listing, which one job cannot stand for."""
-    if not matches:
+    if not matches or state.unlisted is not None:
         return None, ()
     candidate = Candidate(job, matches, render_reason(matches[0], now))
     listing = Listing(job.backend, 1, True, (candidate,))

@@ -67,10 +67,10 @@ class BackendPool:
         return backend
 
     def open_all(self, config: Config) -> dict[str, str]:
-        """Build every configured backend now (start-up); returns name → error for those that
-        could not be built (each is retried at its first sweep)."""
+        """Build every backend this instance sweeps now (start-up); returns name → error for
+        those that could not be built (each is retried at its first sweep)."""
         errors = {}
-        for name in config.backends:
+        for name in config.swept_backends:
             try:
                 self.get(name, config)
             except BackendError as exc:

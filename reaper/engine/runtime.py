@@ -47,11 +47,12 @@ class OpenedBackends:
 
 
 def open_backends(config: Config, only: Iterable[str] | None = None) -> OpenedBackends:
-    """Build the configured backends (importing only the SDKs of configured types). A backend
-    that cannot be built is reported, not fatal: the others still sweep."""
+    """Build the backends this instance sweeps (`only` those, if given; a shard narrows them
+    further), importing only the SDKs of their types. A backend that cannot be built is
+    reported, not fatal: the others still sweep."""
     opened = OpenedBackends()
     wanted = set(config.backends if only is None else only)
-    for name, section in config.backends.items():
+    for name, section in config.swept_backends.items():
         if name not in wanted:
             continue
         try:

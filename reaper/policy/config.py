@@ -22,6 +22,7 @@ from reaper.policy.durations import DurationError, parse_duration
 from reaper.policy.gitinfo import commit_of
 from reaper.policy.model import Policy, PolicyCompileError, PolicySet, PolicySource, compile_policy
 from reaper.policy.schema import check_schema, load_schema
+from reaper.policy.shard import Shard
 from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, YamlDocument, load_yaml_file
 
 CONFIG_ENV = "REAPER_CONFIG"
@@ -61,6 +62,19 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class Coordination:
+    """`coordination:` (docs/scale.md): a tooz back-end URL given as exactly one of `url`,
+    `url_env` (a variable holding it) or `url_file` (a file holding it), this instance's
+    `member` name (None: the host name) and the tooz `group` the instances join."""
+
+    url: str | None = None
+    url_env: str | None = None
+    url_file: Path | None = None
+    member: str | None = None
+    group: str = "reaper"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A validated `reaper.yaml`; relative paths are resolved against its folder."""
 
@@ -76,6 +90,17 @@ class Config:
     metrics_listen: str = "127.0.0.1:9464"
     metrics_textfile: Path | None = None
     backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
+    shard: Shard | None = None
+    coordination: Coordination | None = None
+
+    @property
+    def swept_backends(self) -> Mapping[str, BackendConfig]:
+        """The backends this instance sweeps: all of them, or those its shard owns. Policies
+        are still checked against every configured backend (docs/scale.md)."""
+        if self.shard is None:
+            return self.backends
+        owned = self.shard.select(self.backends)
+        return MappingProxyType({name: self.backends[name] for name in owned})
 
 
 def find_config_path(arg: str | None, env: Mapping[str, str], cwd: Path | None = None) -> Path:
@@ -206,6 +231,16 @@ def check_config_semantics(
     listen = (data.get("metrics") or {}).get("listen") if intact("metrics") else None
     if listen and not 0 < int(listen.rsplit(":", 1)[1]) <= 65535:
         problems.append(Problem(("metrics", "listen"), f"port out of range in {listen!r}"))
+    shard = data.get("shard") if intact("shard") else None
+    if shard and shard["index"] >= shard["count"]:
+        message = f"index must be below count ({shard['count']})"
+        problems.append(Problem(("shard", "index"), message))
+    coordination = data.get("coordination") if intact("coordination") else None
+    if coordination is not None:
+        given = [k for k in ("url", "url_env", "url_file") if k in coordination]
+        if len(given) != 1:
+            message = "give exactly one of url, url_env and url_file"
+            problems.append(Problem(("coordination",), message))
     backends = data.get("backends") if ("backends",) not in broken else None
     for name, section in (backends or {}).items():
         if intact("backends", name):
@@ -276,6 +311,7 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
     base = path.parent
     limits = data.get("limits") or {}
     metrics = data.get("metrics") or {}
+    shard = data.get("shard")
     return Config(
         path=path,
         policies_path=_resolve(base, data["policies"]),
@@ -294,6 +330,20 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
                 for name, s in (data.get("backends") or {}).items()
             }
         ),
+        shard=Shard(int(shard["index"]), int(shard["count"])) if shard else None,
+        coordination=_build_coordination(base, data.get("coordination")),
+    )
+
+
+def _build_coordination(base: Path, section: Mapping[str, Any] | None) -> Coordination | None:
+    if section is None:
+        return None
+    return Coordination(
+        url=section.get("url"),
+        url_env=section.get("url_env"),
+        url_file=_resolve_optional(base, section.get("url_file")),
+        member=section.get("member"),
+        group=str(section.get("group", "reaper")),
     )
 
 

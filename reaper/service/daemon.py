@@ -35,7 +35,9 @@ from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
 from reaper.policy.config import Config, load_all
 from reaper.policy.durations import format_duration
 from reaper.policy.model import Match, PolicySet
+from reaper.policy.shard import Shard
 from reaper.redact import redact
+from reaper.service.coordination import CoordinationError, Coordinator
 from reaper.service.metrics import Metrics, write_textfile
 from reaper.service.reload import (
     Loaded,
@@ -67,6 +69,7 @@ Loader = Callable[[Path], tuple[Config, PolicySet]]
 class DaemonOptions:
     max_sweep: timedelta = DEFAULT_MAX_SWEEP
     stop_grace: timedelta = DEFAULT_STOP_GRACE
+    shard: Shard | None = None  # `--shard`: overrides the config's `shard:`, also after reloads
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,10 @@ class Daemon:
         load: Loader = load_all,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self._loaded = loaded
+        self._coordinator = coordinator
         self._audit, self._pool, self._metrics = services.audit, services.pool, services.metrics
         self._notifier, self._wakeup = services.notifier, services.wakeup
         self._flags = services.flags
@@ -125,6 +130,7 @@ class Daemon:
             self.sweep_backend, loaded.backend_names, schedule.every, schedule.cron,
             schedule.jitter, monotonic=monotonic,
         )  # fmt: skip
+        self._publish_interval()
 
     @property
     def loaded(self) -> Loaded:
@@ -204,7 +210,8 @@ class Daemon:
     def _try_reload(self, path: Path) -> list[Diagnostic]:
         """Load, validate and apply; returns what stopped it (nothing: the new set is active)."""
         try:
-            self._apply(plan_reload(self._loaded, Loaded(*self._load(path))))
+            new = Loaded(*self._load(path)).with_shard(self._options.shard)
+            self._apply(plan_reload(self._loaded, new))
         except ConfigError as exc:
             return exc.diagnostics
         except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
@@ -238,10 +245,29 @@ class Daemon:
     # -- sweep threads --------------------------------------------------------------------------
     def sweep_backend(self, name: str) -> None:
         """One scheduled sweep of one backend with the policy set current now. A failing
-        backend is recorded (metrics, status), never raised."""
+        backend is recorded (metrics, status), never raised. With coordination, only when the
+        partitioner gives the backend to this member and its lock is free (docs/scale.md)."""
         if self._stopping.is_set():
             return
         loaded = self._loaded  # one snapshot for the whole sweep
+        if self._coordinator is None:
+            self._sweep(name, loaded)
+            return
+        try:
+            if not self._coordinator.owns(name):
+                log.debug("%s belongs to another member", name, extra={"backend": name})
+                return
+            with self._coordinator.holding(name) as taken:
+                if not taken:
+                    log.info("%s is being swept by another member; skipped", name,
+                             extra={"backend": name})  # fmt: skip
+                    return
+                self._sweep(name, loaded)
+        except CoordinationError as exc:  # nobody may be sweeping it: fail loudly
+            log.error("%s", exc, extra={"backend": name})
+            self._record(loaded, BackendReport(name, error=str(exc)), None)
+
+    def _sweep(self, name: str, loaded: Loaded) -> None:
         try:
             backend = self._pool.get(name, loaded.config)
         except BackendError as exc:
@@ -315,9 +341,14 @@ class Daemon:
         for setting in plan.restart_only:
             log.warning("%s changed; it takes effect at the next restart", setting)
         self._metrics.declare_backends(plan.new.backend_names)
+        self._publish_interval()
         self._metrics.record_reload(True, len(plan.new.policies))
         self._write_audit("reload", reload_fields(plan.new))
         log.info("reloaded %s: %d policies active", config.path, len(plan.new.policies))
+
+    def _publish_interval(self) -> None:
+        interval = self._scheduler.longest_interval(self._clock())
+        self._metrics.set_schedule_interval(interval.total_seconds())
 
     def _reject(self, path: Path, diagnostics: list[Diagnostic]) -> None:
         kept = self._loaded

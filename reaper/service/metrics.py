@@ -118,6 +118,11 @@ class Metrics:
             registry=registry,
         )
         self.last_reload_ok.set(1)
+        self.schedule_interval = Gauge(
+            "reaper_schedule_interval_seconds",
+            "Daemon: the longest time between two scheduled sweeps of a backend",
+            registry=registry,
+        )
 
     def declare_backends(self, backends: Iterable[str]) -> None:
         """Create every per-backend series at zero so rates and alerts work before the first
@@ -151,6 +156,11 @@ class Metrics:
             self.reload_failures.inc()
         self.last_reload_ok.set(1 if ok else 0)
         self.policies_loaded.set(policies)
+
+    def set_schedule_interval(self, seconds: float) -> None:
+        """The daemon's schedule period, so alerts can say "no success in 3 periods" without
+        knowing the config (deploy/prometheus/reaper-rules.yml)."""
+        self.schedule_interval.set(seconds)
 
     def set_policies_loaded(self, policies: int) -> None:
         """The size of the policy set loaded at start-up."""

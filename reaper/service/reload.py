@@ -7,19 +7,22 @@ the audit fields of `reload` and `reload_failed` records."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from reaper.errors import Diagnostic
 from reaper.policy.config import Config
 from reaper.policy.model import PolicySet
+from reaper.policy.shard import Shard
 
 # Settings a running daemon cannot change: the audit file's descriptor and the chain it
-# continues, the bound metrics socket. Changing them takes a restart.
+# continues, the bound metrics socket, the coordination group it joined. Changing them takes a
+# restart.
 RESTART_ONLY: dict[str, Callable[[Config], object]] = {
     "audit_log": lambda config: config.audit_log,
     "metrics.listen": lambda config: config.metrics_listen,
+    "coordination": lambda config: config.coordination,
 }
 
 
@@ -33,7 +36,14 @@ class Loaded:
 
     @property
     def backend_names(self) -> list[str]:
-        return list(self.config.backends)
+        """The backends this instance sweeps (its shard's, when sharded)."""
+        return list(self.config.swept_backends)
+
+    def with_shard(self, shard: Shard | None) -> Loaded:
+        """This set with `--shard` overriding the config's `shard:` (None: keep the config's)."""
+        if shard is None:
+            return self
+        return Loaded(replace(self.config, shard=shard), self.policies)
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ def plan_reload(old: Loaded, new: Loaded) -> ReloadPlan:
     return ReloadPlan(
         new=new,
         schedule_changed=old.config.schedule != new.config.schedule,
-        backends_changed=dict(old.config.backends) != dict(new.config.backends),
+        backends_changed=dict(old.config.swept_backends) != dict(new.config.swept_backends),
         restart_only=tuple(
             name for name, read in RESTART_ONLY.items() if read(old.config) != read(new.config)
         ),

@@ -14,11 +14,12 @@ This module imports APScheduler at the top; the daemon imports this module lazil
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from apscheduler.events import (
@@ -131,6 +132,26 @@ def build_trigger(schedule: Schedule, timezone: tzinfo = UTC) -> BaseTrigger:
                        jitter=jitter)  # fmt: skip
 
 
+def longest_interval(schedule: Schedule, now: datetime, fires: int = 24) -> timedelta:
+    """The longest gap between two sweeps `schedule` starts (jitter aside): `every` itself, or
+    for cron the largest of the next `fires` gaps from `now` (a weekday-only cron has a
+    weekend gap). Raises ValueError for a bad cron expression."""
+    if schedule.every is not None:
+        return schedule.every
+    trigger = build_trigger(replace(schedule, jitter=timedelta(0)))
+    times: list[datetime] = []
+    previous: datetime | None = None
+    moment = now
+    for _ in range(fires + 1):
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            break
+        times.append(fire)
+        previous, moment = fire, fire + timedelta(microseconds=1)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    return max(gaps, default=timedelta(0))
+
+
 class SweepScheduler:
     """Runs `run_backend(name)` for each backend on `schedule`, in background threads.
 
@@ -214,6 +235,10 @@ class SweepScheduler:
         """Backend → when its next sweep is due (for status lines); None before `start`."""
         jobs = {name: self._scheduler.get_job(JOB_PREFIX + name) for name in self._names}
         return {name: getattr(job, "next_run_time", None) for name, job in jobs.items()}
+
+    def longest_interval(self, now: datetime) -> timedelta:
+        """The longest gap between two sweeps of a backend under the current schedule."""
+        return longest_interval(self._schedule, now)
 
     def in_flight(self) -> dict[str, float]:
         """Backend → seconds its current run has been going, for the runs in flight."""

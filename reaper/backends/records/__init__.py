@@ -14,6 +14,18 @@ from typing import Any
 from reaper.backends.records import aws_batch, sutro, tapis
 from reaper.jobs import Job
 
+_MODULES = {module.TYPE: module for module in (aws_batch, tapis, sutro)}
+
+
+def record_fields(backend_type: str) -> tuple[str, ...]:
+    """The top-level fields of a record that the type's parser reads."""
+    return tuple(_MODULES[backend_type].FIELDS)
+
+
+def owner_fields(backend_type: str) -> tuple[str, ...]:
+    """The top-level fields of a record that name a person (Tapis `owner`)."""
+    return tuple(_MODULES[backend_type].OWNER_FIELDS)
+
 
 def parse_record(
     backend_type: str,

@@ -11,6 +11,10 @@ from typing import Any
 from reaper.jobs import Job, phase_of
 
 TYPE = "aws_batch"
+# The fields the parser reads, and those naming a person: what `reaper test --record` keeps of a
+# record (the rest may hold secrets or personal data). Keep FIELDS in step with the parser.
+FIELDS = ("jobId", "jobName", "status", "createdAt", "startedAt", "tags")
+OWNER_FIELDS: tuple[str, ...] = ()
 
 
 def job_from_record(backend: str, queue: str, record: Mapping[str, Any], *, detailed: bool) -> Job:

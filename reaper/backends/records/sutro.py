@@ -10,6 +10,10 @@ from typing import Any
 from reaper.jobs import Job, phase_of
 
 TYPE = "sutro"
+# The fields the parser reads, and those naming a person: what `reaper test --record` keeps of a
+# record (the rest may hold secrets or personal data). Keep FIELDS in step with the parser.
+FIELDS = ("job_id", "name", "status", "datetime_created", "created_at", "datetime_started")
+OWNER_FIELDS: tuple[str, ...] = ()
 
 
 def parse_job(backend: str, record: Any) -> Job:

@@ -10,6 +10,10 @@ from typing import Any
 from reaper.jobs import Job, phase_of
 
 TYPE = "tapis"
+# The fields the parser reads, and those naming a person: what `reaper test --record` keeps of a
+# record (the rest may hold secrets or personal data). Keep FIELDS in step with the parser.
+FIELDS = ("uuid", "name", "status", "created", "remoteStarted", "execSystemLogicalQueue", "tags")
+OWNER_FIELDS: tuple[str, ...] = ("owner",)
 
 
 def job_from_record(backend: str, record: Mapping[str, Any]) -> Job:
