@@ -326,6 +326,7 @@ def test_a_backend_of_another_member_or_locked_by_one_is_not_swept(
     rig.daemon.sweep_backend("mem")
     assert read_records(rig.audit_path) == []
     assert rig.opened == []
+    assert rig.daemon.status_line() == "1 policies; mem: another member's"
 
 
 def test_a_backend_this_member_owns_and_holds_is_swept(make_rig: Any) -> None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from reaper.errors import BackendError, ExitCode
+from reaper.errors import BackendError, ConfigError, ExitCode
 
 if TYPE_CHECKING:
     from reaper.policy.config import Config
@@ -78,12 +78,18 @@ def run(
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
         config, policies = _load(args)
+        if args.record:
+            return _record(args, config, policies, out, err)
+        return _test(args, config, policies, out, err)
     except _UsageError as exc:
         print(f"reaper test: {exc}", file=err)
         return ExitCode.USAGE
-    if args.record:
-        return _record(args, config, policies, out, err)
-    return _test(args, config, policies, out, err)
+    except ConfigError as exc:  # as `validate` reports it
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=err)
+        count = len(exc.diagnostics)
+        print(f"{count} problem{'s' if count != 1 else ''} found", file=err)
+        return ExitCode.CONFIG
 
 
 class _UsageError(Exception):
@@ -110,10 +116,13 @@ def _load(args: argparse.Namespace) -> tuple[Config | None, PolicySet]:
     return load_all(config_path)
 
 
-def default_test_paths(config: Config) -> list[Path]:
-    """The config's policy folder (searched recursively) and `tests/` beside it."""
-    folder = config.policies_path if config.policies_path.is_dir() else config.policies_path.parent
-    return [folder, folder.parent / "tests"]
+def default_test_paths(policy_paths: list[Path]) -> list[Path]:
+    """Each policy folder (searched recursively; a policy file's folder) and `tests/` beside it."""
+    paths: list[Path] = []
+    for path in policy_paths:
+        folder = path if path.is_dir() else path.parent
+        paths.extend(p for p in (folder, folder.parent / "tests") if p not in paths)
+    return paths
 
 
 def _test(
@@ -129,7 +138,8 @@ def _test(
     from reaper.engine.runtime import guards_from
     from reaper.policy.testfile import find_test_files, load_test_files
 
-    searched = args.paths or ([] if config is None else default_test_paths(config))
+    policy_paths = args.policies or ([] if config is None else [config.policies_path])
+    searched = args.paths or default_test_paths(policy_paths)
     files = find_test_files(searched)
     if not files:
         where = ", ".join(str(p) for p in searched) or "(no path given)"

@@ -121,6 +121,7 @@ class Daemon:
         self._stopping = threading.Event()
         self._finished: queue.SimpleQueue[SweepOutcome] = queue.SimpleQueue()
         self._last: dict[str, SweepOutcome] = {}
+        self._elsewhere: set[str] = set()  # coordination: swept by another member last turn
         self.abandoned: list[str] = []  # backends whose sweep outlived the stop grace
         self._watchdog_held = False
         self._status_sent: str | None = None
@@ -256,12 +257,15 @@ class Daemon:
         try:
             if not self._coordinator.owns(name):
                 log.debug("%s belongs to another member", name, extra={"backend": name})
+                self._elsewhere.add(name)
                 return
             with self._coordinator.holding(name) as taken:
                 if not taken:
                     log.info("%s is being swept by another member; skipped", name,
                              extra={"backend": name})  # fmt: skip
+                    self._elsewhere.add(name)
                     return
+                self._elsewhere.discard(name)
                 self._sweep(name, loaded)
         except CoordinationError as exc:  # nobody may be sweeping it: fail loudly
             log.error("%s", exc, extra={"backend": name})
@@ -383,6 +387,9 @@ class Daemon:
         stuck = self._stuck()
         for name in self._loaded.backend_names:
             outcome = self._last.get(name)
+            if name in self._elsewhere:
+                parts.append(f"{name}: another member's")
+                continue
             text = "waiting" if outcome is None else describe(outcome)
             if name in stuck:
                 limit = format_duration(self._options.max_sweep)
