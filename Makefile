@@ -43,14 +43,14 @@ check-lock: install
 check: check-lock lint typecheck test
 
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --extra test --extra dev --extra coordination $(UV_COMPILE) -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra dev --extra notify --extra coordination $(UV_COMPILE) -o requirements-dev.lock
 	$(BIN)/uv pip compile pyproject.toml $(UV_COMPILE) -c requirements-dev.lock -o requirements.lock
 
 test-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/pip install --quiet --upgrade pip
-	$(LATEST_VENV)/bin/pip install --quiet --upgrade -e '.[test,dev]'
+	$(LATEST_VENV)/bin/pip install --quiet --upgrade -e '.[test,dev,notify,coordination]'
 	$(LATEST_VENV)/bin/pip freeze --exclude-editable > $(LATEST_VENV)/freeze.txt
 	$(LATEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -15,6 +17,8 @@ from reaper import __version__
 from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode, ReaperError
 from reaper.service.logs import configure_logging
 from reaper.service.signals import Terminated, terminate_as_exception
+
+EXIT_SIGPIPE = 128 + signal.SIGPIPE
 
 # Command name → module. Add a line here for a new command.
 COMMANDS: dict[str, str] = {
@@ -27,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "test": "reaper.commands.test",
     "demo": "reaper.commands.demo",
     "daemon": "reaper.commands.daemon",
+    "completion": "reaper.commands.completion",
 }
 
 
@@ -42,7 +47,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)"
     )
-    parser.set_defaults(run_command=main)  # lets a command (demo) run others without importing cli
+    # Let a command run others (demo) or see the whole parser (completion) without importing cli.
+    parser.set_defaults(run_command=main, build_parser=build_parser)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if only is None else [only]:
         _command_module(name).add_parser(subparsers)
@@ -71,10 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    """Run the parsed command; the errors every command may raise become exit codes."""
+    """Run the chosen command, turning the errors every command shares into exit codes."""
     try:
         with terminate_as_exception():
-            return int(_command_module(args.command).run(args))
+            code = int(_command_module(args.command).run(args))
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+            return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
@@ -91,6 +101,20 @@ def _run_command(args: argparse.Namespace) -> int:
     except Terminated:
         print(f"reaper {args.command}: interrupted by SIGTERM", file=sys.stderr)
         return ExitCode.TERMINATED
+
+
+def _stdout_closed() -> int:
+    """The reader went away (`reaper audit | head -1`): stop quietly, as a program killed by
+    SIGPIPE would, and exit 141 (128 + SIGPIPE). stdout is pointed at /dev/null so that the
+    interpreter's final flush does not raise again (Python docs, "Note on SIGPIPE"); SIGPIPE
+    itself stays ignored, so that the daemon's sockets never kill the process."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests)
+        pass
+    return EXIT_SIGPIPE
 
 
 if __name__ == "__main__":

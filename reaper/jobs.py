@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -100,6 +100,32 @@ class Job:
         return max(now - self.created_at, timedelta(0))
 
 
+# Per-job override tags (docs/policies.md, "Overrides"), read beside the protect tag. The prefix is
+# fixed, whatever `protect_tag` says: one spelling owners can learn, documented once.
+OVERRIDE_PREFIX = "reaper:"
+KEEP_UNTIL_TAG = OVERRIDE_PREFIX + "keep-until"  # ISO 8601 instant: protected until then
+MAX_RUNTIME_TAG = OVERRIDE_PREFIX + "max-runtime"  # a duration: raises the runtime limit
+
+
+def parse_instant(text: str) -> datetime | None:
+    """An ISO 8601 date-time as an aware datetime (no offset: UTC), or None if it is not one."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except (ValueError, AttributeError):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def kept_until(tags: Mapping[str, str], now: datetime) -> bool:
+    """True while `reaper:keep-until` protects the job: its time is still ahead, or it is not a
+    time at all. An unreadable value protects, like the protect tag with any value: the owner
+    meant to mark the job, and a typo must not get it killed."""
+    if KEEP_UNTIL_TAG not in tags:
+        return False
+    until = parse_instant(tags[KEEP_UNTIL_TAG])
+    return until is None or until > now
+
+
 class SkipCause(StrEnum):
     """Why a matched job was not cancelled: the `cause` of an audit `skipped` record. Shared by
     the decider (reaper.engine) and the audit (reaper.audit), so it lives below both."""
@@ -112,3 +138,6 @@ class SkipCause(StrEnum):
     LISTING_INCOMPLETE = "listing_incomplete"
     CHANGED = "changed"  # set later by the sweep's re-check, never by decide()
     RECHECK_FAILED = "recheck_failed"  # the re-check could not read the job (sweep only)
+    GRACE = "grace"  # warned, and its `due` time has not come yet
+    OUTSIDE_WINDOW = "outside_window"  # due, but the policy's time window is closed
+    NOTICE_PENDING = "notice_pending"  # `require_notice`: no `warned` notice delivered yet

@@ -263,7 +263,10 @@ def test_a_writer_that_never_saw_the_rotated_file_starts_a_new_chain(tmp_path: P
     write_log(path, 2)
     path.rename(rotated)
     write_log(path, 2)  # a one-shot run after logrotate
-    verdict = verify_audit([rotated, path])
+    refused = verify_audit([rotated, path])
+    assert not refused.ok and (refused.file, refused.first_bad_line) == (path, 1)
+    assert "starts a new chain instead of continuing audit.jsonl.1:2" in refused.message
+    verdict = verify_audit([rotated, path], new_chain_ok=True)
     assert verdict.ok and "audit.jsonl starts a new chain" in verdict.message
 
 

@@ -291,7 +291,7 @@ def test_schema_and_compile_problems_are_reported_together_without_repeats(
         "policies:\n"
         "  - name: bad\n"
         "    max_age: 12\n"
-        '    reason: "{owner}"\n'
+        '    reason: "{user}"\n'
         "  - name: good\n"
         '    names: ["x"]\n'
         '    reason: "{job.__class__}"\n'
@@ -307,7 +307,7 @@ def test_schema_and_compile_problems_are_reported_together_without_repeats(
             "'max_age' must be a duration with a unit, e.g. 90s, 15m, 12h, 1h30m, 2d; a bare "
             "number such as 12 is ambiguous",
         ),
-        (4, 13, "unknown placeholder {owner}"),
+        (4, 13, "unknown placeholder {user}"),
         (7, 13, "unknown placeholder {job.__class__}"),
     ]
 

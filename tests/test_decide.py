@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -12,12 +13,14 @@ from reaper.engine.decide import (
     RECANCEL_WINDOW,
     Action,
     Candidate,
+    ClearCause,
     FractionRefusal,
     Guards,
     JobKey,
     Limit,
     LimitHit,
     Listing,
+    OpenWarning,
     Plan,
     decide,
     is_too_broad,
@@ -37,6 +40,9 @@ class FakePolicy:
     order: tuple[str, int]
     dry_run: bool = False
     max_cancels: int | None = None
+    grace: timedelta | None = None
+    require_notice: bool = False
+    window: Any = None
 
 
 @dataclass(frozen=True)
@@ -426,3 +432,110 @@ def test_every_skip_has_a_cause_and_no_cancel_has_one() -> None:
 def test_empty_sweep() -> None:
     plan = run(listing("b1", 0), listing("b2", 5, complete=False), guards=HALF)
     assert plan == Plan(decisions=()) and not plan.refused
+
+
+# -- the ladder (grace, require_notice, windows) ---------------------------------------------------
+GRACE = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class FakeWindow:
+    """Open from `opens` on (a half-line is enough to test the rule)."""
+
+    opens: datetime
+
+    def contains(self, now: datetime) -> bool:
+        return now >= self.opens
+
+    def next_opening(self, at: datetime) -> datetime:
+        return max(at, self.opens)
+
+
+def warning(j: Job, policy: FakePolicy, due: datetime, **kw: object) -> OpenWarning:
+    return OpenWarning(j.backend, j.id, policy.name, due, **kw)  # type: ignore[arg-type]
+
+
+def test_a_first_match_under_a_grace_period_is_a_warning_due_after_the_grace() -> None:
+    p = pol("p", 0, grace=GRACE)
+    plan = decide([listing("b1", 10, cand(job("j1"), p))], OPEN, now=NOW)
+    [d] = plan.decisions
+    assert (d.action, d.due) == (Action.WARN, NOW + GRACE)
+    assert plan.cancels() == []
+
+
+def test_a_warned_job_is_held_until_due_then_cancelled() -> None:
+    p, j = pol("p", 0, grace=GRACE), job("j1")
+    warnings = {(j.backend, j.id): warning(j, p, NOW + GRACE)}
+    early = decide([listing("b1", 10, cand(j, p))], OPEN, now=NOW + GRACE / 2, warnings=warnings)
+    assert [(d.action, d.cause) for d in early.decisions] == [(Action.SKIP, SkipCause.GRACE)]
+    due = decide([listing("b1", 10, cand(j, p))], OPEN, now=NOW + GRACE, warnings=warnings)
+    assert [d.action for d in due.decisions] == [Action.CANCEL]
+
+
+def test_a_dry_run_warning_does_not_allow_a_real_cancel() -> None:
+    p, j = pol("p", 0, grace=GRACE), job("j1")
+    warnings = {(j.backend, j.id): warning(j, p, NOW, dry_run=True)}
+    plan = decide([listing("b1", 10, cand(j, p))], OPEN, now=NOW + GRACE, warnings=warnings)
+    assert [d.action for d in plan.decisions] == [Action.WARN]
+
+
+def test_a_warning_by_another_policy_is_given_again_by_the_deciding_one() -> None:
+    p, other, j = pol("p", 0, grace=GRACE), pol("q", 1), job("j1")
+    warnings = {(j.backend, j.id): warning(j, other, NOW)}
+    plan = decide([listing("b1", 10, cand(j, p))], OPEN, now=NOW + GRACE, warnings=warnings)
+    assert [d.action for d in plan.decisions] == [Action.WARN]
+
+
+def test_require_notice_holds_a_due_cancel_until_the_notice_was_delivered() -> None:
+    p, j = pol("p", 0, require_notice=True), job("j1")
+    first = decide([listing("b1", 10, cand(j, p))], OPEN, now=NOW)
+    assert [(d.action, d.due) for d in first.decisions] == [(Action.WARN, NOW)]
+    undelivered = {(j.backend, j.id): warning(j, p, NOW)}
+    held = decide([listing("b1", 10, cand(j, p))], OPEN, now=NOW, warnings=undelivered)
+    assert [d.cause for d in held.decisions] == [SkipCause.NOTICE_PENDING]
+    delivered = {(j.backend, j.id): warning(j, p, NOW, delivered=True)}
+    done = decide([listing("b1", 10, cand(j, p))], OPEN, now=NOW, warnings=delivered)
+    assert [d.action for d in done.decisions] == [Action.CANCEL]
+
+
+def test_a_closed_window_holds_a_cancel_and_a_due_time_waits_for_the_opening() -> None:
+    opens = NOW + timedelta(hours=10)
+    p = pol("p", 0, window=FakeWindow(opens))
+    plan = decide([listing("b1", 10, cand(job("j1"), p))], OPEN, now=NOW)
+    assert [(d.cause, d.due) for d in plan.decisions] == [(SkipCause.OUTSIDE_WINDOW, opens)]
+    graced = pol("g", 0, grace=GRACE, window=FakeWindow(opens))
+    warned = decide([listing("b1", 10, cand(job("j1"), graced))], OPEN, now=NOW)
+    assert [(d.action, d.due) for d in warned.decisions] == [(Action.WARN, opens)]
+
+
+def test_warnings_count_against_no_limit_and_guards_come_first() -> None:
+    p = pol("p", 0, grace=GRACE, max_cancels=1)
+    jobs = [job(f"j{i}") for i in range(3)]
+    plan = decide([listing("b1", 10, *(cand(j, p) for j in jobs))], OPEN, now=NOW)
+    assert [d.action for d in plan.decisions] == [Action.WARN] * 3
+    assert not plan.limit_hits
+    kept = job("k", tags={KEEP: ""})
+    protected = decide([listing("b1", 10, cand(kept, p))], OPEN, now=NOW)
+    assert [d.cause for d in protected.decisions] == [SkipCause.PROTECTED]
+    paused = decide([listing("b1", 10, cand(jobs[0], p))], OPEN, now=NOW, paused=True)
+    assert [d.cause for d in paused.decisions] == [SkipCause.PAUSED]
+
+
+def test_an_open_warning_is_cleared_when_its_job_no_longer_matches_on_a_complete_listing() -> None:
+    p, gone, kept = pol("p", 0, grace=GRACE), job("gone"), job("kept", tags={KEEP: ""})
+    warnings = {j.id: warning(j, p, NOW + GRACE) for j in (gone, kept)}
+    keyed = {(w.backend, w.job_id): w for w in warnings.values()}
+    plan = decide([listing("b1", 10, cand(kept, p))], OPEN, now=NOW, warnings=keyed)
+    assert {(c.warning.job_id, c.cause) for c in plan.cleared} == {
+        ("gone", ClearCause.NO_LONGER_MATCHES), ("kept", ClearCause.PROTECTED)}  # fmt: skip
+    partial = decide([listing("b1", 10, complete=False)], OPEN, now=NOW, warnings=keyed)
+    assert partial.cleared == ()
+
+
+def test_keep_until_protects_while_its_time_is_ahead() -> None:
+    later = (NOW + timedelta(hours=1)).isoformat()
+    j = job("j1", tags={"reaper:keep-until": later})
+    ahead = decide([listing("b1", 10, cand(j, A))], OPEN, now=NOW)
+    assert [d.cause for d in ahead.decisions] == [SkipCause.PROTECTED]
+    past = decide([listing("b1", 10, cand(j, A))], OPEN, now=NOW + timedelta(hours=2))
+    assert [d.action for d in past.decisions] == [Action.CANCEL]

@@ -157,7 +157,7 @@ def test_explain_json_shows_the_same(world: World, backend: str) -> None:
     assert body["per_sweep"]["max_cancels_per_sweep"] == 100
     assert body["decision"] == {
         "action": "skip", "policy": "runtime-cap", "cause": "protected", "dry_run": False,
-        "reason": body["decision"]["reason"], "also_matched": ["gpu-queue-cap"],
+        "reason": body["decision"]["reason"], "also_matched": ["gpu-queue-cap"], "due": None,
     }  # fmt: skip
     assert body["decision"]["reason"].startswith("reaper policy runtime-cap: runtime 6h00m")
 

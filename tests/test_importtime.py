@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN = ("boto3", "botocore", "tapipy", "apscheduler", "prometheus_client", "requests")
+FORBIDDEN = (
+    "boto3", "botocore", "tapipy", "apscheduler", "prometheus_client", "requests", "apprise",
+)  # fmt: skip
 
 
 def imported_modules(*args: str) -> set[str]:
@@ -49,3 +51,13 @@ def test_the_trace_does_see_a_lazy_import(tmp_path: Path) -> None:
     config = tmp_path / "reaper.yaml"
     config.write_text('policies: p.yaml\naudit_log: a.jsonl\nschedule: {cron: "* * * * *"}\n')
     assert "apscheduler" in imported_modules("validate", "--config", str(config))
+
+
+def test_validate_imports_apprise_only_to_check_a_notifier_url_it_knows(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("policies: []\n")
+    config = tmp_path / "reaper.yaml"
+    base = "policies: p.yaml\naudit_log: a.jsonl\nnotifiers:\n"
+    config.write_text(base + "  hook: {url_env: REAPER_TEST_UNSET_URL}\n")
+    assert "apprise" not in imported_modules("validate", "--config", str(config))
+    config.write_text(base + "  hook: {url: 'json://127.0.0.1:9/x'}\n")
+    assert "apprise" in imported_modules("validate", "--config", str(config))

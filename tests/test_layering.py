@@ -27,7 +27,7 @@ RANKS: Mapping[str, int] = {
     "ground": 1,
 }
 ENTRY_POINTS = {"reaper.cli", "reaper.__main__"}  # the command line: part of the commands layer
-GROUND = {"reaper", "reaper.errors", "reaper.jobs", "reaper.redact"}
+GROUND = {"reaper", "reaper.errors", "reaper.jobs", "reaper.redact", "reaper.untrusted"}
 SDKS = ("boto3", "botocore", "tapipy", "requests", "urllib3", "apprise")
 MAX_TOP_LEVEL_MODULES = 8
 

@@ -10,10 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from reaper.cli import main as cli_main
-from reaper.emulators.world import BACKENDS, emulated_world
+from reaper.emulators.world import BACKENDS, DEMO_POLICIES, emulated_world
 from reaper.errors import ExitCode
 from tests.daemon_support import (
     NotifyListener,
@@ -52,7 +53,7 @@ def audit_counts(records: list[dict[str, Any]]) -> dict[str, Counter[tuple[str, 
     for end in (r for r in records if r["event"] == "sweep_end"):
         for backend, totals in end["backends"].items():
             seen[(backend,)] += totals["active"]
-    decided = [r for r in records if r["event"] in ("intent", "skipped")]
+    decided = [r for r in records if r["event"] in ("intent", "skipped", "warned")]
     return {
         "reaper_cancels_total": Counter(
             (r["backend"], r["outcome"]) for r in records if r["event"] == "result"
@@ -83,7 +84,8 @@ def assert_metrics_match_audit(samples: Samples, audit_path: Path) -> None:
         label = frozenset({("backend", backend)})
         assert samples[("reaper_backend_errors_total", label)] == 0
         assert samples[("reaper_last_successful_sweep_timestamp_seconds", label)] > 0
-    assert samples[("reaper_policies_loaded", frozenset())] == 3
+    demo_policies = yaml.safe_load(DEMO_POLICIES.read_text(encoding="utf-8"))["policies"]
+    assert samples[("reaper_policies_loaded", frozenset())] == len(demo_policies)
 
 
 def test_daemon_metrics_endpoint_matches_its_audit_log(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_status_cannot_smuggle_another_assignment(listener):
     sock, path = listener
     with Notifier(env={"NOTIFY_SOCKET": path}) as notifier:
         notifier.status("bad policy\nREADY=1")
-    assert receive(sock) == ["STATUS=bad policy READY=1"]
+    assert receive(sock) == ["STATUS=bad policy\\nREADY=1"]  # escaped visibly, one line
 
 
 def test_without_notify_socket_every_call_is_a_no_op():

@@ -192,7 +192,7 @@ HEADER = 'now: "2026-12-01T12:00:00Z"\nbackends: {batch-prod: aws_batch}\ncases:
     ("text", "line", "column", "message"),
     [
         (HEADER + GOOD_CASE.replace("action: cancel", "action: cancell"), 9, 22,
-         "action must be one of cancel, skip, none; got 'cancell'; did you mean 'cancel'?"),
+         "action must be one of cancel, skip, warn, none; got 'cancell'; did you mean 'cancel'?"),
         (HEADER + GOOD_CASE.replace("    queue:", "    queeu:"), 6, 5, "unknown key 'queeu'"),
         (HEADER.replace("2026-12-01T12:00:00Z", "yesterday") + GOOD_CASE, 1, 6,
          "now must be an ISO 8601 time with a zone"),

@@ -101,7 +101,7 @@ def test_values_are_inserted_verbatim_never_formatted_again() -> None:
         ("{tag:{policy}}", "a tag key cannot contain braces"),
         ("ran {runtime", "expected '}' before end of string"),
         ("ran } long", "Single '}' encountered"),
-        ("   ", "reason is empty"),
+        ("   ", "template is empty"),
     ],
 )
 def test_rejected_templates(template: str, needle: str) -> None:

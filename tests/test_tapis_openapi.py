@@ -114,7 +114,11 @@ def run_scenario(emulator: TapisEmulator) -> None:
     seed(emulator, "QUEUED")
     seed(emulator, "BLOCKED")
     seed(emulator, "FINISHED")
+    shared = seed(emulator, "RUNNING", extra={"owner": "alice"})
+    emulator.share(shared)
+    foreign = seed(emulator, "RUNNING", extra={"owner": "bob"})
     jobs = {job.id: job for page in backend.list_active() for job in page}  # several pages
+    assert shared in jobs and foreign not in jobs  # list_type all_jobs
     first, finished, vanished = (jobs[i] for i in running[:3])
     assert backend.refresh(first) is not None
     assert backend.cancel(first, "ran too long").outcome == "cancelled"  # sendEvent + cancel 200
@@ -127,6 +131,11 @@ def run_scenario(emulator: TapisEmulator) -> None:
     tapis.getJobSearchList(limit=2, _tapis_query_parameters={"status.eq": "RUNNING"})
     tapis.getJobList(limit=2, orderBy="name(desc)")
     tapis.getJobStatus(jobUuid=running[3])
+    tapis.getJobList(limit=2, listType="SHARED_JOBS")
+    with pytest.raises(tapipy.errors.BaseTapyException):
+        tapis.getJobSearchList(listType="EVERYTHING")  # 400
+    with pytest.raises(tapipy.errors.BaseTapyException):
+        tapis.getJob(jobUuid=foreign)  # 403: neither owned nor shared
     with pytest.raises(BackendError):
         list(make_backend(emulator, "tacc", token=emulator.token[:-4] + "AAAA").list_active())
 
@@ -149,6 +158,7 @@ def test_scenario_covers_every_operation_and_answer(exchanges: list[Exchange]) -
         ("searchJobs", 200), ("searchJobs", 401), ("listJobs", 200), ("getJob", 200),
         ("getJob", 404), ("getJobStatus", 200), ("cancelJob", 200), ("cancelJob", 404),
         ("cancelJob", 409), ("sendEvent", 200), ("sendEvent", 400), ("createToken", 201),
+        ("searchJobs", 400), ("getJob", 403),
     } <= seen  # fmt: skip
     searches = [e for e in exchanges if e.operation == "searchJobs" and e.response.status == 200]
     assert len(searches) >= 4  # the listing really paged
@@ -160,6 +170,20 @@ def test_every_jobs_answer_validates(exchanges: list[Exchange], spec: dict[str, 
     for exchange in checked:
         check_response(exchange, spec)
     assert len(checked) >= 15
+
+
+def test_the_search_parameters_reaper_sends_are_declared_by_the_spec(
+    exchanges: list[Exchange],
+) -> None:
+    """tapipy sends any keyword it is given; the spec says which the service reads."""
+    operation = find_operation(JOBS, "GET", "/v3/jobs/search")
+    declared = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+    assert "listType" in declared
+    searches = [e for e in exchanges if e.operation == "searchJobs" and e.response.status == 200]
+    sent = {k for e in searches for k in e.request.query if "." not in k}  # not conditions
+    assert "listType" in sent
+    assert sent <= declared, sent - declared
+    assert {e.request.arg("listType") for e in searches} >= {"ALL_JOBS"}
 
 
 def test_every_request_body_validates(exchanges: list[Exchange]) -> None:

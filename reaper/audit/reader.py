@@ -163,6 +163,16 @@ def read_tail(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> list
         return read_tail_from(file, since, block_size)
 
 
+ROTATED_SUFFIX = ".1"  # logrotate's name for the file just rotated away (docs/audit.md)
+
+
+def read_tail_with_rotated(path: Path, since: datetime) -> list[Record]:
+    """`read_tail` of the file rotated away last (`PATH.1`) and then of `path`: state that must
+    outlive a rotation (open warnings) is found in either. Raises OSError."""
+    rotated = path.with_name(path.name + ROTATED_SUFFIX)
+    return read_tail(rotated, since) + read_tail(path, since)
+
+
 def read_tail_from(file: BinaryIO, since: datetime, block_size: int = BLOCK_SIZE) -> list[Record]:
     """Records with `ts` >= `since`, in file order, reading backwards from the end only until the
     first older record. Fragments are skipped. Assumes `ts` never decreases along the file (the
@@ -262,3 +272,39 @@ def _may_have_cancelled(outcome: object) -> bool:
 def _is_within(record: Record, start: datetime) -> bool:
     when = parse_record_time(record)
     return when is not None and when >= start
+
+
+def open_warnings(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
+    """The `warned` records still open, by (backend, job_id), in file order: the latest warning
+    of each job that no later `cleared` record, cancel (`result` cancelled, already terminal or
+    not found, or an `unconfirmed→…` one) or newer warning closed. Each returned record is a copy
+    with `delivered` set: True if a later `notified` record for notice `warned` names the job
+    (`jobs`: [[backend, job_id], ...]) — what `require_notice` waits for."""
+    found: dict[tuple[str, str], Record] = {}
+    for record in records:
+        event = record.get("event")
+        if event == "warned":
+            found[_job_key(record)] = {**record, "delivered": False}
+        elif event == "cleared" or (event == "result" and _closes_warning(record)):
+            found.pop(_job_key(record), None)
+        elif event == "notified" and record.get("notice") == "warned":
+            for key in _named_jobs(record):
+                if key in found:
+                    found[key]["delivered"] = True
+    return found
+
+
+def _closes_warning(record: Record) -> bool:
+    """A real cancel's result that leaves nothing to warn about: the job is gone or going. A
+    failed cancel (retried next sweep) and a dry run keep the warning open."""
+    outcome = record.get("outcome")
+    if record.get("dry_run") or not isinstance(outcome, str):
+        return False
+    return outcome.split("→")[-1] in ("cancelled", "already_terminal", "not_found")
+
+
+def _named_jobs(record: Record) -> list[tuple[str, str]]:
+    jobs = record.get("jobs")
+    if not isinstance(jobs, list):
+        return []
+    return [(str(j[0]), str(j[1])) for j in jobs if isinstance(j, list) and len(j) == 2]

@@ -9,8 +9,10 @@ describes (a torn write that the next record skips, or a torn end of file) and r
 Rotation: the first record of the first file given may continue a chain from an older file that
 is no longer there (reported, since rotated files get deleted), unless fragments precede it: a
 writer that finds only fragments starts at GENESIS. Each later file's first record
-must chain to the previous file's last record, or start a new chain at GENESIS (a writer that
-never saw the older file: a one-shot run after log rotation).
+must chain to the previous file's last record. A later file that starts a new chain at GENESIS
+(a writer that never saw the older file: a one-shot run after log rotation, or simply an
+unrelated file) breaks the sequence, and fails unless the operator says that is expected
+(`new_chain_ok`, `reaper audit verify --new-chain-ok`); it is then reported.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class _At:
 @dataclass(slots=True)
 class _Chain:
     files: int
+    new_chain_ok: bool = False
     expected: str | None = None  # sha256 of the last accepted record
     last: _At | None = None
     records: int = 0
@@ -51,11 +54,12 @@ class _Chain:
     fragments: list[_At] = field(default_factory=list)  # since the last record, in this file
 
 
-def verify_audit(paths: Path | Sequence[Path]) -> VerifyResult:
+def verify_audit(paths: Path | Sequence[Path], *, new_chain_ok: bool = False) -> VerifyResult:
     """Check every line's JSON and every `prev` link, over `paths` in order (oldest first).
-    Raises OSError if a file cannot be read."""
+    With `new_chain_ok`, a later file may start a new chain instead of continuing the one
+    before. Raises OSError if a file cannot be read."""
     files = [paths] if isinstance(paths, Path) else list(paths)
-    chain = _Chain(files=len(files))
+    chain = _Chain(files=len(files), new_chain_ok=new_chain_ok)
     stream = _iter_all(files)
     for at in stream:
         if at.line.number == 1:
@@ -89,6 +93,14 @@ def _check(chain: _Chain, at: _At, stream: Iterator[_At]) -> VerifyResult | None
     prev = record.get("prev")
     if not is_valid_prev(prev):
         return _fail(chain, at, "not an audit record: `prev` is missing or not 64 hex digits")
+    if _starts_unexpected_chain(chain, at, str(prev)):
+        assert chain.last is not None
+        message = (
+            f"starts a new chain instead of continuing {_name(chain.last, chain)}: the files are "
+            "unrelated, out of order or one is missing; if this file really starts a new chain "
+            "(a one-shot run after rotation), give --new-chain-ok"
+        )
+        return _fail(chain, at, message)
     if not _links(chain, at, str(prev)):
         return _blame(chain, at, stream)
     for fragment in chain.fragments:
@@ -97,6 +109,12 @@ def _check(chain: _Chain, at: _At, stream: Iterator[_At]) -> VerifyResult | None
     chain.expected, chain.last = hash_line(at.line.raw), at
     chain.records += 1
     return None
+
+
+def _starts_unexpected_chain(chain: _Chain, at: _At, prev: str) -> bool:
+    """A later file's first record at GENESIS, not allowed by the operator."""
+    first_record_in_file = chain.last is not None and chain.last.index != at.index
+    return first_record_in_file and prev == GENESIS and not chain.new_chain_ok
 
 
 def _links(chain: _Chain, at: _At, prev: str) -> bool:

@@ -37,9 +37,11 @@ from reaper.audit.reader import (
     filter_records,
     hash_line,
     iter_lines_backward,
+    open_warnings,
     read_audit,
     read_tail,
     read_tail_from,
+    read_tail_with_rotated,
     recently_cancelled,
     unresolved_intents,
 )
@@ -57,8 +59,10 @@ __all__ = [
     "SkipCause",
     "VerifyResult",
     "filter_records",
+    "open_warnings",
     "read_audit",
     "read_tail",
+    "read_tail_with_rotated",
     "recently_cancelled",
     "unconfirmed_outcome",
     "unresolved_intents",
@@ -80,6 +84,11 @@ class AuditEvent(StrEnum):
     SWEEP_END = "sweep_end"
     RELOAD = "reload"
     RELOAD_FAILED = "reload_failed"
+    # The ladder (docs/audit.md, "Warnings"): a policy with a grace period warns first.
+    WARNED = "warned"  # the job will be cancelled at `due` if it still matches then
+    CLEARED = "cleared"  # a warned job no longer matches: no cancel
+    NOTIFIED = "notified"  # a notice was delivered to a notifier (names the jobs)
+    NOTIFY_FAILED = "notify_failed"  # a notice could not be delivered, after the retries
 
 
 class AuditOutcome(StrEnum):

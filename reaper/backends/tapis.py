@@ -21,16 +21,23 @@ What Tapis does, and where that is written down:
   included) in `BaseTapyException`, returns raw bytes when a JSON body does not parse, and sets
   no timeout of its own (tapipy/tapis.py, `Tapis.__init__`, `Operation.__call__`).
 
-Known limits: the search returns only jobs the token's identity owns, created or administers
-(listType MY_JOBS), so the identity decides the reach. Paging is by offset (`skip`), ordered by
-creation time: a job that ends mid-listing shifts later jobs forward and one of them may be
-missed this sweep (never acted on wrongly, only later). Cancels are asynchronous."""
+- The search's `listType` decides the reach (tapis-jobs `JobSearchResource.getJobSearchList`,
+  `JobsDao`; the spec's default is MY_JOBS): MY_JOBS are the jobs whose owner is the caller,
+  SHARED_JOBS those shared with the caller, ALL_JOBS both, owned first, paged as one list. No
+  list type shows a job its owner has hidden (`visible` false). reaper sends ALL_JOBS unless
+  `list_type` says otherwise.
+
+Known limits: the identity and `list_type` decide the reach; hidden jobs are invisible. Paging
+is by offset (`skip`), ordered by creation time: a job that ends mid-listing shifts later jobs
+forward and one of them may be missed this sweep (never acted on wrongly, only later). Cancels
+are asynchronous."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +75,14 @@ _ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
 _CANCEL_OUTCOMES = {409: CancelOutcome.ALREADY_TERMINAL, 404: CancelOutcome.NOT_FOUND}
 
 
+class ListType(StrEnum):
+    """`list_type` in reaper.yaml; sent upper-cased as the search's `listType`."""
+
+    ALL_JOBS = "all_jobs"  # owned by the identity, and shared with it
+    MY_JOBS = "my_jobs"  # owned by the identity (the service's default)
+    SHARED_JOBS = "shared_jobs"  # shared with the identity, not owned by it
+
+
 class TapisCallError(BackendError):
     """One Jobs API call failed (after retries where they apply). `http_status` is the
     service's answer when there was one; the message never holds the token."""
@@ -89,11 +104,14 @@ class TapisBackend:
         self,
         name: str,
         client: Any,
+        *,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] | None = None,
         page_limit: int = PAGE_LIMIT,
+        list_type: ListType = ListType.ALL_JOBS,
     ) -> None:
         self.name = name
+        self.list_type = ListType(list_type)
         self._client = client
         self._retry = retry or RetryPolicy()
         self._page_limit = page_limit
@@ -120,7 +138,8 @@ class TapisBackend:
             register_secret(client.get_access_jwt())
         if tenant:
             client.tenant_id = str(tenant)
-        return cls(name, client, timeout=timeout)
+        list_type = ListType(section.get("list_type", ListType.ALL_JOBS))
+        return cls(name, client, timeout=timeout, list_type=list_type)
 
     # -- Backend --------------------------------------------------------------------------------
     def list_active(self) -> Iterator[list[Job]]:
@@ -180,6 +199,7 @@ class TapisBackend:
             skip=skip,
             orderBy=ORDER_BY,
             select="allAttributes",
+            listType=self.list_type.upper(),
             _tapis_query_parameters={"status.in": ",".join(active_statuses(TYPE))},
         )
         items = result.search if isinstance(getattr(result, "search", None), list) else result

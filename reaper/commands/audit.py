@@ -19,8 +19,10 @@ from typing import Any, TextIO
 
 from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_audit
 from reaper.audit.verify import verify_audit
+from reaper.commands.common import examples
 from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode
 from reaper.policy.durations import DurationError, parse_duration
+from reaper.untrusted import MAX_TEXT, clean
 
 SCHEMA_VERSION = 1
 HEADER = ("TS", "EVENT", "BACKEND", "JOB", "POLICY", "OUTCOME", "REASON")
@@ -32,6 +34,11 @@ def add_parser(subparsers: Any) -> None:
         help="query the audit log, or check its hash chain",
         description="Show audit records (all, or those matching the filters). "
         "`reaper audit verify` checks the hash chain and names the first bad line.",
+        **examples(
+            "reaper audit --since 24h --policy gpu-runtime-cap",
+            "reaper audit --job 1f0c9a3e --json",
+            "reaper audit verify --file audit.jsonl.1 --file audit.jsonl",
+        ),
     )
     # One path per --file here (repeat it): `--file A verify` must not read `verify` as a path.
     _add_file_options(parser, None, nargs=None)
@@ -46,10 +53,23 @@ def add_parser(subparsers: Any) -> None:
         "verify",
         help="check the hash chain",
         description="Check every line and `prev` link; exit 1 naming FILE:LINE if broken. "
-        "Give rotated files oldest first.",
+        "Give rotated files oldest first; a later file must continue the one before it, "
+        "unless --new-chain-ok.",
+        **examples(
+            "reaper audit verify",
+            "reaper audit verify --file /var/log/reaper/audit.jsonl.1 "
+            "--file /var/log/reaper/audit.jsonl",
+            "reaper audit verify --new-chain-ok --file audit.jsonl.1 --file audit.jsonl",
+        ),
     )
     # SUPPRESS: an option left out after `verify` must not reset one given before it.
     _add_file_options(verify, argparse.SUPPRESS, nargs="+")
+    verify.add_argument(
+        "--new-chain-ok",
+        action="store_true",
+        help="accept a later file that starts a new chain (a one-shot run after rotation) "
+        "instead of continuing the file before it; without it that fails",
+    )
 
 
 def _add_file_options(parser: argparse.ArgumentParser, default: Any, nargs: str | None) -> None:
@@ -78,7 +98,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(exc, file=err)
         return ExitCode.CONFIG
     if args.audit_action == "verify":
-        return _run_verify(files, out, err)
+        return _run_verify(files, out, err, new_chain_ok=args.new_chain_ok)
     return _run_query(args, files, out, err)
 
 
@@ -108,9 +128,9 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _run_verify(files: list[Path], out: TextIO, err: TextIO) -> int:
+def _run_verify(files: list[Path], out: TextIO, err: TextIO, *, new_chain_ok: bool) -> int:
     try:
-        result = verify_audit(files)
+        result = verify_audit(files, new_chain_ok=new_chain_ok)
     except OSError as exc:
         print(f"reaper audit verify: cannot read {exc.filename}: {exc.strerror}", file=err)
         return ExitCode.FAILED
@@ -205,9 +225,9 @@ def _print_table(records: list[Record], out: TextIO, err: TextIO) -> None:
 
 def _row(record: Record) -> tuple[str, ...]:
     outcome = record.get("outcome") or record.get("cause")
-    reason = _cell(record.get("reason"), "")
+    reason = _cell(record.get("reason"), "", 4 * MAX_TEXT)
     if record.get("error"):
-        reason = f"{reason} (error: {_cell(record['error'], '')})".lstrip()
+        reason = f"{reason} (error: {_cell(record['error'], '', 4 * MAX_TEXT)})".lstrip()
     return (
         _cell(record.get("ts")),
         _cell(record.get("event")),
@@ -219,6 +239,7 @@ def _row(record: Record) -> tuple[str, ...]:
     )
 
 
-def _cell(value: object, missing: str = "-") -> str:
-    """One line of text: a reason with newlines or tabs must not break the table."""
-    return missing if value is None or value == "" else " ".join(str(value).split())
+def _cell(value: object, missing: str = "-", limit: int = MAX_TEXT) -> str:
+    """One line of safe text: a reason with newlines or tabs must not break the table, and a job
+    name with escape sequences must not reach the terminal (the file keeps the full value)."""
+    return missing if value is None or value == "" else clean(" ".join(str(value).split()), limit)

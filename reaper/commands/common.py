@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,24 @@ if TYPE_CHECKING:
 # `plan` and `run --once`: a sweep's whole budget. Below the 10 minutes of reaper-once.service's
 # TimeoutStartSec=, so that a hung backend is reported by reaper, not killed by systemd.
 DEFAULT_DEADLINE = "5m"
+
+
+class ExamplesHelpFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual; keeps the `examples:` epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(EXAMPLES):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+EXAMPLES = "examples:\n"
+
+
+def examples(*commands: str) -> dict[str, Any]:
+    """`add_parser` keywords for a help text that ends with example commands, shown as written."""
+    lines = "\n".join(f"  {command}" for command in commands)
+    return {"epilog": EXAMPLES + lines, "formatter_class": ExamplesHelpFormatter}
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +127,25 @@ def abandon(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def add_wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wide", action="store_true", help="do not cut the NAME and REASON columns to fit"
+    )
+
+
+def table_width(wide: bool) -> int | None:
+    """How wide a table may be: `$COLUMNS` when set, else the terminal's; None (no limit) with
+    --wide or when stdout is not a terminal and `$COLUMNS` is unset (a pipe gets whole rows)."""
+    if wide:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def parse_now(text: str) -> datetime:

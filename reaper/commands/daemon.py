@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import abandon, add_config_option, add_shard_option, load
+from reaper.commands.common import abandon, add_config_option, add_shard_option, examples, load
 from reaper.errors import ExitCode, ReaperError
 from reaper.policy.durations import DurationError, parse_duration
 
@@ -26,7 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("daemon", help="scheduled sweeps until SIGTERM; SIGHUP reloads")
+    parser = subparsers.add_parser(
+        "daemon",
+        help="scheduled sweeps until SIGTERM; SIGHUP reloads",
+        description="Sweep every backend on the config's schedule until SIGTERM or SIGINT; "
+        "SIGHUP re-reads the config and policies (all or nothing) and reopens the audit log. "
+        "Speaks sd_notify under systemd (Type=notify).",
+        **examples(
+            "reaper daemon --config /etc/reaper/reaper.yaml",
+            "systemctl reload reaper    # SIGHUP: reload policies, reopen the audit log",
+        ),
+    )
     add_config_option(parser)
     add_shard_option(parser)
     parser.add_argument(
@@ -59,6 +69,7 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
     from reaper.audit.reconcile import reconcile
     from reaper.audit.writer import AuditLog
     from reaper.engine.pool import BackendPool
+    from reaper.engine.sender import NoticeSender
     from reaper.service.daemon import Daemon, Services
     from reaper.service.metrics import Metrics
     from reaper.service.signals import SignalFlags, Wakeup, handling_signals
@@ -82,7 +93,8 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
         coordinator = start_coordination(loaded)
         if coordinator is not None:
             stack.callback(coordinator.stop)
-        services = Services(audit, pool, metrics, notifier, wakeup, flags)
+        sender = NoticeSender(audit, on_outcome=metrics.record_notice)
+        services = Services(audit, pool, metrics, notifier, wakeup, flags, sender)
         daemon = Daemon(loaded, services, options, coordinator=coordinator)
         code = daemon.run()
         if daemon.abandoned:

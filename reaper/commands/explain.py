@@ -13,20 +13,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, add_now_option, load
+from reaper.commands.common import add_config_option, add_now_option, examples, load
 from reaper.errors import BackendError, ExitCode
+from reaper.untrusted import clean
 
 if TYPE_CHECKING:
     from reaper.engine.decide import Decision
     from reaper.engine.explain import JobExplanation
+    from reaper.engine.sweep import AuditState
     from reaper.jobs import Job
     from reaper.policy.config import Config
     from reaper.policy.explain import PolicyExplanation
-    from reaper.policy.model import Match
+    from reaper.policy.model import Match, PolicySet
     from reaper.policy.selectors import Check
 
 SCHEMA_VERSION = 1
-EXAMPLE = "example: reaper explain batch-prod 6f1c0d3e --now 2026-12-01T12:00:00Z"
+MAX_LINE = 4096  # characters of one line of the explanation
 
 
 def add_parser(subparsers: Any) -> None:
@@ -36,7 +38,11 @@ def add_parser(subparsers: Any) -> None:
         description="Read one live job and show, policy by policy, every selector with what "
         "it observed and needed, the exclude block, the guards, and the decision a sweep "
         "would take now. Makes no mutating call and writes no audit record.",
-        epilog=EXAMPLE,
+        **examples(
+            "reaper explain batch-prod 6f1c0d3e-2b4a-4f7e-9a51-3c2d1e0f9b8a",
+            "reaper explain batch-prod 6f1c0d3e --now 2026-12-01T12:00:00Z",
+            "reaper explain hpc 7d0e2c91-a4b5-4c6d-8e9f-0a1b2c3d4e5f-007 --json | jq .decision",
+        ),
     )
     parser.add_argument("backend", metavar="BACKEND", help="the backend's name in reaper.yaml")
     parser.add_argument("job_id", metavar="JOB_ID", help="the job's id on that backend")
@@ -58,17 +64,19 @@ def run(args: argparse.Namespace) -> int:
     now = args.now or utc_now()
     job, error, unlisted = read_one(config, args.backend, args.job_id)
     if job is None:
-        print(f"reaper explain: {error}", file=sys.stderr)
+        print(f"reaper explain: {clean(error, MAX_LINE)}", file=sys.stderr)
         return ExitCode.FAILED
-    recent, audit_error = read_recent(config.audit_log, now)
+    audit, audit_error = read_state(config.audit_log, now, policies)
     paused = config.pause_file is not None and config.pause_file.exists()
-    state = SweepState(guards_from(config), paused, recent, audit_error, unlisted)
+    state = SweepState(guards_from(config), paused, audit.recent_cancels, audit_error, unlisted,
+                       warnings=audit.warnings)  # fmt: skip
     explanation = explain_job(job, policies.for_backend(args.backend), state, now)
     if args.json:
         json.dump(explanation_json(explanation), sys.stdout, indent=2, default=str)
         print()
     else:
-        print("\n".join(explanation_lines(explanation)))
+        # A job's name, tags and status come from the backend: escaped, cut (reaper.untrusted).
+        print("\n".join(clean(line, MAX_LINE) for line in explanation_lines(explanation)))
     return ExitCode.OK
 
 
@@ -91,14 +99,17 @@ def read_one(config: Config, backend: str, job_id: str) -> tuple[Job | None, str
     return job, f"job {job_id!r} not found on backend {backend}", unlisted
 
 
-def read_recent(audit_path: Path, now: datetime) -> tuple[set[tuple[str, str]], str | None]:
-    """The re-cancel window's jobs from the audit log's tail, or none and why it is unreadable."""
-    from reaper.engine.sweep import read_recent_cancels
+def read_state(
+    audit_path: Path, now: datetime, policies: PolicySet
+) -> tuple[AuditState, str | None]:
+    """The re-cancel window's jobs and the open warnings from the audit log's tail, or none and
+    why it is unreadable."""
+    from reaper.engine.sweep import AuditState, read_audit_state
 
     try:
-        return read_recent_cancels(audit_path, now), None
+        return read_audit_state(audit_path, now, policies), None
     except OSError as exc:
-        return set(), f"{audit_path}: {exc.strerror or exc}"
+        return AuditState(), f"{audit_path}: {exc.strerror or exc}"
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -237,8 +248,9 @@ def check_json(c: Check) -> dict[str, Any]:
 def decision_json(d: Decision[Match] | None) -> dict[str, Any]:
     if d is None:
         return {"action": "none", "policy": None, "cause": None, "dry_run": None,
-                "reason": None, "also_matched": []}  # fmt: skip
+                "reason": None, "also_matched": [], "due": None}  # fmt: skip
     return {
         "action": str(d.action), "policy": d.policy.name, "cause": d.cause and str(d.cause),
         "dry_run": d.dry_run, "reason": d.reason, "also_matched": list(d.also_matched),
+        "due": d.due and d.due.isoformat(),
     }  # fmt: skip

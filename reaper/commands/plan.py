@@ -15,15 +15,20 @@ from reaper.commands.common import (
     add_deadline_option,
     add_now_option,
     add_shard_option,
+    add_wide_option,
     deadline_seconds,
+    examples,
     load,
     report_interrupted,
+    table_width,
 )
+from reaper.commands.progress import listing_progress
 from reaper.engine import report
 from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
 from reaper.errors import ExitCode
 from reaper.policy.model import Match
+from reaper.untrusted import clean
 
 if TYPE_CHECKING:
     import threading
@@ -33,7 +38,19 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("plan", help="show what a sweep would cancel, and why")
+    parser = subparsers.add_parser(
+        "plan",
+        help="show what a sweep would cancel, and why",
+        description="List the jobs of every backend and show what one sweep would do, by which "
+        "policy and why. Never cancels and never writes the audit log. The table fits the "
+        "terminal ($COLUMNS) unless --wide. Exit 0; 1 when a listing failed; 3 when a guard "
+        "would refuse.",
+        **examples(
+            "reaper plan",
+            "reaper plan --backend batch-prod --policy gpu-runtime-cap",
+            "reaper plan --json | jq '.decisions[] | select(.action == \"cancel\")'",
+        ),
+    )
     add_config_option(parser)
     add_shard_option(parser)
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
@@ -41,6 +58,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--job", metavar="ID", help="only the decision about this job id")
     add_now_option(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_wide_option(parser)
     add_deadline_option(parser)
 
 
@@ -82,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
         json.dump(body, sys.stdout, indent=2, default=str)
         print()
     else:
-        _print_human(scans, plan, decisions, errors, now, job=args.job)
+        width = table_width(args.wide)
+        _print_human(scans, plan, decisions, errors, now,
+                     empty=_empty_text(scans, errors, args.job), width=width)  # fmt: skip
     failed = errors or any(s.error for s in scans)
     return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
 
@@ -100,12 +120,15 @@ def _plan(
     from reaper.engine.sweep import plan_sweep
 
     opened = open_backends(config, args.backend)
+    progress = listing_progress(sys.stderr)
     try:
         at = args.now or utc_now()
         env = sweep_env(config, policies, opened.backends, audit=None, clock=lambda: at,
-                        stop=stop, deadline_s=deadline_s)  # fmt: skip
+                        progress=progress, stop=stop, deadline_s=deadline_s)  # fmt: skip
         scans, plan = plan_sweep(env)
     finally:
+        if progress is not None:
+            progress.done()
         opened.close()
     return _Planned(scans, plan, opened.errors, env.clock())
 
@@ -130,12 +153,14 @@ def _print_human(
     errors: dict[str, str],
     now: datetime,
     *,
-    job: str | None,
+    empty: str,
+    width: int | None = None,
 ) -> None:
-    table = report.format_table([report.decision_row(d, now, plan) for d in decisions])
-    print(table or _empty_text(scans, errors, job))
+    rows = [report.decision_row(d, now, plan) for d in decisions]
+    table = report.format_table(rows, width=width)
+    print(table or empty)
     print()
     for name, error in errors.items():
-        print(f"{name}: not reachable: {error}")
+        print(f"{name}: not reachable: {clean(error, report.MAX_REASON)}")
     for line in report.plan_summary(scans, plan):
         print(line)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,14 +17,17 @@ from reaper.commands.common import (
     add_deadline_option,
     add_shard_option,
     deadline_seconds,
+    examples,
     load,
     report_interrupted,
 )
+from reaper.commands.progress import listing_progress
 from reaper.errors import ExitCode
 
 if TYPE_CHECKING:
     import threading
 
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import SweepReport
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
@@ -34,7 +40,18 @@ INTERRUPTED_NOTE = (
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("run", help="one sweep, then exit")
+    parser = subparsers.add_parser(
+        "run",
+        help="one sweep, then exit",
+        description="One sweep over every configured backend, then exit (cron, a systemd "
+        "timer). Interrupted cancels in the audit log are reconciled first. Exit 0, 1 (a "
+        "backend, a cancel or the audit log failed), 3 (a guard refused).",
+        **examples(
+            "reaper run --once --dry-run",
+            "reaper run --once --policy gpu-runtime-cap --backend batch-prod",
+            "reaper run --once --json | jq .backends",
+        ),
+    )
     add_config_option(parser)
     add_shard_option(parser)
     parser.add_argument("--once", action="store_true", help="required: run one sweep and exit")
@@ -42,6 +59,10 @@ def add_parser(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="cancel nothing, whatever the config says"
     )
     parser.add_argument("--backend", action="append", metavar="NAME", help="only this backend")
+    parser.add_argument(
+        "--policy", metavar="NAME", help="only this policy: the others neither match nor cancel"
+    )
+    parser.add_argument("--json", action="store_true", help="the sweep summary as JSON on stdout")
     add_deadline_option(parser)
 
 
@@ -70,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if config.coordination is not None:  # locks and partitions are the daemons' (docs/scale.md)
         print("reaper run: `coordination:` applies to `reaper daemon`; this run sweeps every "
               "backend it is given", file=sys.stderr)  # fmt: skip
+    if args.policy:
+        if policies.by_name(args.policy) is None:
+            print(f"reaper run: unknown policy {args.policy!r}", file=sys.stderr)
+            return ExitCode.USAGE
+        policies = _only_policy(policies, args.policy)
     result = run_interruptible(lambda stop: _sweep(config, policies, args, stop, deadline_s))
     if isinstance(result, Interrupted):
         if result.result is not None:
@@ -78,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
         return report_interrupted("run", result, INTERRUPTED_NOTE)
     if config.metrics_textfile is not None:
         write_metrics(config.metrics_textfile, len(policies), result, {})
-    if notice := _dry_run_notice(args.dry_run, config.dry_run):
-        print(notice)
-    for line in sweep_summary(result):
-        print(line)
+    _print_result(result, args, configured_dry_run=config.dry_run)
     return result.exit_code
 
 
@@ -96,20 +119,70 @@ def _sweep(
     thread). Raises AuditWriteError/ReaperError when the audit log cannot be used."""
     from reaper.audit.reconcile import reconcile
     from reaper.audit.writer import AuditLog
-    from reaper.engine.runtime import open_backends, sweep_env
+    from reaper.engine.runtime import flush_budget_s, open_backends, routing_from, sweep_env
+    from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import run_sweep
 
     opened = open_backends(config, args.backend)
+    progress = listing_progress(sys.stderr)
+    routing = routing_from(config, os.environ)
     try:
-        with AuditLog(config.audit_log) as audit:
+        with AuditLog(config.audit_log, clock=runtime_clock()) as audit:
             reconcile(audit, opened.backends)
+            sender = None if routing is None else NoticeSender(audit)
             env = sweep_env(
                 config, policies, opened.backends, audit, force_dry_run=args.dry_run,
-                unreachable=opened.errors, stop=stop, deadline_s=deadline_s,
+                unreachable=opened.errors, routing=routing, sender=sender,
+                clock=runtime_clock(), progress=progress, stop=stop, deadline_s=deadline_s,
             )  # fmt: skip
-            return run_sweep(env)
+            try:
+                result = run_sweep(env)
+            finally:
+                if sender is not None and routing is not None:
+                    _finish_notices(sender, flush_budget_s(routing))
     finally:
+        if progress is not None:
+            progress.done()
         opened.close()
+    return result
+
+
+def _only_policy(policies: PolicySet, name: str) -> PolicySet:
+    """`--policy NAME`: the set holding that one policy (which exists)."""
+    from reaper.policy.model import PolicySet
+
+    return PolicySet.of(p for p in policies if p.name == name)
+
+
+def _print_result(
+    result: SweepReport, args: argparse.Namespace, *, configured_dry_run: bool
+) -> None:
+    """The sweep summary: JSON with --json, else the dry-run notice and one line per backend."""
+    from reaper.engine.report import sweep_json, sweep_summary
+
+    if args.json:
+        body = sweep_json(result, dry_run=args.dry_run or configured_dry_run)
+        json.dump(body, sys.stdout, indent=2)
+        print()
+        return
+    if notice := _dry_run_notice(args.dry_run, configured_dry_run):
+        print(notice)
+    for line in sweep_summary(result):
+        print(line)
+
+
+def runtime_clock() -> Callable[[], datetime]:
+    """The clock of this run: the wall clock (tests replace `reaper.engine.runtime.utc_now`)."""
+    from reaper.engine import runtime
+
+    return runtime.utc_now
+
+
+def _finish_notices(sender: NoticeSender, budget_s: float) -> None:
+    """Give the notices of this run a bounded time to go out (after every cancel is done)."""
+    if not sender.flush(budget_s):
+        log.error("notices still unsent after %.0fs: giving up on them at exit", budget_s)
+    sender.close()
 
 
 def write_metrics(

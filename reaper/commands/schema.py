@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from reaper.commands.common import examples
 from reaper.errors import ExitCode
 from reaper.policy.schema import schema_text
 
@@ -19,6 +20,10 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Print the JSON Schema (draft-07) of policy files; with --config, of reaper.yaml. "
             "Point your editor at it, e.g. `# yaml-language-server: $schema=policy.schema.json`."
+        ),
+        **examples(
+            "reaper schema > policy.schema.json",
+            "reaper schema --config > config.schema.json",
         ),
     )
     which = parser.add_mutually_exclusive_group()

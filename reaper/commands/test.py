@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from reaper.commands.common import examples
 from reaper.errors import BackendError, ConfigError, ExitCode
 
 if TYPE_CHECKING:
@@ -29,6 +30,11 @@ def add_parser(subparsers: Any) -> None:
             "Run every case of the *.test.yaml files under PATH (default: the config's policy "
             "folder and tests/ beside it) through the sweep's parse, evaluate and decide steps, "
             "at the file's `now`. Exit 0 all pass, 1 a case fails, 78 a file is invalid."
+        ),
+        **examples(
+            "reaper test",
+            "reaper test policies/tests/gpu.test.yaml --junit report.xml",
+            "reaper test --policies policies/ --require-coverage",
         ),
     )
     parser.add_argument(

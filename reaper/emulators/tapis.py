@@ -1,9 +1,9 @@
 """A loopback emulator of the Tapis Jobs v3 API, the subset reaper uses: `GET jobs/search` with
 `<attr>.<op>=<value>` conditions, `select`, `limit`/`skip`/`orderBy`/`computeTotal`;
-`GET jobs/list`; `GET jobs/{uuid}` and `jobs/{uuid}/status`; `POST jobs/{uuid}/cancel` and
-`jobs/{uuid}/sendEvent`; and the Authenticator's `POST oauth2/tokens` password grant. Every call
-but the last needs `X-Tapis-Token` equal to `emulator.token`, an unsigned but well-formed JWT
-(tapipy decodes it to read `exp`).
+`listType`; `GET jobs/list`; `GET jobs/{uuid}` and `jobs/{uuid}/status`;
+`POST jobs/{uuid}/cancel` and `jobs/{uuid}/sendEvent`; and the Authenticator's
+`POST oauth2/tokens` password grant. Every call but the last needs `X-Tapis-Token` equal to
+`emulator.token`, an unsigned but well-formed JWT (tapipy decodes it to read `exp`).
 
 Answers use Tapis' envelope (`status`, `message`, `version`, `commit`, `build`, `metadata`,
 `result`) with the shapes of the OpenAPI spec that ships in tapipy
@@ -13,7 +13,16 @@ does: a search `result` of `{"search": [...], "metadata": {...}}` (tapis-shared-
 `RespSearch`/`ResultSearch`) and a sendEvent `result` that is the event's description string
 (tapis-jobs `JobSubmitResource.sendEvent`). Status codes follow tapis-jobs: cancel answers 404
 for an unknown job (with status "success", as `JobCancelResource` does) and 409 for a terminal
-one; sendEvent answers 400 for both."""
+one; sendEvent answers 400 for both.
+
+Reach, as tapis-jobs decides it (`JobSearchResource.getJobSearchList`, `JobsDao`
+`getJobsSearchListCountByUsername`): `listType` defaults to MY_JOBS, the jobs whose `owner` is
+the caller; SHARED_JOBS are the jobs shared with the caller (through the Security Kernel's
+shares of a `JOB_*` resource); ALL_JOBS is the caller's own jobs followed by the shared ones,
+paged as one list. Every list type leaves out jobs with `visible: false` (hidden by their
+owner); any other value answers 400. Jobs are owned by `emulator.username` unless a seed's
+`extra` names another `owner`; `share()` shares one with a user. A job the caller neither owns
+nor has been shared answers 403 to every per-job call."""
 
 from __future__ import annotations
 
@@ -42,6 +51,7 @@ TOKEN_TTL_S = 10 * 365 * 24 * 3600  # far beyond any test: tapipy refreshes toke
 TERMINAL = frozenset({"FINISHED", "CANCELLED", "FAILED"})
 RUNNING = frozenset({"RUNNING", "ARCHIVING"})
 CONDITION = {"FINISHED": "NORMAL_COMPLETION", "CANCELLED": "CANCELLED_BY_USER"}
+LIST_TYPES = ("MY_JOBS", "SHARED_JOBS", "ALL_JOBS")  # tapis-jobs JobListType
 # Reserved query parameters of a dedicated search endpoint (tapis-shared-java SearchUtils),
 # plus listType, which JobSearchResource reads itself.
 RESERVED = frozenset(
@@ -166,6 +176,7 @@ class TapisEmulator(EmulatorServer):
         self.dialect = Dialect(dialect)
         self.record_exchanges = record_exchanges
         self.exchanges: list[Exchange] = []
+        self.shares: dict[str, set[str]] = {}  # job uuid → the users it is shared with
         self._ids = itertools.count(1)
 
     # -- routing --------------------------------------------------------------------------------
@@ -230,6 +241,18 @@ class TapisEmulator(EmulatorServer):
             job = self.table[job_id]
             self.table.unschedule(job)
             self._enter(job, status)
+
+    def share(self, job_id: str, *users: str) -> None:
+        """Share the job with `users` (default: the emulator's identity)."""
+        with self.lock:
+            self.shares.setdefault(job_id, set()).update(users or (self.username,))
+            self.table.invalidate()
+
+    def hide(self, job_id: str, hidden: bool = True) -> None:
+        """Hide (or unhide) the job as its owner would: no list type shows it."""
+        with self.lock:
+            self.table[job_id].record["visible"] = not hidden
+            self.table.invalidate()
 
     def events_of(self, job_id: str) -> list[dict[str, str]]:
         with self.lock:
@@ -296,12 +319,13 @@ class TapisEmulator(EmulatorServer):
             conditions = parse_conditions(request.query)
             order = parse_order(request.arg("orderBy"))
             skip, limit = int(request.arg("skip") or 0), self._page_limit(request)
+            list_type = parse_list_type(request.arg("listType"))
         except ValueError as exc:
             return error(400, f"JOBS_SEARCH_LIST_ERROR {exc}")
         if request.arg("startAfter"):
             return error(400, "JOBS_SEARCH_LIST_ERROR startAfter is not emulated; use skip")
-        key = ("search", _condition_key(request.query), tuple(order))
-        matching = self._ordered(key, order, lambda r: all(c(r) for c in conditions))
+        key = ("search", list_type, _condition_key(request.query), tuple(order))
+        matching = self._reachable(key, list_type, order, lambda r: all(c(r) for c in conditions))
         selected = request.arg("select", "summaryAttributes") != "summaryAttributes"
         # Any select but summaryAttributes returns every attribute: the service's select list
         # is still a TODO (JobSearchResource, "TODO selectable fields").
@@ -323,29 +347,42 @@ class TapisEmulator(EmulatorServer):
         try:
             order = parse_order(request.arg("orderBy"))
             skip, limit = int(request.arg("skip") or 0), self._page_limit(request)
+            list_type = parse_list_type(request.arg("listType"))
         except ValueError as exc:
             return error(400, f"JOBS_LIST_ERROR {exc}")
-        ordered = self._ordered(("list", tuple(order)), order, lambda r: True)
+        ordered = self._reachable(("list", list_type, tuple(order)), list_type, order, _any)
         page = [summary(r) for r in ordered[skip : skip + limit]]
         return Response(200, envelope(page, f"JOBS_LIST_RETRIEVED {len(page)} jobs"))
 
-    def _get(self, job_uuid: str) -> Response:
+    def _reached(self, job_uuid: str, missing: Callable[[str], Response]) -> _Job | Response:
+        """The job as it stands now, or the answer the service gives instead: `missing` for an
+        unknown job, 403 for one the identity neither owns nor has been shared."""
         job = self.table.current(job_uuid)
         if job is None:
-            return _not_found(job_uuid)
+            return missing(job_uuid)
+        owner = job.record.get("owner")
+        if owner == self.username or self.username in self.shares.get(job.id, ()):
+            return job
+        message = f"JOBS_JOB_NOT_AUTHORIZED User {self.username} may not access job {job_uuid}."
+        return error(403, message)
+
+    def _get(self, job_uuid: str) -> Response:
+        job = self._reached(job_uuid, _not_found)
+        if isinstance(job, Response):
+            return job
         return Response(200, envelope(dict(job.record), f"JOBS_JOB_RETRIEVED {job_uuid}"))
 
     def _status(self, job_uuid: str) -> Response:
-        job = self.table.current(job_uuid)
-        if job is None:
-            return _not_found(job_uuid)
+        job = self._reached(job_uuid, _not_found)
+        if isinstance(job, Response):
+            return job
         result = {k: job.record[k] for k in ("status", "condition") if k in job.record}
         return Response(200, envelope(result, f"JOBS_STATUS_RETRIEVED {job_uuid}"))
 
     def _cancel(self, job_uuid: str) -> Response:
-        job = self.table.current(job_uuid)
-        if job is None:
-            return _not_found(job_uuid)
+        job = self._reached(job_uuid, _not_found)
+        if isinstance(job, Response):
+            return job
         status = job.record["status"]
         if status in TERMINAL:
             message = f"JOBSAPI_IN_TERM_STATE Job {job_uuid} is in terminal state {status}."
@@ -366,9 +403,9 @@ class TapisEmulator(EmulatorServer):
             return error(400, "TAPIS_NULL_PARAMETER validate eventData")
         if not isinstance(detail, str) or not _EVENT_DETAIL.match(detail):
             return error(400, "TAPIS_INVALID_PARAMETER validate eventDetail")
-        job = self.table.current(job_uuid)
-        if job is None:
-            return error(400, f"JOBS_JOB_NOT_FOUND Job {job_uuid} not found.")
+        job = self._reached(job_uuid, _event_not_found)
+        if isinstance(job, Response):
+            return job
         if job.record["status"] in TERMINAL:
             return error(400, f"JOBSAPI_IN_TERM_STATE Job {job_uuid} is terminal.")
         job.events.append({"eventData": data, "eventDetail": detail, "created": iso(self.clock())})
@@ -396,6 +433,32 @@ class TapisEmulator(EmulatorServer):
         return Response(201, envelope({"access_token": token}, "Token created successfully."))
 
     # -- helpers --------------------------------------------------------------------------------
+    def _reachable(
+        self,
+        key: Hashable,
+        list_type: str,
+        order: list[tuple[str, bool]],
+        keep: Callable[[dict[str, Any]], bool],
+    ) -> list[dict[str, Any]]:
+        """What `list_type` shows of the records `keep` selects: owned, then shared, each in
+        `order`, never a hidden job (tapis-jobs pages ALL_JOBS as owned followed by shared)."""
+
+        def owned(record: dict[str, Any]) -> bool:
+            return record.get("owner") == self.username
+
+        def shared(record: dict[str, Any]) -> bool:
+            return not owned(record) and self.username in self.shares.get(record["uuid"], ())
+
+        parts = {"MY_JOBS": (owned,), "SHARED_JOBS": (shared,), "ALL_JOBS": (owned, shared)}
+        listed: list[dict[str, Any]] = []
+        for index, part in enumerate(parts[list_type]):
+
+            def select(r: dict[str, Any], part: Callable[[dict[str, Any]], bool] = part) -> bool:
+                return r.get("visible", True) is not False and part(r) and keep(r)
+
+            listed += self._ordered((key, index), order, select)
+        return listed
+
     def _ordered(
         self,
         key: Hashable,
@@ -413,6 +476,23 @@ class TapisEmulator(EmulatorServer):
         """The page size served: the requested limit (<= 0: unlimited), capped by the knob."""
         limit = int(request.arg("limit") or DEFAULT_LIMIT)
         return min(limit, self.knobs.page_size) if limit > 0 else self.knobs.page_size
+
+
+def _any(record: dict[str, Any]) -> bool:
+    return True
+
+
+def parse_list_type(value: str | None) -> str:
+    """The listType of a request (default MY_JOBS, as the service's). Raises ValueError for a
+    value the service rejects."""
+    list_type = value or "MY_JOBS"
+    if list_type not in LIST_TYPES:
+        raise ValueError(f"JOBS_SEARCH_INVALID_LISTTYPE_ERROR {list_type!r}")
+    return list_type
+
+
+def _event_not_found(job_uuid: str) -> Response:
+    return error(400, f"JOBS_JOB_NOT_FOUND Job {job_uuid} not found.")
 
 
 def _not_found(job_uuid: str) -> Response:

@@ -9,9 +9,11 @@ docstring says why it exists:
    `skip_incomplete_listings`  no cancels on a backend whose listing failed part-way
 3. `find_fraction_refusals`    a policy matching too much of a backend is refused there, whole
 4. `skip_recently_cancelled`   no re-cancel of a job still winding down
-5. `apply_limits`              per-policy `max_cancels`, then `max_cancels_per_sweep`
-6. `hold_while_paused`         the pause file turns every would-be cancel into a skip
-7. `propose`                   dry run (global or per policy) is a flag on a cancel, nothing more
+5. `apply_ladder`              warn first, cancel at `due`, inside the window, after the notice
+6. `apply_limits`              per-policy `max_cancels`, then `max_cancels_per_sweep`
+7. `hold_while_paused`         the pause file turns every would-be cancel or warning into a skip
+8. `propose`                   dry run (global or per policy) is a flag on a cancel, nothing more
+   `find_cleared`              an open warning whose job no longer matches is cleared
 
 The step takes small Protocols instead of `reaper.policy.model` types so that it needs nothing
 of the policy language and is testable with plain dataclasses; it is generic over the match type, so
@@ -28,7 +30,7 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Generic, Protocol, TypeVar
 
-from reaper.jobs import Job, SkipCause
+from reaper.jobs import Job, SkipCause, kept_until
 
 JobKey = tuple[str, str]  # (backend name, job id): job ids are unique only within a backend
 
@@ -48,11 +50,19 @@ DEFAULT_FRACTION_GUARD_FLOOR = 3
 class Action(StrEnum):
     CANCEL = "cancel"
     SKIP = "skip"
+    WARN = "warn"  # the first sight of a job under a policy with a grace period: warn, wait
 
 
 class Limit(StrEnum):
     MAX_CANCELS = "max_cancels"  # per policy, per sweep, over all backends
     MAX_CANCELS_PER_SWEEP = "max_cancels_per_sweep"  # over all policies and backends
+
+
+class WindowLike(Protocol):
+    """What the decision step needs of a time window (`reaper.policy.windows.Window`)."""
+
+    def contains(self, now: datetime) -> bool: ...
+    def next_opening(self, at: datetime) -> datetime: ...
 
 
 class PolicyLike(Protocol):
@@ -66,6 +76,12 @@ class PolicyLike(Protocol):
     def max_cancels(self) -> int | None: ...
     @property
     def order(self) -> tuple[str, int]: ...  # (policy file path, position in the file)
+    @property
+    def grace(self) -> timedelta | None: ...
+    @property
+    def require_notice(self) -> bool: ...
+    @property
+    def window(self) -> WindowLike | None: ...
 
 
 class MatchLike(Protocol):
@@ -147,10 +163,43 @@ class Decision(Generic[M]):
     cause: SkipCause | None
     also_matched: tuple[str, ...]
     dry_run: bool
+    due: datetime | None = None  # when the job's warning falls due (WARN, or a held cancel)
 
     @property
     def key(self) -> JobKey:
         return (self.job.backend, self.job.id)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWarning:
+    """A `warned` record no `cleared` or cancel has closed (read from the audit log by the
+    sweep). `delivered`: a `warned` notice naming the job reached a notifier."""
+
+    backend: str
+    job_id: str
+    policy: str
+    due: datetime
+    dry_run: bool = False
+    delivered: bool = False
+    job_name: str = ""
+    owner: str = ""  # for routing the `cleared` notice to who heard the warning
+
+    @property
+    def key(self) -> JobKey:
+        return (self.backend, self.job_id)
+
+
+class ClearCause(StrEnum):
+    NO_LONGER_MATCHES = "no_longer_matches"  # finished, changed, or its policy is gone
+    PROTECTED = "protected"  # the owner tagged it since
+
+
+@dataclass(frozen=True, slots=True)
+class Clearance:
+    """An open warning this sweep closes: its job is listed no more as matching."""
+
+    warning: OpenWarning
+    cause: ClearCause
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +243,7 @@ class Plan(Generic[M]):
     decisions: tuple[Decision[M], ...]
     fraction_refusals: tuple[FractionRefusal, ...] = ()
     limit_hits: tuple[LimitHit, ...] = ()
+    cleared: tuple[Clearance, ...] = ()
 
     @property
     def refused(self) -> bool:
@@ -202,6 +252,9 @@ class Plan(Generic[M]):
 
     def cancels(self) -> list[Decision[M]]:
         return [d for d in self.decisions if d.action is Action.CANCEL]
+
+    def warnings(self) -> list[Decision[M]]:
+        return [d for d in self.decisions if d.action is Action.WARN]
 
     def skips(self, cause: SkipCause) -> list[Decision[M]]:
         return [d for d in self.decisions if d.cause is cause]
@@ -213,10 +266,14 @@ def decide(
     *,
     paused: bool = False,
     recently_cancelled: Collection[JobKey] = frozenset(),
+    now: datetime | None = None,
+    warnings: Mapping[JobKey, OpenWarning] | None = None,
 ) -> Plan[M]:
     """Decide every candidate of one sweep. Guarantees: each distinct (backend, job id) appears
     exactly once; no protected, recently cancelled or incompletely listed job is a cancel; no
-    cancel while paused; the cancels respect every limit; same input, same output.
+    cancel while paused; no cancel by a policy with a grace period before its warning is due,
+    nor outside its window; the cancels respect every limit; same input, same output.
+    `now` is needed as soon as a policy warns first or has a window (and for `reaper:keep-until`).
     Raises ValueError if two listings name the same backend."""
     backends = [listing.backend for listing in listings]
     if len(set(backends)) != len(backends):
@@ -224,15 +281,17 @@ def decide(
     candidates = dedupe_candidates(c for listing in listings for c in listing.candidates)
     refusals = find_fraction_refusals(candidates, listings, guards)
     decisions = sorted((propose(c, guards) for c in candidates), key=decision_order)
-    decisions = skip_protected(decisions, guards.protect_tag)
+    decisions = skip_protected(decisions, guards.protect_tag, now)
     decisions = skip_incomplete_listings(
         decisions, {lst.backend for lst in listings if not lst.complete}
     )
     decisions = skip_refused(decisions, refusals)
     decisions = skip_recently_cancelled(decisions, recently_cancelled)
+    decisions = apply_ladder(decisions, warnings or {}, now)
     decisions, hits = apply_limits(decisions, guards.max_cancels_per_sweep)
     decisions = hold_while_paused(decisions, paused)
-    return Plan(tuple(decisions), tuple(refusals), tuple(hits))
+    cleared = find_cleared(warnings or {}, decisions, listings)
+    return Plan(tuple(decisions), tuple(refusals), tuple(hits), tuple(cleared))
 
 
 def select_recent_cancels(
@@ -309,14 +368,24 @@ def _skip_where(
     ]
 
 
-def skip_protected(decisions: list[Decision[M]], protect_tag: str) -> list[Decision[M]]:
-    """Rule 1: a job carrying the protect tag — the key, whatever its value — is never cancelled.
+def skip_protected(
+    decisions: list[Decision[M]], protect_tag: str, now: datetime | None = None
+) -> list[Decision[M]]:
+    """Rule 1: a job carrying the protect tag — the key, whatever its value — is never cancelled,
+    nor one whose `reaper:keep-until` time is still ahead (`now` given; see reaper.jobs).
 
     It comes first so that a protected job is always audited as `protected`, the one cause an
     owner can act on. Any value counts because an owner writing `reaper:keep=false` still
     meant to mark the job; only removing the tag lifts the protection. (Policy `exclude:` blocks
     are applied earlier, by evaluation: an excluded job is never a candidate.)"""
-    return _skip_where(decisions, SkipCause.PROTECTED, lambda d: protect_tag in d.job.tags)
+    return _skip_where(
+        decisions, SkipCause.PROTECTED, lambda d: is_protected(d.job, protect_tag, now)
+    )
+
+
+def is_protected(job: Job, protect_tag: str, now: datetime | None) -> bool:
+    """The protect tag, or (with `now`) a `reaper:keep-until` still in force."""
+    return protect_tag in job.tags or (now is not None and kept_until(job.tags, now))
 
 
 def skip_incomplete_listings(
@@ -395,7 +464,7 @@ def skip_recently_cancelled(
 def apply_limits(
     decisions: list[Decision[M]], max_per_sweep: int | None
 ) -> tuple[list[Decision[M]], list[LimitHit]]:
-    """Rule 5: each policy's `max_cancels`, then `max_cancels_per_sweep` over all policies and
+    """Rule 6: each policy's `max_cancels`, then `max_cancels_per_sweep` over all policies and
     backends; `decisions` must be in `decision_order`, and the excess is skipped `limit`.
 
     Limits cap the damage of a policy that is wrong in a way the fraction guard cannot see. A
@@ -431,9 +500,92 @@ def _limit_reached(
 
 
 def hold_while_paused(decisions: list[Decision[M]], paused: bool) -> list[Decision[M]]:
-    """Rule 6: while the pause file exists every would-be cancel becomes a skip `paused`.
+    """Rule 7: while the pause file exists every would-be cancel or warning becomes a skip
+    `paused`.
 
     It runs after the guards so that a paused sweep still evaluates, audits and reports what a
     real one would do — including its refusals — and an operator can read the audit before
-    removing the pause file. Nothing is cancelled, not even in dry run."""
-    return _skip_where(decisions, SkipCause.PAUSED, lambda _: paused)
+    removing the pause file. Nothing is cancelled, not even in dry run; and nobody is warned,
+    because an operator pauses when a policy looks wrong, and a warning is a promise to cancel."""
+    if not paused:
+        return decisions
+    return [
+        replace(d, action=Action.SKIP, cause=SkipCause.PAUSED)
+        if d.action in (Action.CANCEL, Action.WARN)
+        else d
+        for d in decisions
+    ]
+
+
+def due_time(policy: PolicyLike, now: datetime) -> datetime:
+    """When a warning given at `now` falls due: after the grace, at the window's next opening."""
+    due = now + (policy.grace or timedelta(0))
+    return due if policy.window is None else policy.window.next_opening(due)
+
+
+def apply_ladder(
+    decisions: list[Decision[M]], warnings: Mapping[JobKey, OpenWarning], now: datetime | None
+) -> list[Decision[M]]:
+    """Rule 5: the ladder of a policy with a grace period, a required notice or a window
+    (docs/policies.md, "Grace, notices and windows"). Owners adopt a reaper when they hear of a
+    cancel before it happens, so such a policy's first match is a WARN (recorded `warned` with
+    `due`); a later sweep at or after `due` cancels if the job still matches, inside the window,
+    and — with `require_notice` — once a `warned` notice reached someone. A real cancel needs a
+    real warning: one given in dry run (which sends no notice) is given again.
+
+    It runs after the guards, so nobody is warned of a cancel a guard would refuse, and before
+    the limits, which count cancels only."""
+    out: list[Decision[M]] = []
+    for d in decisions:
+        policy = d.policy
+        if d.action is not Action.CANCEL or not (
+            policy.grace is not None or policy.require_notice or policy.window
+        ):
+            out.append(d)
+            continue
+        if now is None:
+            raise ValueError(f"policy {policy.name} needs `now` to decide")
+        out.append(_ladder_step(d, warnings.get(d.key), now))
+    return out
+
+
+def _ladder_step(d: Decision[M], warning: OpenWarning | None, now: datetime) -> Decision[M]:
+    policy = d.policy
+    warns_first = policy.grace is not None or policy.require_notice
+    valid = (
+        warning is not None and warning.policy == policy.name and (d.dry_run or not warning.dry_run)
+    )
+    if warns_first and (warning is None or not valid):
+        return replace(d, action=Action.WARN, due=due_time(policy, now))
+    due = warning.due if warning is not None and valid else None
+    if due is not None and now < due:
+        return replace(d, action=Action.SKIP, cause=SkipCause.GRACE, due=due)
+    if policy.window is not None and not policy.window.contains(now):
+        opening = policy.window.next_opening(now)
+        return replace(d, action=Action.SKIP, cause=SkipCause.OUTSIDE_WINDOW, due=opening)
+    if policy.require_notice and not d.dry_run and not (warning is not None and warning.delivered):
+        return replace(d, action=Action.SKIP, cause=SkipCause.NOTICE_PENDING, due=due)
+    return replace(d, due=due)
+
+
+def find_cleared(
+    warnings: Mapping[JobKey, OpenWarning],
+    decisions: Sequence[Decision[M]],
+    listings: Sequence[Listing[M]],
+) -> list[Clearance]:
+    """The open warnings this sweep closes, in (backend, job id) order: the job's backend was
+    listed completely and the job is no longer a candidate (it finished, changed, or its
+    policy is gone), or it is protected now. A job held by a guard stays warned: it still
+    matches. Only complete listings clear: a job missing from half a listing may still run."""
+    complete = {lst.backend for lst in listings if lst.complete}
+    by_key = {d.key: d for d in decisions}
+    found = []
+    for key, warning in sorted(warnings.items()):
+        if warning.backend not in complete:
+            continue
+        decision = by_key.get(key)
+        if decision is None:
+            found.append(Clearance(warning, ClearCause.NO_LONGER_MATCHES))
+        elif decision.cause is SkipCause.PROTECTED:
+            found.append(Clearance(warning, ClearCause.PROTECTED))
+    return found

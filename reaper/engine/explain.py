@@ -14,8 +14,8 @@ its own, and `decide` applies it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from reaper.engine.decide import (
@@ -26,9 +26,11 @@ from reaper.engine.decide import (
     JobKey,
     LimitHit,
     Listing,
+    OpenWarning,
     decide,
 )
-from reaper.jobs import Job
+from reaper.engine.notices import format_due
+from reaper.jobs import KEEP_UNTIL_TAG, Job, kept_until
 from reaper.policy.durations import format_duration
 from reaper.policy.explain import PolicyExplanation, explain_policy
 from reaper.policy.model import Match, Policy
@@ -48,6 +50,8 @@ class SweepState:
     recent: Collection[JobKey]
     audit_error: str | None = None
     unlisted: str | None = None  # why the backend's listing never yields the job, if it never does
+    # The open warnings of the audit log (docs/policies.md, "Grace, notices and windows").
+    warnings: Mapping[JobKey, OpenWarning] = field(default_factory=dict)
 
 
 # A per-job guard as a check: `holds` when it lets a sweep cancel the job.
@@ -117,7 +121,12 @@ def explain_job(
     explained = tuple(explain_policy(policy, job, now) for policy in policies)
     matches = tuple(e.match for e in explained if e.match is not None)
     decision, hits = _decide_one(job, matches, state, now)
-    checks = tuple(rule(job, state) for rule in guard_rules)
+    warning = state.warnings.get((job.backend, job.id))
+    checks = (
+        *(rule(job, state) for rule in guard_rules),
+        *keep_until_checks(job, now),  # these two need the time, the guard rules do not
+        *ladder_checks(decision, warning, now),
+    )
     return JobExplanation(job, now, explained, state.guards, checks, decision, hits, state.unlisted)
 
 
@@ -131,5 +140,53 @@ def _decide_one(
     candidate = Candidate(job, matches, render_reason(matches[0], now))
     listing = Listing(job.backend, 1, True, (candidate,))
     single = replace(state.guards, max_match_fraction=None)
-    plan = decide([listing], single, paused=state.paused, recently_cancelled=state.recent)
+    warning = state.warnings.get((job.backend, job.id))
+    plan = decide([listing], single, paused=state.paused, recently_cancelled=state.recent,
+                  now=now, warnings={} if warning is None else {warning.key: warning})  # fmt: skip
     return plan.decisions[0], plan.limit_hits
+
+
+def keep_until_checks(job: Job, now: datetime) -> tuple[Check, ...]:
+    """An owner's `reaper:keep-until`: protected while its time is ahead (or unreadable)."""
+    if KEEP_UNTIL_TAG not in job.tags:
+        return ()
+    held = kept_until(job.tags, now)
+    observed = f"{KEEP_UNTIL_TAG}={job.tags[KEEP_UNTIL_TAG]}"
+    return (Check("keep_until", observed, "no keep-until ahead of now", not held),)
+
+
+def ladder_checks(
+    decision: Decision[Match] | None, warning: OpenWarning | None, now: datetime
+) -> tuple[Check, ...]:
+    """The deciding policy's grace period, required notice and window (docs/policies.md,
+    "Grace, notices and windows"), as the open warning in the audit log shows them."""
+    if decision is None:
+        return ()
+    policy = decision.match.policy
+    ours = warning if warning is not None and warning.policy == policy.name else None
+    checks = [*_grace_checks(decision, ours, now)]
+    if policy.window is not None:
+        inside = policy.window.contains(now)
+        opens = format_due(policy.window.next_opening(now))
+        observed = "open now" if inside else f"closed; opens {opens}"
+        checks.append(Check("window", observed, policy.window.text, inside))
+    return tuple(checks)
+
+
+def _grace_checks(
+    decision: Decision[Match], ours: OpenWarning | None, now: datetime
+) -> list[Check]:
+    policy, checks = decision.match.policy, []
+    if policy.warns_first:
+        grace = format_duration(policy.grace) if policy.grace else "0s"
+        if ours is None:
+            observed = f"not warned yet: a sweep now warns, due {format_due(decision.due)}"
+        else:
+            observed = f"warned, due {format_due(ours.due)}" + (" (dry run)" * ours.dry_run)
+        held = ours is None or now < ours.due
+        checks.append(Check("grace", observed, f"warned {grace} before, due by now", not held))
+    if policy.require_notice:
+        delivered = ours is not None and ours.delivered
+        observed = "a warned notice was delivered" if delivered else "no warned notice delivered"
+        checks.append(Check("require_notice", observed, "a delivered warned notice", delivered))
+    return checks

@@ -1,80 +1,241 @@
-"""Loud guards: the log lines a sweep writes about what its guards refused or held back, and its
-one summary line per backend (docs/commands.md, "What a sweep logs").
+"""Notices: who hears about a sweep's warnings, cancels and clearances, and what they read
+(docs/config.md, "Notifiers"; docs/policies.md, "Grace, notices and windows").
 
-A guard that acts silently looks exactly like a policy that matched nothing: every refusal,
-every cap reached and the pause file in effect get a WARNING naming the policy, the backend and
-the numbers, so that an operator reading the journal sees why nothing was cancelled."""
+Pure: the sweep hands in `NoticeItem`s (one job, one event), `route` batches them into
+`Notice`s — one message per sweep, notifier (as rendered for the job's owner) and event — and
+`reaper.engine.sender` delivers them off the cancel path. A notifier URL holding `{owner}` or
+`{tag:KEY}` is rendered per job from the same safe table as reasons (reaper.policy.templates),
+each value URL-quoted so that no job field can add a host, a recipient or a parameter; a job
+without that fact goes to the notifier's `fallback:`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from urllib.parse import quote
 
-from reaper.engine.decide import M, Plan
-from reaper.jobs import SkipCause
+from reaper.engine.decide import Clearance
+from reaper.policy.model import Match, Policy
+from reaper.policy.reasons import reason_values
+from reaper.policy.templates import TAG, ReasonTemplate, render_template
 
 log = logging.getLogger(__name__)
 
 
-class SweepStats(Protocol):
-    """What the summary line and the metrics (reaper.service.metrics) need from one backend's
-    part of one sweep; reaper.engine.sweep.BackendReport satisfies it.
+class NoticeEvent(StrEnum):
+    """What a notice is about; a policy's `notify_on` picks from these."""
 
-    `active` is the number of active jobs listed (jobs seen), `matched` maps policy → jobs it
-    matched, `outcomes` maps a cancel outcome (`cancelled`, `dry_run`, `failed`, …) → count,
-    `skipped` maps a skip cause → count, `error` is set when the backend failed (listing, auth,
-    network)."""
+    WARNED = "warned"
+    CANCELLED = "cancelled"
+    CLEARED = "cleared"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+TITLES = {
+    NoticeEvent.WARNED: "reaper: {n} job(s) will be cancelled",
+    NoticeEvent.CANCELLED: "reaper: {n} job(s) cancelled",
+    NoticeEvent.CLEARED: "reaper: {n} warning(s) withdrawn, no cancel",
+    NoticeEvent.REFUSED: "reaper: {n} cancel(s) held back by a safety guard",
+    NoticeEvent.FAILED: "reaper: {n} cancel(s) failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierSpec:
+    """A configured notifier, ready to route: its URL as a template (None: it could not be
+    read, `error` says why, and its notices fail and are audited `notify_failed`)."""
+
+    name: str
+    url: ReasonTemplate | None
+    error: str | None = None
+    fallback: str | None = None
+    timeout_s: float = 10.0
+    retries: int = 2
+    max_jobs: int = 20
 
     @property
-    def backend(self) -> str: ...
-    @property
-    def active(self) -> int: ...
-    @property
-    def matched(self) -> Mapping[str, int]: ...
-    @property
-    def outcomes(self) -> Mapping[str, int]: ...
-    @property
-    def skipped(self) -> Mapping[str, int]: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def duration_s(self) -> float: ...
+    def personal(self) -> bool:
+        """True if the URL names something of the job (`{owner}`, `{tag:KEY}`, ...)."""
+        return self.url is not None and any(p.name is not None for p in self.url.pieces)
 
 
-def log_guards(plan: Plan[M], pause_file: Path | None, paused: bool) -> None:
-    """One WARNING per fraction-guard refusal and per cap reached, and one for the pause file."""
-    for refusal in plan.fraction_refusals:
-        key = (refusal.policy, refusal.backend)
-        skips = plan.skips(SkipCause.FRACTION_GUARD)
-        held = sum(1 for d in skips if (d.policy.name, d.job.backend) == key)
-        log.warning("fraction guard refused policy %s: %s; %d job(s) not cancelled",
-                    refusal.policy, refusal.describe(), held)  # fmt: skip
-    for hit in plan.limit_hits:
-        log.warning("%s reached: %d job(s) held back until a later sweep", hit.describe(),
-                    hit.skipped)  # fmt: skip
-    if paused:
-        held = len(plan.skips(SkipCause.PAUSED))
-        log.warning("paused: the pause file %s exists; nothing is cancelled, %d cancel(s) held "
-                    "back", pause_file, held)  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class NoticeItem:
+    """One job's line in a notice, with what the URL may be rendered from."""
+
+    event: NoticeEvent
+    notifiers: tuple[str, ...]
+    backend: str
+    job_id: str
+    policy: str
+    line: str
+    values: Mapping[str, str] = field(default_factory=dict)  # placeholder → value
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
-def summary_line(sweep_id: str, counts: SweepStats) -> str:
-    """`sweep S batch: 9 active, 6 matched, 0 cancelled, skipped 6 (fraction_guard 5, limit 1),
-    0 errors, 0.4 s`; other outcomes (dry_run, already_terminal, ...) where there are some."""
-    outcomes = dict(counts.outcomes)
-    parts = [f"{counts.active} active", f"{sum(counts.matched.values())} matched",
-             f"{outcomes.pop('cancelled', 0)} cancelled"]  # fmt: skip
-    parts += [f"{n} {name}" for name, n in sorted(outcomes.items()) if n and name != "failed"]
-    skipped = {cause: n for cause, n in sorted(counts.skipped.items()) if n}
-    detail = ", ".join(f"{cause} {n}" for cause, n in skipped.items())
-    parts.append(f"skipped {sum(skipped.values())}" + (f" ({detail})" if detail else ""))
-    parts.append(f"{outcomes.get('failed', 0) + (counts.error is not None)} errors")
-    parts.append(f"{counts.duration_s:.1f} s")
-    return f"sweep {sweep_id} {counts.backend}: " + ", ".join(parts)
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One message to one (rendered) notifier URL. `url` is a secret: never shown."""
+
+    notifier: NotifierSpec
+    url: str | None
+    event: NoticeEvent
+    jobs: tuple[tuple[str, str], ...]
+    title: str
+    body: str
+    sweep_id: str | None = None
 
 
-def log_summary(sweep_id: str, counts: SweepStats) -> None:
-    """The one INFO line per sweep and backend."""
-    log.info("%s", summary_line(sweep_id, counts))
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """The notifiers of a config, and what a policy without `notify` / `notify_on` gets."""
+
+    notifiers: Mapping[str, NotifierSpec]
+    default_notify: tuple[str, ...] = ()
+    default_on: tuple[str, ...] = ("warned", "cancelled")
+
+    def notifiers_for(self, policy: Policy, event: NoticeEvent) -> tuple[str, ...]:
+        """The notifiers that hear of `event` by `policy` (none if it did not ask for it)."""
+        events = policy.notify_on if policy.notify_on is not None else self.default_on
+        if event not in events:
+            return ()
+        return policy.notify if policy.notify is not None else self.default_notify
+
+
+def format_due(due: datetime | None) -> str:
+    return "-" if due is None else due.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+DEFAULT_LINES = {
+    NoticeEvent.WARNED: "{backend}/{job_id} ({job_name}) will be cancelled at or after {due} "
+    "by policy {policy} if it still matches: {reason}",
+    NoticeEvent.CANCELLED: "{backend}/{job_id} ({job_name}) was cancelled by policy {policy}: "
+    "{reason}",
+    NoticeEvent.CLEARED: "{backend}/{job_id} ({job_name}) no longer matches policy {policy} "
+    "({cause}): the cancel due {due} is withdrawn",
+    NoticeEvent.REFUSED: "{backend}/{job_id} ({job_name}) was not cancelled by policy {policy}: "
+    "{cause}",
+    NoticeEvent.FAILED: "{backend}/{job_id} ({job_name}): the cancel by policy {policy} failed",
+}
+
+
+def match_item(
+    event: NoticeEvent,
+    routing: Routing,
+    match: Match,
+    reason: str,
+    *,
+    due: datetime | None = None,
+    cause: str = "",
+) -> NoticeItem | None:
+    """The item for one decided job, or None if its policy notifies nobody of `event`."""
+    policy, job = match.policy, match.job
+    names = routing.notifiers_for(policy, event)
+    if not names:
+        return None
+    values = reason_values(match) | {"event": str(event), "reason": reason, "due": format_due(due)}
+    if policy.message is not None:
+        line = render_template(policy.message, values, job.tags)
+    else:
+        line = DEFAULT_LINES[event].format_map(values | {"cause": cause})
+    return NoticeItem(event, names, job.backend, job.id, policy.name, line, values, job.tags)
+
+
+def cleared_item(
+    routing: Routing, policy: Policy | None, clearance: Clearance
+) -> NoticeItem | None:
+    """The item for a withdrawn warning. The job may be gone, so only what the warning
+    recorded is known: `{owner}` routes, a `{tag:KEY}` URL goes to the fallback."""
+    if policy is None:  # the policy was removed since: nobody asked to hear about it
+        return None
+    names = routing.notifiers_for(policy, NoticeEvent.CLEARED)
+    if not names:
+        return None
+    w = clearance.warning
+    values = {
+        "backend": w.backend, "job_id": w.job_id, "job_name": w.job_name or "-",
+        "policy": policy.name, "due": format_due(w.due), "cause": str(clearance.cause),
+        "owner": w.owner,
+    }  # fmt: skip
+    line = DEFAULT_LINES[NoticeEvent.CLEARED].format_map(values)
+    return NoticeItem(NoticeEvent.CLEARED, names, w.backend, w.job_id, policy.name, line, values)
+
+
+def render_url(spec: NotifierSpec, item: NoticeItem) -> str | None:
+    """The notifier's URL for this job, or None if it names a fact the job lacks (an empty
+    `{owner}`, a missing tag): the job then goes to the fallback."""
+    assert spec.url is not None
+    for piece in spec.url.pieces:
+        if piece.name == TAG and piece.tag not in item.tags:
+            return None
+        if piece.name not in (None, TAG) and not item.values.get(piece.name, ""):
+            return None
+    values = {key: quote(value, safe="") for key, value in item.values.items()}
+    tags = {key: quote(value, safe="") for key, value in item.tags.items()}
+    return render_template(spec.url, _Defaulting(values), tags)
+
+
+class _Defaulting(dict[str, str]):
+    """Values for a URL template: a placeholder of no use for this event renders empty
+    (render_url has sent such a job to the fallback already)."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def route(
+    items: Iterable[NoticeItem], routing: Routing, sweep_id: str | None = None
+) -> list[Notice]:
+    """Batch items into notices: one per (notifier, rendered URL, event), in first-seen order,
+    each listing up to the notifier's `max_jobs` lines and then "and K more". A job whose URL
+    cannot be rendered goes to the fallback chain; with none left it is logged and dropped."""
+    groups: dict[tuple[str, str | None, NoticeEvent], list[NoticeItem]] = {}
+    for item in items:
+        for name in item.notifiers:
+            target = _resolve(routing, name, item)
+            if target is None:
+                log.warning("no notifier can reach the owner of %s/%s for %s (%s has no "
+                            "fallback)", item.backend, item.job_id, item.event, name)  # fmt: skip
+                continue
+            groups.setdefault((target[0].name, target[1], item.event), []).append(item)
+    return [
+        _notice(routing.notifiers[name], url, event, batch, sweep_id)
+        for (name, url, event), batch in groups.items()
+    ]
+
+
+def _resolve(
+    routing: Routing, name: str, item: NoticeItem
+) -> tuple[NotifierSpec, str | None] | None:
+    seen: set[str] = set()
+    current: str | None = name
+    while current is not None and current not in seen:
+        seen.add(current)
+        spec = routing.notifiers[current]
+        if spec.url is None:  # unreadable: the notice fails visibly, it does not move on
+            return spec, None
+        url = render_url(spec, item)
+        if url is not None:
+            return spec, url
+        current = spec.fallback
+    return None
+
+
+def _notice(
+    spec: NotifierSpec,
+    url: str | None,
+    event: NoticeEvent,
+    batch: Sequence[NoticeItem],
+    sweep_id: str | None,
+) -> Notice:
+    unique = list({(i.backend, i.job_id): i for i in batch}.values())
+    shown = [f"- {item.line}" for item in unique[: spec.max_jobs]]
+    if len(unique) > spec.max_jobs:
+        shown.append(f"and {len(unique) - spec.max_jobs} more")
+    title = TITLES[event].format(n=len(unique))
+    jobs = tuple((i.backend, i.job_id) for i in unique)
+    return Notice(spec, url, event, jobs, title, "\n".join(shown), sweep_id)

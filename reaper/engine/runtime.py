@@ -11,17 +11,68 @@ from datetime import UTC, datetime
 from reaper.audit.writer import AuditLog
 from reaper.backends import create_backend
 from reaper.backends.base import Backend
+from reaper.backends.notify import NotifyError, read_url
 from reaper.engine.decide import Guards
+from reaper.engine.notices import NotifierSpec, Routing
+from reaper.engine.scan import Progress
+from reaper.engine.sender import NoticeSender
 from reaper.engine.sweep import SweepEnv
 from reaper.errors import BackendError
-from reaper.policy.config import Config
+from reaper.policy.config import Config, NotifierConfig
 from reaper.policy.model import PolicySet
+from reaper.policy.templates import ReasonTemplate, TemplateError, compile_template
 
 log = logging.getLogger(__name__)
+
+MAX_FLUSH_S = 300.0  # the longest a one-shot run waits for its notices before exiting
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def routing_from(config: Config, environ: Mapping[str, str]) -> Routing | None:
+    """The config's notifiers with their URLs read (and registered for redaction), or None
+    when it has none. A URL that cannot be read or compiled is logged by notifier name and
+    leaves that notifier unusable: its notices fail and are audited, the sweep goes on."""
+    if not config.notifiers:
+        return None
+    specs = {name: _notifier_spec(n, environ) for name, n in config.notifiers.items()}
+    defaults = config.notice_defaults
+    return Routing(specs, defaults.notify, defaults.notify_on)
+
+
+def _notifier_spec(notifier: NotifierConfig, environ: Mapping[str, str]) -> NotifierSpec:
+    try:
+        url = read_url(notifier.name, notifier.source, notifier.ref, environ)
+        return _spec(notifier, compile_template(url), None)
+    except NotifyError as exc:
+        error = str(exc)
+    except TemplateError:  # its problems quote the URL: name the notifier only
+        error = f"notifier {notifier.name}: its URL has a placeholder that is not allowed"
+    log.error("%s", error)
+    return _spec(notifier, None, error)
+
+
+def _spec(notifier: NotifierConfig, url: ReasonTemplate | None, error: str | None) -> NotifierSpec:
+    return NotifierSpec(
+        notifier.name, url, error, fallback=notifier.fallback,
+        timeout_s=notifier.timeout.total_seconds(), retries=notifier.retries,
+        max_jobs=notifier.max_jobs,
+    )  # fmt: skip
+
+
+def flush_budget_s(routing: Routing) -> float:
+    """How long a one-shot run waits for its notices after the sweep: every attempt of the
+    slowest notifier, with its back-off, for a few notices; bounded."""
+    slowest = max(
+        (
+            spec.timeout_s * (spec.retries + 1) + 5 * spec.retries
+            for spec in routing.notifiers.values()
+        ),
+        default=0.0,
+    )
+    return min(MAX_FLUSH_S, 3 * slowest + 5)
 
 
 def guards_from(config: Config, *, force_dry_run: bool = False) -> Guards:
@@ -74,6 +125,9 @@ def sweep_env(
     unreachable: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
     deadline_s: float | None = None,
+    progress: Progress | None = None,
+    routing: Routing | None = None,
+    sender: NoticeSender | None = None,
 ) -> SweepEnv:
     return SweepEnv(
         policies=policies,
@@ -86,4 +140,7 @@ def sweep_env(
         unreachable=dict(unreachable or {}),
         stop=stop,
         deadline_s=deadline_s,
+        progress=progress,
+        routing=routing,
+        sender=sender,
     )

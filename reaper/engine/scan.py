@@ -7,7 +7,7 @@ sweep's memory grows with the matches, not with the size of the cluster."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,16 +39,27 @@ class Scan:
         return Listing(self.backend, self.active, self.complete, tuple(self.candidates))
 
 
-def scan_backend(backend: Backend, policies: Sequence[Policy], now: datetime) -> Scan:
+# Told after each page of a listing: (backend, pages so far, jobs so far). For a person
+# watching a long listing (reaper.commands.progress); it must not raise.
+Progress = Callable[[str, int, int], None]
+
+
+def scan_backend(
+    backend: Backend, policies: Sequence[Policy], now: datetime, progress: Progress | None = None
+) -> Scan:
     """List, enrich where needed and evaluate. Never raises BackendError: a failure is recorded
     in the Scan (`complete=False`, `error`)."""
     scan = Scan(backend.name)
     index = PolicyIndex(policies, now)
     undetailed: list[Job] = []
+    pages = listed = 0
     try:
         for page in backend.list_active():
             for job in page:
                 _consider(job, index, scan, undetailed)
+            pages, listed = pages + 1, listed + len(page)
+            if progress is not None:
+                progress(backend.name, pages, listed)
         _evaluate_enriched(backend, index, undetailed, scan)
     except BackendError as exc:
         scan.complete, scan.error = False, str(exc)

@@ -13,18 +13,45 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
-from reaper.audit.writer import AuditLog, AuditWriteError, read_tail, recently_cancelled
+from reaper.audit.writer import (
+    AuditLog,
+    AuditWriteError,
+    open_warnings,
+    read_tail,
+    read_tail_with_rotated,
+    recently_cancelled,
+)
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
-from reaper.engine.decide import RECANCEL_WINDOW, Action, Decision, Guards, Plan, decide
-from reaper.engine.notices import log_guards, log_summary
-from reaper.engine.scan import Scan, scan_backend
+from reaper.engine.decide import (
+    RECANCEL_WINDOW,
+    Action,
+    Clearance,
+    Decision,
+    Guards,
+    JobKey,
+    OpenWarning,
+    Plan,
+    decide,
+    is_protected,
+)
+from reaper.engine.guardlog import log_guards, log_summary
+from reaper.engine.notices import (
+    NoticeEvent,
+    NoticeItem,
+    Routing,
+    cleared_item,
+    match_item,
+    route,
+)
+from reaper.engine.scan import Progress, Scan, scan_backend
+from reaper.engine.sender import NoticeSender
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import Job, SkipCause
+from reaper.jobs import KEEP_UNTIL_TAG, Job, SkipCause, parse_instant
 from reaper.policy.model import Match, PolicySet, evaluate
 
 log = logging.getLogger(__name__)
@@ -35,6 +62,12 @@ DEFAULT_CONCURRENCY = 8
 # Workers per cancel slot: besides the jobs in a cancel call, others are being re-read or wait
 # on the audit log (one file, one record at a time), and the cancel lane must not run dry.
 WORKERS_PER_SLOT = 3
+# How far back a sweep looks for open warnings: the longest grace period, plus the longest a
+# window keeps a due cancel waiting, plus this margin (sweeps are minutes apart; a required
+# notice may fail for longer). A warning older than that is forgotten and the job is warned
+# again, with a new due time: the safe side, since forgetting can only delay a cancel, never
+# bring one forward.
+WARNING_MARGIN = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -60,6 +93,11 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    progress: Progress | None = None  # told of each listed page (a terminal's progress line)
+    # Notices (docs/config.md, "Notifiers"): who hears of what, and the thread that sends.
+    # Without a sender nothing is sent; warnings and grace still work, audited only.
+    routing: Routing | None = None
+    sender: NoticeSender | None = None
 
 
 @dataclass
@@ -71,6 +109,7 @@ class BackendReport:
     matched: Counter[str] = field(default_factory=Counter)  # policy → jobs it decided
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    ladder: Counter[str] = field(default_factory=Counter)  # warned, cleared
     error: str | None = None
     duration_s: float = 0.0
 
@@ -160,7 +199,7 @@ def _scan_until(env: SweepEnv, names: Sequence[str], now: datetime, limits: _Lim
 def _scan_one(env: SweepEnv, name: str, now: datetime) -> Scan:
     started = monotonic()
     try:
-        result = scan_backend(env.backends[name], env.policies.for_backend(name), now)
+        result = scan_backend(env.backends[name], env.policies.for_backend(name), now, env.progress)
     except Exception as exc:  # a listing thread must always report: the sweep waits for it
         log.exception("listing %s raised", name)
         return Scan(name, complete=False, error=f"listing raised {type(exc).__name__}")
@@ -181,7 +220,7 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
     call and writes no audit record."""
     now = env.clock()
     scans = scan_all(env, _names(env, names), now)
-    return scans, _decide(env, scans, now, _recent_cancels_for_plan(env, now), _paused(env))
+    return scans, _decide(env, scans, now, _audit_state_for_plan(env, now), _paused(env))
 
 
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
@@ -200,7 +239,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     )  # fmt: skip
     started, limits = monotonic(), _Limits.of(env)
     scans = _scan_until(env, names, now, limits)
-    plan = _decide(env, scans, now, read_recent_cancels(env.audit_path, now), paused)
+    plan = _decide(env, scans, now, read_audit_state(env.audit_path, now, env.policies), paused)
     log_guards(plan, env.pause_file, paused)
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans}, None,
                          paused)  # fmt: skip
@@ -208,12 +247,63 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report, limits)
     act.record_skips(plan)
+    act.record_ladder(plan)
+    _send_notices(env, sweep_id, _ladder_items(env, plan))
     act.run(plan)
+    _send_notices(env, sweep_id, act.outcome_items)
     for backend_report in report.backends.values():
         backend_report.duration_s = monotonic() - started
         log_summary(sweep_id, backend_report)
     _write_sweep_end(audit, report)
     return report
+
+
+NoticeDraft = tuple[NoticeItem, bool]  # an item, and whether it is about a dry run
+
+
+def _ladder_items(env: SweepEnv, plan: Plan[Match]) -> list[NoticeDraft]:
+    """The `warned` notices of this sweep (a first warning, or again while `require_notice`
+    waits for a delivery), the `cleared` ones, and the `refused` ones (a guard held a cancel)."""
+    if env.routing is None:
+        return []
+    drafts: list[NoticeDraft] = []
+    for d in plan.decisions:
+        event = _ladder_event(d)
+        if event is not None:
+            item = match_item(
+                event, env.routing, d.match, d.reason, due=d.due, cause=str(d.cause or "")
+            )
+            drafts.extend([(item, d.dry_run)] if item else [])
+    for clearance in plan.cleared:
+        policy = env.policies.by_name(clearance.warning.policy)
+        item = cleared_item(env.routing, policy, clearance)
+        drafts.extend([(item, clearance.warning.dry_run)] if item else [])
+    return drafts
+
+
+def _ladder_event(decision: Decision[Match]) -> NoticeEvent | None:
+    if decision.action is Action.WARN or decision.cause is SkipCause.NOTICE_PENDING:
+        return NoticeEvent.WARNED
+    if decision.cause in (SkipCause.FRACTION_GUARD, SkipCause.LIMIT):
+        return NoticeEvent.REFUSED
+    return None
+
+
+def _send_notices(env: SweepEnv, sweep_id: str, drafts: Sequence[NoticeDraft]) -> None:
+    """Hand this batch to the sender and return at once. Dry-run items are logged, not sent."""
+    if env.routing is None or not drafts:
+        return
+    dry = [item for item, dry_run in drafts if dry_run]
+    if dry:
+        log.info("dry run: %d notice line(s) not sent (%s)", len(dry),
+                 ", ".join(sorted({str(item.event) for item in dry})))  # fmt: skip
+    notices = route([item for item, dry_run in drafts if not dry_run], env.routing, sweep_id)
+    if env.sender is None:
+        for notice in notices:
+            log.info("no notifier thread: %s notice to %s about %d job(s) not sent",
+                     notice.event, notice.notifier.name, len(notice.jobs))  # fmt: skip
+        return
+    env.sender.submit(notices)
 
 
 def _names(env: SweepEnv, names: Sequence[str] | None) -> list[str]:
@@ -230,22 +320,77 @@ def read_recent_cancels(audit_path: Path, now: datetime) -> set[tuple[str, str]]
     return recently_cancelled(read_tail(audit_path, now - RECANCEL_WINDOW), now)
 
 
-def _recent_cancels_for_plan(env: SweepEnv, now: datetime) -> set[tuple[str, str]]:
+@dataclass(frozen=True)
+class AuditState:
+    """What a sweep's decision needs from the audit log (docs/architecture.md, sweep step 3)."""
+
+    recent_cancels: frozenset[JobKey] = frozenset()
+    warnings: Mapping[JobKey, OpenWarning] = field(default_factory=dict)
+
+
+def warning_lookback(policies: PolicySet) -> timedelta | None:
+    """How far back open warnings are read (see WARNING_MARGIN); None when no policy warns
+    first, so a sweep without a ladder reads only the re-cancel window."""
+    ladder = [p for p in policies if p.warns_first]
+    if not ladder:
+        return None
+    return WARNING_MARGIN + max(
+        (p.grace or timedelta(0)) + (p.window.longest_wait() if p.window else timedelta(0))
+        for p in ladder
+    )
+
+
+def read_audit_state(audit_path: Path, now: datetime, policies: PolicySet) -> AuditState:
+    """The recent cancels and the open warnings, from one backward read of the log's tail
+    (bounded by `warning_lookback`; with a ladder, the file rotated away last too, so that a
+    rotation forgets no warning); nothing if the log does not exist yet. Raises OSError."""
+    lookback = warning_lookback(policies)
+    since = now - max(RECANCEL_WINDOW, lookback or timedelta(0))
+    records = (read_tail if lookback is None else read_tail_with_rotated)(audit_path, since)
+    recent = frozenset(recently_cancelled(records, now))
+    if lookback is None:
+        return AuditState(recent)
+    return AuditState(recent, _warnings_of(open_warnings(records)))
+
+
+def _warnings_of(records: Mapping[JobKey, Mapping[str, Any]]) -> dict[JobKey, OpenWarning]:
+    """The open `warned` records as decide() takes them. One without a readable `due` is left
+    out, so its job is warned again with a new due time: never a cancel earlier than promised."""
+    found = {}
+    for key, record in records.items():
+        due = parse_instant(str(record.get("due")))
+        if due is None:
+            log.warning("audit: warning of %s/%s has no readable due time", *key)
+            continue
+        found[key] = OpenWarning(
+            backend=key[0], job_id=key[1], policy=str(record.get("policy")), due=due,
+            dry_run=bool(record.get("dry_run")), delivered=bool(record.get("delivered")),
+            job_name=str(record.get("job_name") or ""), owner=str(record.get("owner") or ""),
+        )  # fmt: skip
+    return found
+
+
+def _audit_state_for_plan(env: SweepEnv, now: datetime) -> AuditState:
     """`plan` only previews: an audit log it may not read (the service's file, mode 0600, and an
-    operator's shell) costs the re-cancel window in the preview, not the whole plan."""
+    operator's shell) costs the re-cancel window and the open warnings in the preview, not the
+    whole plan."""
     try:
-        return read_recent_cancels(env.audit_path, now)
+        return read_audit_state(env.audit_path, now, env.policies)
     except OSError as exc:
         log.warning("cannot read the audit log %s (%s): the plan does not show the jobs that "
-                    "the re-cancel window would hold", env.audit_path, exc.strerror)  # fmt: skip
-        return set()
+                    "the re-cancel window would hold, nor earlier warnings",
+                    env.audit_path, exc.strerror)  # fmt: skip
+        return AuditState()
 
 
 def _decide(
-    env: SweepEnv, scans: list[Scan], now: datetime, recent: set[tuple[str, str]], paused: bool
+    env: SweepEnv, scans: list[Scan], now: datetime, state: AuditState, paused: bool
 ) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
-    return decide(listings, env.guards, paused=paused, recently_cancelled=recent)
+    return decide(
+        listings, env.guards, paused=paused, recently_cancelled=state.recent_cancels,
+        now=now, warnings=state.warnings,
+    )  # fmt: skip
 
 
 def _backend_report(scan: Scan) -> BackendReport:
@@ -255,7 +400,7 @@ def _backend_report(scan: Scan) -> BackendReport:
 def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
-               "error": r.error}
+               "error": r.error} | ({"ladder": dict(r.ladder)} if r.ladder else {})
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
@@ -275,7 +420,7 @@ def job_fields(decision: Decision[Match]) -> dict[str, Any]:
     """The audit fields that explain a decision: which policy (file, sha256, commit), which job,
     which numbers, which reason."""
     job, match, source = decision.job, decision.match, decision.match.policy.source
-    return {
+    fields: dict[str, Any] = {
         "policy": decision.policy.name, "policy_file": source.file,
         "policy_sha256": source.sha256, "policy_commit": source.commit,
         "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
@@ -283,6 +428,21 @@ def job_fields(decision: Decision[Match]) -> dict[str, Any]:
         "pending_s": _seconds(match.pending_s), "facts": [f.text for f in match.facts],
         "also_matched": list(decision.also_matched), "reason": decision.reason,
         "dry_run": decision.dry_run,
+    }  # fmt: skip
+    if decision.due is not None:
+        fields["due"] = decision.due
+    if KEEP_UNTIL_TAG in job.tags:  # an override is part of the explanation (docs/policies.md)
+        fields["override"] = f"{KEEP_UNTIL_TAG}={job.tags[KEEP_UNTIL_TAG]}"
+    return fields
+
+
+def clearance_fields(clearance: Clearance) -> dict[str, Any]:
+    """The audit fields of a `cleared` record: which warning, and why it is closed."""
+    warning = clearance.warning
+    return {
+        "backend": warning.backend, "job_id": warning.job_id, "job_name": warning.job_name,
+        "policy": warning.policy, "due": warning.due, "cause": str(clearance.cause),
+        "dry_run": warning.dry_run,
     }  # fmt: skip
 
 
@@ -363,6 +523,7 @@ class _Actor:
         self.limits = limits
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
+        self.outcome_items: list[NoticeDraft] = []  # `cancelled` / `failed` notice lines
 
     def record_skips(self, plan: Plan[Match]) -> None:
         for decision in plan.decisions:
@@ -370,6 +531,16 @@ class _Actor:
             if decision.action is Action.SKIP:
                 assert decision.cause is not None
                 self.skip(decision, decision.cause)
+
+    def record_ladder(self, plan: Plan[Match]) -> None:
+        """`warned` for each job warned this sweep, `cleared` for each warning closed (written
+        before any notice about them is sent, like an intent before its cancel)."""
+        for decision in plan.warnings():
+            self.count(decision.job.backend, "ladder", "warned")
+            self.write("warned", job_fields(decision) | {"owner": decision.job.owner})
+        for clearance in plan.cleared:
+            self.count(clearance.warning.backend, "ladder", "cleared")
+            self.write("cleared", clearance_fields(clearance))
 
     def run(self, plan: Plan[Match]) -> None:
         by_backend: dict[str, list[Decision[Match]]] = {}
@@ -440,9 +611,10 @@ class _Actor:
         return checked
 
     def skip_cause(self, decision: Decision[Match], fresh: Job | None) -> SkipCause | None:
-        if fresh is None or evaluate(decision.match.policy, fresh, self.env.clock()) is None:
+        now = self.env.clock()
+        if fresh is None or evaluate(decision.match.policy, fresh, now) is None:
             return SkipCause.CHANGED
-        if self.env.guards.protect_tag in fresh.tags:
+        if is_protected(fresh, self.env.guards.protect_tag, now):
             return SkipCause.PROTECTED
         return None
 
@@ -466,6 +638,18 @@ class _Actor:
             ):
                 self.count(decision.job.backend, "outcomes", outcome)
                 self.write("result", fields | {"outcome": outcome, "error": error})
+                self.note_outcome(decision, outcome)
+
+    def note_outcome(self, decision: Decision[Match], outcome: str) -> None:
+        """Queue the `cancelled` or `failed` notice line of a cancel just recorded."""
+        routing = self.env.routing
+        event = {"cancelled": NoticeEvent.CANCELLED, "failed": NoticeEvent.FAILED}.get(outcome)
+        if routing is None or event is None:
+            return
+        item = match_item(event, routing, decision.match, decision.reason, due=decision.due)
+        if item is not None:
+            with self.lock:
+                self.outcome_items.append((item, decision.dry_run))
 
     def skip(self, decision: Decision[Match], cause: str) -> None:
         self.count(decision.job.backend, "skipped", str(cause))

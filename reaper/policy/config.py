@@ -20,7 +20,14 @@ from reaper.errors import ConfigError, ConfigNotFoundError, Diagnostic
 from reaper.jobs import BACKEND_TYPES
 from reaper.policy.durations import DurationError, parse_duration
 from reaper.policy.gitinfo import commit_of
-from reaper.policy.model import Policy, PolicyCompileError, PolicySet, PolicySource, compile_policy
+from reaper.policy.model import (
+    DEFAULT_NOTICE_EVENTS,
+    Policy,
+    PolicyCompileError,
+    PolicySet,
+    PolicySource,
+    compile_policy,
+)
 from reaper.policy.schema import check_schema, load_schema
 from reaper.policy.shard import Shard
 from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, YamlDocument, load_yaml_file
@@ -35,6 +42,10 @@ FILE_OPTIONS = frozenset({"token_file", "api_key_file"})  # backend options nami
 # Backend options that are durations, handed to the backend as seconds (float): the backends
 # sit below the policy language and do not parse durations.
 TIMEOUT_OPTIONS = frozenset({"timeout", "connect_timeout", "read_timeout"})
+URL_SOURCES = ("url", "url_env", "url_file")  # where a notifier's URL comes from: exactly one
+DEFAULT_NOTIFY_TIMEOUT = timedelta(seconds=10)
+DEFAULT_NOTIFY_RETRIES = 2
+DEFAULT_NOTIFY_MAX_JOBS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,29 @@ class Schedule:
     every: timedelta | None = DEFAULT_EVERY
     cron: str | None = None
     jitter: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierConfig:
+    """One `notifiers:` entry (docs/config.md, "Notifiers"). The URL is not read here: it may
+    hold a secret, so it stays in its environment variable or file until a notice is sent, and
+    is never shown. `source` says where it is: `url`, `url_env` or `url_file` (path resolved)."""
+
+    name: str
+    source: str
+    ref: str  # the URL itself (`url`), the variable's name, or the file's path
+    fallback: str | None = None  # for jobs whose {owner}/{tag:KEY} cannot be rendered
+    timeout: timedelta = DEFAULT_NOTIFY_TIMEOUT  # per attempt
+    retries: int = DEFAULT_NOTIFY_RETRIES  # attempts after the first
+    max_jobs: int = DEFAULT_NOTIFY_MAX_JOBS  # jobs listed per message, then "and K more"
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeDefaults:
+    """`notify_defaults:`: what a policy without `notify` / `notify_on` gets."""
+
+    notify: tuple[str, ...] = ()
+    notify_on: tuple[str, ...] = DEFAULT_NOTICE_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +124,8 @@ class Config:
     metrics_listen: str = "127.0.0.1:9464"
     metrics_textfile: Path | None = None
     backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
+    notifiers: Mapping[str, NotifierConfig] = field(default_factory=lambda: MappingProxyType({}))
+    notice_defaults: NoticeDefaults = field(default_factory=NoticeDefaults)
     shard: Shard | None = None
     coordination: Coordination | None = None
 
@@ -144,15 +180,18 @@ def _read_config(path: Path) -> tuple[Config, SourceMap]:
 
 
 def load_policies(
-    paths: Sequence[Path], backends: Mapping[str, BackendConfig] | None = None
+    paths: Sequence[Path],
+    backends: Mapping[str, BackendConfig] | None = None,
+    notices: tuple[Collection[str], NoticeDefaults] | None = None,
 ) -> PolicySet:
     """Load policy files and folders (their *.yaml / *.yml, sorted, not recursive) into one set.
 
     With `backends` (from a config), referenced backend names must exist and each policy is
-    checked against the types it targets; without, against every backend type. Raises
+    checked against the types it targets; without, against every backend type. With `notices`
+    (the config's notifier names and defaults), notifier names must exist too. Raises
     ConfigError with the problems of every file when any file or policy is invalid."""
     files, diagnostics = expand_policy_paths(paths)
-    loaded = [_load_policy_file(path, backends) for path in files]
+    loaded = [_load_policy_file(path, backends, notices) for path in files]
     for item in loaded:
         diagnostics.extend(item.diagnostics)
     diagnostics.extend(_duplicate_names(loaded))
@@ -171,23 +210,25 @@ def load_all(config_path: Path) -> tuple[Config, PolicySet]:
     if not config.policies_path.exists():  # named at the config's line, not as a bare path
         message = f"no such policy file or folder: {config.policies_path}"
         raise ConfigError([source.locate(Problem(("policies",), message))])
-    return config, load_policies([config.policies_path], config.backends)
+    notices = (frozenset(config.notifiers), config.notice_defaults)
+    return config, load_policies([config.policies_path], config.backends, notices)
 
 
 def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
     """The policy files named by `paths`, each once (a folder gives its *.yaml / *.yml, sorted,
     hidden files skipped), and a diagnostic for each path that is missing, unreadable or an
-    empty folder."""
+    empty folder, and for each entry of a folder that is a symlink leading out of it."""
     files: dict[Path, Path] = {}  # real path → path as named: a file named twice loads once
     diagnostics: list[Diagnostic] = []
     for path in paths:
         try:
-            found = _policy_files_in(path)
+            found, refused = _policy_files_in(path)
         except OSError as exc:
             message = f"cannot read: {exc.strerror or exc}"
             diagnostics.append(Diagnostic(str(path), 1, 1, message))
             continue
-        if not found:
+        diagnostics.extend(refused)
+        if not found and not refused:
             message = (
                 "no policy files (*.yaml, *.yml) in this folder"
                 if path.is_dir()
@@ -199,17 +240,38 @@ def expand_policy_paths(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnos
     return list(files.values()), diagnostics
 
 
-def _policy_files_in(path: Path) -> list[Path]:
+def _policy_files_in(path: Path) -> tuple[list[Path], list[Diagnostic]]:
+    """A folder's policy files, and a diagnostic for each entry that leaves the folder. Entries
+    that are not regular files are kept: reading them refuses them, located (yamlsrc)."""
     if not path.is_dir():
-        return [path] if path.exists() else []
-    return sorted(
-        p
-        for p in path.iterdir()
-        if p.suffix in POLICY_SUFFIXES
-        and p.is_file()
-        and not p.name.startswith(".")
-        and not p.name.endswith(TEST_SUFFIXES)  # `reaper test` files may sit beside policies
-    )
+        return ([path] if path.exists() or path.is_symlink() else []), []
+    root = path.resolve(strict=True)
+    files, refused = [], []
+    for entry in sorted(path.iterdir()):
+        if entry.suffix not in POLICY_SUFFIXES or entry.name.startswith("."):
+            continue
+        if entry.name.endswith(TEST_SUFFIXES):  # `reaper test` files may sit beside policies
+            continue
+        problem = _outside_root(entry, root)
+        if problem:
+            refused.append(Diagnostic(str(entry), 1, 1, problem))
+        else:
+            files.append(entry)
+    return files, refused
+
+
+def _outside_root(entry: Path, root: Path) -> str | None:
+    """Why a folder entry is refused: a symlink whose target is outside the policy folder (git
+    stores symlinks, so a pull request could point one at /etc/shadow or /dev/zero)."""
+    if not entry.is_symlink():
+        return None
+    try:
+        target = entry.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return "a symlink that leads nowhere (broken or looping): refused"
+    if not target.is_relative_to(root):
+        return f"a symlink that leads outside the policy folder {root}: refused"
+    return None
 
 
 # ---------------------------------------------------------------------------------- the config
@@ -246,7 +308,44 @@ def check_config_semantics(
         if intact("backends", name):
             problems.extend(_check_credentials(("backends", name), section))
             problems.extend(_check_timeouts(("backends", name), section))
+    if intact("notifiers") and intact("notify_defaults"):
+        problems.extend(
+            _check_notifiers(data.get("notifiers") or {}, data.get("notify_defaults") or {})
+        )
     return problems
+
+
+def _check_notifiers(notifiers: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[Problem]:
+    """One URL source per notifier; fallbacks and defaults name notifiers; no fallback loop
+    (a job nobody can be told about must end somewhere)."""
+    problems = []
+    for name, section in notifiers.items():
+        given = [key for key in URL_SOURCES if key in section]
+        if len(given) != 1:
+            message = "give exactly one of url, url_env, url_file"
+            problems.append(Problem(("notifiers", name), message))
+        fallback = section.get("fallback")
+        if fallback is not None and fallback not in notifiers:
+            message = f"unknown fallback notifier {fallback!r}"
+            problems.append(Problem(("notifiers", name, "fallback"), message))
+        elif _falls_back_to_itself(name, notifiers):
+            message = f"fallback of {name!r} leads back to it"
+            problems.append(Problem(("notifiers", name, "fallback"), message))
+    for index, name in enumerate(defaults.get("notify", ())):
+        if name not in notifiers:
+            message = f"unknown notifier {name!r}"
+            problems.append(Problem(("notify_defaults", "notify", index), message))
+    return problems
+
+
+def _falls_back_to_itself(name: str, notifiers: Mapping[str, Any]) -> bool:
+    seen, current = {name}, notifiers[name].get("fallback")
+    while current is not None and current in notifiers:
+        if current in seen:
+            return True
+        seen.add(current)
+        current = notifiers[current].get("fallback")
+    return False
 
 
 def _check_timeouts(path: NodePath, section: Mapping[str, Any]) -> list[Problem]:
@@ -330,8 +429,34 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
                 for name, s in (data.get("backends") or {}).items()
             }
         ),
+        notifiers=MappingProxyType(
+            {
+                name: _build_notifier(name, s, base)
+                for name, s in (data.get("notifiers") or {}).items()
+            }
+        ),
+        notice_defaults=_build_notice_defaults(data.get("notify_defaults") or {}),
         shard=Shard(int(shard["index"]), int(shard["count"])) if shard else None,
         coordination=_build_coordination(base, data.get("coordination")),
+    )
+
+
+def _build_notifier(name: str, section: Mapping[str, Any], base: Path) -> NotifierConfig:
+    source = next(key for key in URL_SOURCES if key in section)
+    ref = str(_resolve(base, section[source])) if source == "url_file" else str(section[source])
+    timeout = section.get("timeout")
+    return NotifierConfig(
+        name=name, source=source, ref=ref, fallback=section.get("fallback"),
+        timeout=DEFAULT_NOTIFY_TIMEOUT if timeout is None else parse_duration(timeout),
+        retries=int(section.get("retries", DEFAULT_NOTIFY_RETRIES)),
+        max_jobs=int(section.get("max_jobs", DEFAULT_NOTIFY_MAX_JOBS)),
+    )  # fmt: skip
+
+
+def _build_notice_defaults(section: Mapping[str, Any]) -> NoticeDefaults:
+    return NoticeDefaults(
+        notify=tuple(section.get("notify", ())),
+        notify_on=tuple(section.get("notify_on", DEFAULT_NOTICE_EVENTS)),
     )
 
 
@@ -407,7 +532,11 @@ class _PolicyFile:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def _load_policy_file(path: Path, backends: Mapping[str, BackendConfig] | None) -> _PolicyFile:
+def _load_policy_file(
+    path: Path,
+    backends: Mapping[str, BackendConfig] | None,
+    notices: tuple[Collection[str], NoticeDefaults] | None = None,
+) -> _PolicyFile:
     result = _PolicyFile(path)
     try:
         result.doc, raw = load_yaml_file(path)
@@ -418,6 +547,7 @@ def _load_policy_file(path: Path, backends: Mapping[str, BackendConfig] | None) 
     raw_policies = result.doc.data.get("policies")
     if isinstance(raw_policies, list):
         problems.extend(_check_backend_names(raw_policies, backends))
+        problems.extend(_check_notifier_names(raw_policies, notices))
         source = _PolicySourceFactory(path, raw)
         for position, policy in enumerate(raw_policies):
             if isinstance(policy, Mapping):
@@ -496,6 +626,31 @@ def _check_backend_names(
             if isinstance(name, str) and name not in backends:
                 path = ("policies", position, "backends", index)
                 problems.append(Problem(path, _unknown_backend_message(name, backends)))
+    return problems
+
+
+def _check_notifier_names(
+    raw_policies: Sequence[Any], notices: tuple[Collection[str], NoticeDefaults] | None
+) -> list[Problem]:
+    """Every `notify:` name is a configured notifier; `require_notice` has a notifier to wait
+    for (its own `notify:`, or the config's default)."""
+    if notices is None:
+        return []
+    known, defaults = notices
+    problems = []
+    for position, policy in enumerate(raw_policies):
+        if not isinstance(policy, Mapping):
+            continue
+        names = policy.get("notify")
+        for index, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in known:
+                shown = ", ".join(sorted(known)) or "none"
+                message = f"unknown notifier {name!r}: reaper.yaml `notifiers:` defines {shown}"
+                problems.append(Problem(("policies", position, "notify", index), message))
+        effective = names if isinstance(names, list) else defaults.notify
+        if policy.get("require_notice") is True and not effective:
+            message = "require_notice needs a notifier: give notify, or notify_defaults.notify"
+            problems.append(Problem(("policies", position, "require_notice"), message))
     return problems
 
 

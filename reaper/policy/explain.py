@@ -8,7 +8,8 @@ docs/commands.md).
 
 A clause is one named step of `reaper.policy.model.evaluate`: `scope` (the policy targets the
 job's backend, the job is pending or running, and detailed when the policy reads tags or
-`where`), `selectors` (every selector holds), `exclude` (the exclude block does not hold).
+`where`), `selectors` (every selector holds), `exclude` (the exclude block does not hold),
+`override` (an owner's `reaper:max-runtime` tag does not spare the job).
 `CLAUSES` lists the rules in evaluation order. A feature that adds a condition to `evaluate`
 (a grace period, a time window, an override tag) appends its rule to `CLAUSES`; the property
 test (tests/test_policy_explain.py) holds every rule set to agree with `evaluate`.
@@ -23,8 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from reaper.jobs import ACTIVE_PHASES, Job
+from reaper.jobs import ACTIVE_PHASES, MAX_RUNTIME_TAG, Job
+from reaper.policy.durations import format_duration
 from reaper.policy.model import Match, Policy, evaluate
+from reaper.policy.overrides import runtime_override
 from reaper.policy.selectors import Check
 
 __all__ = ["CLAUSES", "Check", "Clause", "ClauseRule", "PolicyExplanation", "explain_policy"]
@@ -79,7 +82,24 @@ def exclude_clause(policy: Policy, job: Job, now: datetime) -> Clause | None:
     return Clause("exclude", not excluded, summary, checks)
 
 
-CLAUSES: tuple[ClauseRule, ...] = (scope_clause, selectors_clause, exclude_clause)
+def override_clause(policy: Policy, job: Job, now: datetime) -> Clause | None:
+    """The owner's `reaper:max-runtime` tag (docs/policies.md, "Overrides"): it raises the
+    runtime limit by at most the policy's `max_extension`; a job within the raised limit is
+    not matched. None when the job has no such tag or the policy no `max_runtime`."""
+    limit = policy.selectors.duration_selector("max_runtime")
+    if MAX_RUNTIME_TAG not in job.tags or limit is None or job.runtime(now) is None:
+        return None
+    still, fact = runtime_override(job, limit.limit, policy.max_extension, now)
+    extension = format_duration(policy.max_extension) if policy.max_extension else "none"
+    needed = f"runtime over max_runtime {limit.text} + what the tag asks, max_extension {extension}"
+    observed = fact.text if fact is not None else f"{MAX_RUNTIME_TAG}={job.tags[MAX_RUNTIME_TAG]}"
+    summary = "the override does not spare it" if still else "spared: within the owner's limit"
+    return Clause("override", still, summary, (Check("max-runtime", observed, needed, still),))
+
+
+CLAUSES: tuple[ClauseRule, ...] = (
+    scope_clause, selectors_clause, exclude_clause, override_clause,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

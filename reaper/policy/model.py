@@ -21,13 +21,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from reaper.jobs import Job, Phase
+from reaper.policy.durations import DurationError, parse_duration
+from reaper.policy.overrides import runtime_override
 from reaper.policy.selectors import SELECTOR_KEYS, Fact, SelectorBlock, compile_block
 from reaper.policy.templates import ReasonTemplate, TemplateError, compile_template
 from reaper.policy.where import PathPart, Problems
+from reaper.policy.windows import Window, compile_window
 
 __all__ = [
     "Fact",
@@ -43,8 +46,14 @@ __all__ = [
 
 POLICY_KEYS = (
     "name", "description", "backends", *SELECTOR_KEYS, "exclude", "reason", "dry_run",
-    "max_cancels",
+    "max_cancels", "grace", "notify", "notify_on", "message", "require_notice", "max_extension",
+    "window",
 )  # fmt: skip
+# The events a policy can ask notices for; `notify_on` defaults to the first two.
+NOTICE_EVENTS = ("warned", "cancelled", "cleared", "refused", "failed")
+DEFAULT_NOTICE_EVENTS = ("warned", "cancelled")
+# Extra placeholders of a `message:` template, beside the reason's (docs/policies.md).
+MESSAGE_PLACEHOLDERS = ("event", "reason", "due")
 _ACTIVE = (Phase.PENDING, Phase.RUNNING)
 
 
@@ -82,6 +91,15 @@ class Policy:
     selectors: SelectorBlock
     exclude: SelectorBlock | None
     reason: ReasonTemplate | None  # None = generated from the facts
+    # The ladder (docs/policies.md, "Grace, notices and windows"): warn, wait `grace`, cancel
+    # inside `window`. None/empty = cancel on first sight, tell nobody but the audit log.
+    grace: timedelta | None = None
+    notify: tuple[str, ...] | None = None  # notifier names; None = reaper.yaml's default
+    notify_on: tuple[str, ...] | None = None  # events; None = reaper.yaml's default
+    message: ReasonTemplate | None = None  # one job's line in a notice; None = generated
+    require_notice: bool = False  # no cancel before a `warned` notice was delivered
+    max_extension: timedelta = timedelta(0)  # how far `reaper:max-runtime` may raise the limit
+    window: Window | None = None  # cancels only inside it; None = any time
     needs_detail: bool = field(init=False)  # tags or where, here or in exclude
     order: tuple[str, int] = field(init=False)  # (source.file, source.position)
 
@@ -89,6 +107,12 @@ class Policy:
         detail = self.selectors.needs_detail or bool(self.exclude and self.exclude.needs_detail)
         object.__setattr__(self, "needs_detail", detail)
         object.__setattr__(self, "order", (self.source.file, self.source.position))
+
+    @property
+    def warns_first(self) -> bool:
+        """True if a match is warned before it is cancelled: a grace period, or a notice that
+        must be delivered first (which is a grace of zero)."""
+        return self.grace is not None or self.require_notice
 
     def applies_to(self, backend_name: str) -> bool:
         """True if the policy targets the backend of that config name."""
@@ -126,8 +150,19 @@ def compile_policy(
         source=source,
         selectors=compile_block(raw, (), target_types, problems),
         exclude=_exclude(raw, target_types, problems),
-        reason=_reason(raw, problems),
+        reason=_template(raw, "reason", problems),
+        grace=_duration(raw, "grace", problems),
+        notify=_names(raw, "notify", problems),
+        notify_on=_events(raw, problems),
+        message=_template(raw, "message", problems, MESSAGE_PLACEHOLDERS),
+        require_notice=_flag(raw, "require_notice", problems),
+        max_extension=_duration(raw, "max_extension", problems) or timedelta(0),
+        window=None if raw.get("window") is None else compile_window(raw["window"], problems),
     )
+    if policy.require_notice and policy.notify == ():
+        problems.append((("require_notice",), "require_notice needs a notifier in notify"))
+    if policy.max_extension and policy.selectors.limit_text("max_runtime") is None:
+        problems.append((("max_extension",), "max_extension needs a max_runtime selector"))
     if problems:
         raise PolicyCompileError(problems)
     return policy
@@ -199,18 +234,57 @@ def _exclude(
     return compile_block(value, ("exclude",), target_types, problems)
 
 
-def _reason(raw: Mapping[str, Any], problems: Problems) -> ReasonTemplate | None:
-    value = raw.get("reason")
+def _template(
+    raw: Mapping[str, Any], key: str, problems: Problems, extra: tuple[str, ...] = ()
+) -> ReasonTemplate | None:
+    value = raw.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
-        problems.append((("reason",), f"reason must be a string, got {value!r}"))
+        problems.append(((key,), f"{key} must be a string, got {value!r}"))
         return None
     try:
-        return compile_template(value)
+        return compile_template(value, extra)
     except TemplateError as exc:
-        problems.extend((("reason",), problem) for problem in exc.problems)
+        problems.extend(((key,), problem) for problem in exc.problems)
         return None
+
+
+def _duration(raw: Mapping[str, Any], key: str, problems: Problems) -> timedelta | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        problems.append(((key,), str(exc)))
+        return None
+
+
+def _names(raw: Mapping[str, Any], key: str, problems: Problems) -> tuple[str, ...] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        problems.append(((key,), f"{key} must be a list of names"))
+        return ()
+    return tuple(value)
+
+
+def _events(raw: Mapping[str, Any], problems: Problems) -> tuple[str, ...] | None:
+    events = _names(raw, "notify_on", problems)
+    unknown = [e for e in events or () if e not in NOTICE_EVENTS]
+    if unknown:
+        problems.append((("notify_on",), f"unknown event(s) {unknown}: use {NOTICE_EVENTS}"))
+    return events
+
+
+def _flag(raw: Mapping[str, Any], key: str, problems: Problems) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        problems.append(((key,), f"{key} must be true or false, got {value!r}"))
+        return False
+    return value
 
 
 def _require_aware(now: datetime) -> None:
@@ -237,6 +311,14 @@ def evaluate(policy: Policy, job: Job, now: datetime) -> Match | None:
     facts = policy.selectors.explain(job, now)
     if facts is None:  # cannot happen: `holds` is `explain(...) is not None`
         return None
+    limit = policy.selectors.duration_selector("max_runtime")
+    still, override = runtime_override(
+        job, None if limit is None else limit.limit, policy.max_extension, now
+    )
+    if not still:
+        return None
+    if override is not None:
+        facts = (*facts, override)
     runtime, pending = job.runtime(now), job.pending(now)
     return Match(
         policy=policy,

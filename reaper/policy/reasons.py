@@ -22,6 +22,7 @@ def reason_values(match: Match) -> dict[str, str]:
         "job_name": job.name,
         "queue": job.queue,
         "status": job.status,
+        "owner": job.owner or "",
         "runtime": _seconds(match.runtime_s),
         "pending": _seconds(match.pending_s),
         "age": _seconds(match.age_s),

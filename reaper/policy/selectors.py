@@ -14,6 +14,7 @@ the cheap selectors first.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -22,7 +23,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar, Protocol
 
-from reaper.jobs import PHASES, Job, Phase
+from reaper.jobs import PHASES, Job, Phase, active_statuses
 from reaper.policy.durations import DurationError, format_duration, parse_duration
 from reaper.policy.globs import Pattern, PatternError, compile_glob
 from reaper.policy.where import PathPart, Problems, WhereClause, compile_where
@@ -32,6 +33,7 @@ SELECTOR_KEYS = (
     "max_runtime", "max_pending", "max_age", "queues", "names", "statuses", "tags", "where",
 )  # fmt: skip
 GROUPS = (Phase.PENDING.value, Phase.RUNNING.value)
+GROUP_WORDS = ", ".join(GROUPS)
 
 Test = Callable[[Job], bool]  # `explain(job, now) is not None`, for one `now`
 
@@ -359,9 +361,14 @@ class SelectorBlock:
 
     def limit_text(self, key: str) -> str | None:
         """The duration limit as written for `max_runtime` / `max_pending` / `max_age`."""
+        found = self.duration_selector(key)
+        return None if found is None else found.text
+
+    def duration_selector(self, key: str) -> DurationSelector | None:
+        """The `max_runtime` / `max_pending` / `max_age` selector of this block, if any."""
         for selector in self.selectors:
             if isinstance(selector, DurationSelector) and selector.key == key:
-                return selector.text
+                return selector
         return None
 
 
@@ -476,8 +483,25 @@ def _check_native_status(status: str, target_types: Collection[str]) -> str | No
             f"status {status!r} is terminal for {types}: reaper only considers pending and "
             "running jobs, so this policy could never match"
         )
-    hint = " (groups are lower case: pending, running)" if upper.lower() in GROUPS else ""
-    return f"unknown status {status!r} for {types}: use a native status or a group{hint}"
+    message = f"unknown status {status!r} for {types}"
+    if upper.lower() in GROUPS:
+        return f"{message}: use a native status or a group (groups are lower case: {GROUP_WORDS})"
+    return message + _status_suggestion(status, target_types)
+
+
+def _status_suggestion(status: str, target_types: Collection[str]) -> str:
+    """ "; did you mean 'running'? Valid: …" naming the groups and the active native statuses of
+    the targeted types, like the schema's did-you-mean for keys and enums."""
+    valid = list(GROUPS)
+    for backend_type in sorted(target_types):
+        if backend_type in PHASES:
+            valid.extend(s for s in active_statuses(backend_type) if s not in valid)
+    by_upper = {v.upper(): v for v in valid}
+    if status.islower():  # `runing` means the group `running` rather than RUNNING
+        by_upper.update({g.upper(): g for g in GROUPS})
+    close = difflib.get_close_matches(status.upper(), list(by_upper), n=1, cutoff=0.6)
+    guess = f"; did you mean {by_upper[close[0]]!r}?" if close else ";"
+    return f"{guess} valid: {', '.join(valid)}"
 
 
 def _compile_tags(value: Any, path: tuple[PathPart, ...], problems: Problems) -> TagSelector | None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 PLACEHOLDERS = (
-    "policy", "description", "backend", "job_id", "job_name", "queue", "status",
+    "policy", "description", "backend", "job_id", "job_name", "queue", "status", "owner",
     "runtime", "pending", "age", "max_runtime", "max_pending", "max_age",
 )  # fmt: skip
 LIMITS = ("max_runtime", "max_pending", "max_age")
@@ -48,14 +48,15 @@ class ReasonTemplate:
     pieces: tuple[Piece, ...]
 
 
-def compile_template(text: str) -> ReasonTemplate:
-    """Parse a reason template. Raises TemplateError listing every bad placeholder (parsing
-    stops at an unbalanced brace, so problems after one are not seen)."""
+def compile_template(text: str, extra: tuple[str, ...] = ()) -> ReasonTemplate:
+    """Parse a reason template; `extra` names placeholders allowed beside PLACEHOLDERS (a
+    notice's `{due}`). Raises TemplateError listing every bad placeholder (parsing stops at an
+    unbalanced brace, so problems after one are not seen)."""
     pieces: list[Piece] = []
     problems: list[str] = []
     try:
         for literal, name, spec, conversion in string.Formatter().parse(text):
-            problem = _check_field(name, spec, conversion)
+            problem = _check_field(name, spec, conversion, extra)
             if problem:
                 problems.append(problem)
             elif name is None:
@@ -65,22 +66,25 @@ def compile_template(text: str) -> ReasonTemplate:
     except ValueError as exc:
         problems.append(f"{exc}: write {{{{ or }}}} for a literal brace")
     if not text.strip():
-        problems.append("reason is empty")
+        problems.append("template is empty")
     if problems:
         raise TemplateError(problems)
     return ReasonTemplate(text, tuple(pieces))
 
 
-def _check_field(name: str | None, spec: str | None, conversion: str | None) -> str | None:
+def _check_field(
+    name: str | None, spec: str | None, conversion: str | None, extra: tuple[str, ...] = ()
+) -> str | None:
     """Why a parsed field is not allowed, or None."""
     if name is None:
         return None
     shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
     shown += "}"
-    if name not in (*PLACEHOLDERS, TAG):
+    if name not in (*PLACEHOLDERS, *extra, TAG):
         reaches = any(char in name for char in ".[]")
         kind = "dotted and indexed fields are not allowed; " if reaches else ""
-        return f"unknown placeholder {shown}: {kind}use {_ALLOWED}"
+        allowed = "".join(f"{{{e}}}, " for e in extra) + _ALLOWED
+        return f"unknown placeholder {shown}: {kind}use {allowed}"
     if conversion:
         return f"placeholder {shown}: conversions (!r, !s, !a) are not allowed"
     if name == TAG:

@@ -27,6 +27,7 @@ from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, load_yaml_file
 class ExpectedAction(StrEnum):
     CANCEL = "cancel"  # a policy decides the job and it is cancelled (or would be, in dry run)
     SKIP = "skip"  # a policy matches, then a guard holds the job (`cause`)
+    WARN = "warn"  # a policy with a grace period matches: a warning, no cancel yet
     NONE = "none"  # no policy matches
 
 

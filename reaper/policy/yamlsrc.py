@@ -23,12 +23,14 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reaper.errors import ConfigError, Diagnostic
+from reaper.untrusted import RefusedFile, read_bounded
 
 # The C parser is faster; both keep marks. Nesting is bounded before composing because libyaml's
 # recursive composer overflows the C stack (segfault) at a few ten thousand levels.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_DEPTH = 64  # no config or policy needs more than a dozen levels
 MAX_NODES = 200_000  # bounds alias expansion ("billion laughs")
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: the largest policy file or config reaper reads
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -107,12 +109,14 @@ def load_yaml_file(path: Path) -> tuple[YamlDocument, bytes]:
     """Read and parse one file; returns the document and the raw bytes (for hashing).
 
     Raises ConfigError when the file cannot be read or is not a YAML mapping."""
-    name = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_FILE_BYTES)
+    except RefusedFile as exc:
+        raise ConfigError([Diagnostic(str(path), 1, 1, f"{exc}: refused")]) from None
     except OSError as exc:
-        raise ConfigError([Diagnostic(name, 1, 1, f"cannot read: {exc.strerror or exc}")]) from None
-    return parse_yaml(raw, name), raw
+        message = f"cannot read: {exc.strerror or exc}"
+        raise ConfigError([Diagnostic(str(path), 1, 1, message)]) from None
+    return parse_yaml(raw, str(path)), raw
 
 
 def parse_yaml(raw: bytes | str, file: str) -> YamlDocument:
@@ -124,7 +128,7 @@ def parse_yaml(raw: bytes | str, file: str) -> YamlDocument:
         _check_depth(text, file)
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_syntax_diagnostic(exc, file)]) from None
+        raise ConfigError([_syntax_diagnostic(exc, file, text)]) from None
     except yaml.reader.ReaderError as exc:
         line, column = _line_column(text, exc.position)
         message = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
@@ -167,15 +171,36 @@ def _check_depth(text: str, file: str) -> None:
             depth -= 1
 
 
-def _syntax_diagnostic(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
+def _syntax_diagnostic(exc: yaml.MarkedYAMLError, file: str, text: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     problem = exc.problem or "invalid document"
     if exc.context:  # e.g. "while parsing a block mapping (line 3): did not find expected key"
         since = f" (line {exc.context_mark.line + 1})" if exc.context_mark else ""
         problem = f"{exc.context}{since}: {problem}"
-    message = f"YAML syntax error: {problem}"
+    message = f"YAML syntax error: {problem}{_syntax_hint(exc, text)}"
     return Diagnostic(file, line, column, message)
+
+
+def _syntax_hint(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """The usual cause of two cryptic messages (docs/policies.md, "YAML traps")."""
+    problem = exc.problem or ""
+    if problem.startswith("found undefined alias"):
+        return (
+            "; a value starting with * is read as an alias: quote globs that start with *, "
+            "e.g. names: ['*-nightly']"
+        )
+    mark = exc.problem_mark
+    tab = mark is not None and _char_at(text, mark) == "\t"
+    if "tab character" in problem or ("cannot start any token" in problem and tab):
+        return "; tabs are not allowed for indentation in YAML: indent with spaces"
+    return ""
+
+
+def _char_at(text: str, mark: Any) -> str:
+    """The character at a mark (the C parser's marks carry no buffer; its index is the same)."""
+    index = mark.index
+    return text[index] if 0 <= index < len(text) else ""
 
 
 def _build_document(root: Node | None, file: str) -> YamlDocument:
@@ -209,6 +234,8 @@ class _Builder:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     constructor: Any = field(default_factory=yaml.constructor.SafeConstructor)
     active: set[int] = field(default_factory=set)  # ids of the nodes being built (cycle check)
+    seen: set[int] = field(default_factory=set)  # ids of the nodes built so far
+    aliased: bool = False  # a node was built twice: an alias was expanded
     count: int = 0
 
     def report(self, node: Node, message: str) -> None:
@@ -218,9 +245,12 @@ class _Builder:
     def construct(self, node: Node, path: NodePath) -> Any:
         """The plain value of `node`; None where a problem was reported instead."""
         self.count += 1
+        self.aliased = self.aliased or id(node) in self.seen
+        self.seen.add(id(node))
         if self.count > MAX_NODES:
             if self.count == MAX_NODES + 1:
-                self.report(node, f"more than {MAX_NODES} values after expanding aliases")
+                why = " after expanding aliases" if self.aliased else ": far more than any policy"
+                self.report(node, f"more than {MAX_NODES} values{why}")
             return None
         if id(node) in self.active:
             self.report(node, "an alias refers to a node that contains it (recursive alias)")

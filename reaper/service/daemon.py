@@ -18,6 +18,7 @@ this module, lazily."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -29,7 +30,8 @@ from pathlib import Path
 from reaper.audit.writer import AuditLog, AuditWriteError
 from reaper.engine.decide import Plan
 from reaper.engine.pool import BackendPool
-from reaper.engine.runtime import sweep_env, utc_now
+from reaper.engine.runtime import routing_from, sweep_env, utc_now
+from reaper.engine.sender import NoticeSender
 from reaper.engine.sweep import BackendReport, run_sweep
 from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
 from reaper.policy.config import Config, load_all
@@ -94,6 +96,8 @@ class Services:
     notifier: Notifier
     wakeup: Wakeup
     flags: SignalFlags
+    # Sends notices off the sweep threads (docs/config.md, "Notifiers"); None: none are sent.
+    sender: NoticeSender | None = None
 
 
 class Daemon:
@@ -116,6 +120,7 @@ class Daemon:
         self._audit, self._pool, self._metrics = services.audit, services.pool, services.metrics
         self._notifier, self._wakeup = services.notifier, services.wakeup
         self._flags = services.flags
+        self._sender = services.sender
         self._options = options or DaemonOptions()
         self._load, self._clock, self._monotonic = load, clock, monotonic
         self._stopping = threading.Event()
@@ -234,6 +239,7 @@ class Daemon:
         while (busy := sorted(self._scheduler.in_flight())) and self._monotonic() < deadline:
             self._wakeup.wait(min(1.0, deadline - self._monotonic()))
         self._drain_finished()
+        self._flush_notices(deadline)
         if busy:
             self.abandoned = busy
             log.error("sweeps of %s still running after %s; exiting without them (their open "
@@ -278,8 +284,9 @@ class Daemon:
             log.error("%s", exc)
             self._record(loaded, BackendReport(name, error=str(exc)), None)
             return
+        routing = routing_from(loaded.config, os.environ) if self._sender is not None else None
         env = sweep_env(loaded.config, loaded.policies, {name: backend}, self._audit,
-                        clock=self._clock)  # fmt: skip
+                        clock=self._clock, routing=routing, sender=self._sender)  # fmt: skip
         try:
             result = run_sweep(replace(env, stop=self._stopping), [name])
         except AuditWriteError as exc:  # not even sweep_start: nothing was done
@@ -306,6 +313,14 @@ class Daemon:
                 log.error("cannot write metrics textfile %s: %s", textfile, exc.strerror or exc)
         self._finished.put(SweepOutcome(report, audit_error, self._clock(), guards, paused))
         self._wakeup.poke()
+
+    def _flush_notices(self, deadline: float) -> None:
+        """Give queued notices the rest of the stop grace; those left are logged, not sent."""
+        if self._sender is None:
+            return
+        if not self._sender.flush(max(0.0, deadline - self._monotonic())):
+            log.error("stopping with notices unsent (the stop grace is over)")
+        self._sender.close(timeout_s=1.0)
 
     # -- helpers --------------------------------------------------------------------------------
     def _tick_s(self) -> float:

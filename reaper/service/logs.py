@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,12 +26,17 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from reaper.redact import RedactingFilter, extra_fields
+from reaper.untrusted import clean
 
 SDK_LOGGERS = ("botocore", "boto3", "urllib3", "tapipy", "requests", "s3transfer")
 SDK_FLOOR = logging.INFO
 # APScheduler: INFO is chatter ("Running job ...") and its WARNINGs (a run skipped or missed)
 # are logged again, with the backend's name, by reaper.service.scheduler's listener. Its ERRORs
 # (a job raised, with the traceback) still show; everything shows when the root is at DEBUG.
+# botocore.credentials logs "Found credentials in environment variables." at INFO on every run.
+CHATTY_LOGGERS = ("botocore.credentials",)
+CHATTY_FLOOR = logging.WARNING
+MAX_LINE = 64 * 1024  # characters of one text log line; a 1 MB job name must not make one
 QUIET_LOGGERS = ("apscheduler",)
 QUIET_FLOOR = logging.ERROR
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
@@ -88,7 +94,7 @@ class TextFormatter(logging.Formatter):
         for extra in (record.exc_text, record.stack_info):
             if extra:
                 line += " | " + extra
-        line = line.replace("\r", "\\r").replace("\n", "\\n")
+        line = clean(line, MAX_LINE)  # escape sequences and newlines from a job name, say
         return syslog_prefix(record) + line if self.journal else line
 
 
@@ -109,8 +115,17 @@ class JsonFormatter(logging.Formatter):
             event["exc"] = record.exc_text
         if record.stack_info:
             event["stack"] = record.stack_info
-        line = json.dumps(event, ensure_ascii=False, default=str)
+        line = _C1.sub(_json_escape, json.dumps(event, ensure_ascii=False, default=str))
         return syslog_prefix(record) + line if self.journal else line
+
+
+# json.dumps escapes C0 controls but, with ensure_ascii=False, leaves DEL, C1 controls and the
+# line separators raw; some terminals act on C1 (0x9b is CSI). Escaped, they stay valid JSON.
+_C1 = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def syslog_prefix(record: logging.LogRecord) -> str:
@@ -179,6 +194,9 @@ def configure_logging(
     root.setLevel(root_level)
     for name in SDK_LOGGERS:
         logging.getLogger(name).setLevel(max(SDK_FLOOR, root_level))
+    for name in CHATTY_LOGGERS:
+        chatty = root_level if root_level == logging.DEBUG else max(CHATTY_FLOOR, root_level)
+        logging.getLogger(name).setLevel(chatty)
     for name in QUIET_LOGGERS:
         quiet = root_level if root_level == logging.DEBUG else max(QUIET_FLOOR, root_level)
         logging.getLogger(name).setLevel(quiet)

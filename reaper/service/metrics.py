@@ -1,7 +1,8 @@
 """Prometheus series for reaper (docs/systemd.md), kept on an injected CollectorRegistry.
 
 Names start `reaper_`, use base units (seconds) and `_total` for counters. Labels are limited
-to `backend`, `policy`, `outcome` and `cause`: every one comes from config or from a closed set,
+to `backend`, `policy`, `notifier`, `outcome` and `cause`: every one comes from config or from a
+closed set,
 so cardinality is bounded by the config; job ids never become labels. The sweep hands one
 `SweepStats` per backend to `Metrics.record_backend_sweep`; the daemon serves the registry on a
 loopback port (`serve`), the one-shot mode writes it for node_exporter (`write_textfile`)."""
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server, write_to_textfile
 
 from reaper import __version__
-from reaper.engine.notices import SweepStats
+from reaper.engine.guardlog import SweepStats
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 LOOPBACK = "127.0.0.1"
@@ -49,6 +50,7 @@ class Metrics:
         self._clock = clock
         self._define_sweep_series(registry)
         self._define_reload_series(registry)
+        self._define_notice_series(registry)
         Info("reaper_build", "reaper build information", registry=registry).info(
             {"version": __version__}
         )
@@ -101,6 +103,19 @@ class Metrics:
             by_backend,
             registry=registry,
         )
+
+    def _define_notice_series(self, registry: CollectorRegistry) -> None:
+        self.notices = Counter(
+            "reaper_notices",
+            "Notices (warned, cancelled, ... messages) handed to a notifier, by outcome "
+            "(sent, failed: after every retry, audited notify_failed)",
+            ["notifier", "outcome"],
+            registry=registry,
+        )
+
+    def record_notice(self, notifier: str, delivered: bool) -> None:
+        """Count one notice's final outcome (called from the notifier thread)."""
+        self.notices.labels(notifier=notifier, outcome="sent" if delivered else "failed").inc()
 
     def _define_reload_series(self, registry: CollectorRegistry) -> None:
         self.policies_loaded = Gauge(

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
+from reaper.untrusted import clean
+
 log = logging.getLogger(__name__)
 
 # sd_watchdog_enabled(3): $WATCHDOG_USEC is the watchdog timeout in microseconds; $WATCHDOG_PID,
@@ -26,6 +28,7 @@ WATCHDOG_USEC = "WATCHDOG_USEC"
 WATCHDOG_PID = "WATCHDOG_PID"
 NOTIFY_SOCKET = "NOTIFY_SOCKET"
 SEND_TIMEOUT_S = 1.0
+MAX_STATUS_CHARS = 1024  # `systemctl status` shows one line; a datagram must stay small
 
 
 def monotonic_usec() -> int:
@@ -62,8 +65,9 @@ def parse_watchdog_interval(env: Mapping[str, str], pid: int) -> timedelta | Non
 
 
 def sanitize_status(text: str) -> str:
-    """One line of status: a newline would start a new assignment (e.g. a forged READY=1)."""
-    return " ".join(text.splitlines()).replace("\0", " ")
+    """One line of status: a newline would start a new assignment (e.g. a forged READY=1), and
+    an escape sequence from a backend's error body would reach `systemctl status`."""
+    return clean(text, MAX_STATUS_CHARS)
 
 
 class Notifier:

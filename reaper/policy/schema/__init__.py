@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from typing import Any, Literal
 
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, read_as_hint
@@ -43,9 +44,30 @@ def schema_text(name: SchemaName) -> str:
     return resources.files(__package__).joinpath(f"{name}.schema.json").read_text("utf-8")
 
 
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    """JSON Schema's `pattern` is ECMA 262, where `$` ends the string; Python's `$` also matches
+    before a final newline, which let a policy named "cap\\n" pass. The schemas stay portable
+    (editors read them); only the validator reads `$` as `\\Z`."""
+    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    found = _PATTERNS.get(pattern)
+    if found is None:
+        found = _PATTERNS[pattern] = re.compile(re.sub(r"(?<!\\)\$", r"\\Z", pattern))
+    return found
+
+
+_Validator: Any = validators.extend(Draft7Validator, {"pattern": _ecma_pattern})
+
+
 def check_schema(data: Any, source: SourceMap, schema: Mapping[str, Any]) -> list[Problem]:
     """Every schema violation in `data`, at most one per node, with operator-friendly messages."""
-    validator = Draft7Validator(schema)
+    validator = _Validator(schema)
     duration = schema.get("definitions", {}).get("duration")
     problems: dict[tuple[NodePath, bool], Problem] = {}
     for error in validator.iter_errors(data):
