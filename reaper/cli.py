@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_command(args)
 
 
-def _run_command(args: argparse.Namespace) -> int:
+def _run_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per exit cause)
     """Run the chosen command, turning the errors every command shares into exit codes."""
     try:
         with terminate_as_exception():

@@ -25,10 +25,10 @@ def test_refusal_cap_and_summary_lines(tmp_path: Path) -> None:
     assert result.code == ExitCode.REFUSED, result.out + result.err
     for backend, active in (("batch", 9), ("hpc", 9), ("inference", 8)):
         assert (
-            f"WARNING reaper.engine.notices: fraction guard refused policy everything: "
+            f"WARNING reaper.engine.guardlog: fraction guard refused policy everything: "
             f"matches {active} of {active} active on {backend}, limit 50%"
         ) in result.err
-    summaries = re.findall(r"INFO reaper\.engine\.notices: sweep \S+ (\w+): (.*)", result.err)
+    summaries = re.findall(r"INFO reaper\.engine\.guardlog: sweep \S+ (\w+): (.*)", result.err)
     assert sorted(name for name, _ in summaries) == sorted(NAMES)
     for _, line in summaries:
         assert re.fullmatch(r"\d+ active, \d+ matched, 0 cancelled, skipped \d+ \(.*fraction_guard "
@@ -40,7 +40,7 @@ def test_pause_and_cap_warnings(tmp_path: Path) -> None:
         (tmp_path / "PAUSE").write_text("maintenance\n", encoding="utf-8")
         result = run_once(world)
     assert result.code == ExitCode.REFUSED, result.out + result.err
-    assert ("WARNING reaper.engine.notices: max_cancels 1 of policy stale-queue reached: 2 job(s) "
+    assert ("WARNING reaper.engine.guardlog: max_cancels 1 of policy stale-queue reached: 2 job(s) "
             "held back until a later sweep") in result.err  # fmt: skip
-    assert (f"WARNING reaper.engine.notices: paused: the pause file {tmp_path / 'PAUSE'} exists; "
+    assert (f"WARNING reaper.engine.guardlog: paused: the pause file {tmp_path / 'PAUSE'} exists; "
             "nothing is cancelled, 7 cancel(s) held back") in result.err  # fmt: skip

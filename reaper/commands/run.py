@@ -66,7 +66,7 @@ def add_parser(subparsers: Any) -> None:
     add_deadline_option(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per usage error)
     if not args.once:
         print(
             "reaper run: give --once (or use `reaper daemon` for scheduled sweeps)", file=sys.stderr
