@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reaper import __version__
-from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode, ReaperError
+from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode, ReaperError, TemporaryError
 from reaper.service.logs import configure_logging
 from reaper.service.signals import Terminated, terminate_as_exception
 
@@ -94,7 +94,8 @@ def _run_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return 
         return ExitCode.CONFIG
     except ReaperError as exc:  # e.g. the audit log cannot be opened: nothing was done
         print(f"reaper: {exc}", file=sys.stderr)
-        return ExitCode.FAILED
+        # Another reaper holds the audit log: EX_TEMPFAIL, try again later.
+        return ExitCode.TEMPFAIL if isinstance(exc, TemporaryError) else ExitCode.FAILED
     except KeyboardInterrupt:  # Ctrl-C before a command's own handling (loading the config)
         print(f"reaper {args.command}: interrupted by SIGINT", file=sys.stderr)
         return ExitCode.INTERRUPTED

@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a backend or a cancel failed, or `audit verify` found a broken chain
     USAGE = 2
     REFUSED = 3  # a safety guard refused to act
+    TEMPFAIL = 75  # EX_TEMPFAIL: another reaper holds the audit log's lock; try again later
     CONFIG = 78  # EX_CONFIG from sysexits.h; the unit sets RestartPreventExitStatus=78
     # Ended by a signal, after recording the cancels in flight: 128 + the signal number, as a
     # shell reports a process killed by it.
@@ -56,6 +57,10 @@ class ConfigNotFoundError(ReaperError):
             f"no config found; looked at {', '.join(looked_at)}; give --config FILE or set "
             "$REAPER_CONFIG"
         )
+
+
+class TemporaryError(ReaperError):
+    """Nothing was done, and trying again later may succeed (exit 75, EX_TEMPFAIL)."""
 
 
 class BackendError(ReaperError):

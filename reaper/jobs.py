@@ -13,15 +13,24 @@ from typing import Any
 class Phase(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    # Active, but its work is done and its outputs are being saved (Tapis ARCHIVING): in neither
+    # the pending nor the running group, so only a policy that names the status itself can
+    # match it; cancelling it would lose finished results (docs/backends.md, "Phase tables").
+    FINISHING = "finishing"
     TERMINAL = "terminal"
     UNKNOWN = "unknown"  # e.g. Sutro's UNKNOWN: skipped and logged, never acted on
 
 
-BACKEND_TYPES = ("aws_batch", "tapis", "sutro")
-# The phases reaper considers: every other job is left alone, whatever a policy says.
-ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
+# The phases reaper considers (listed, counted): every other job is left alone, whatever a
+# policy says. A FINISHING job only by a policy naming its status (reaper.policy.model).
+ACTIVE_PHASES = frozenset((Phase.PENDING, Phase.RUNNING, Phase.FINISHING))
+# Phases in which a job has started: the only ones with a runtime.
+STARTED_PHASES = frozenset((Phase.RUNNING, Phase.FINISHING))
 
-_P, _R, _T = Phase.PENDING, Phase.RUNNING, Phase.TERMINAL
+
+BACKEND_TYPES = ("aws_batch", "tapis", "sutro")
+
+_P, _R, _F, _T = Phase.PENDING, Phase.RUNNING, Phase.FINISHING, Phase.TERMINAL
 
 # Native status → phase, keyed by upper-case status. Sources: AWS Batch JobSummary.status,
 # Tapis Jobs v3 JobStatusEnum (tapipy/resources/openapi_v3-jobs.yml), Sutro's job statuses.
@@ -35,7 +44,7 @@ PHASES: Mapping[str, Mapping[str, Phase]] = MappingProxyType(
         "tapis": {
             "PENDING": _P, "PROCESSING_INPUTS": _P, "STAGING_INPUTS": _P, "STAGING_JOB": _P,
             "SUBMITTING_JOB": _P, "QUEUED": _P, "BLOCKED": _P, "PAUSED": _P,
-            "RUNNING": _R, "ARCHIVING": _R,
+            "RUNNING": _R, "ARCHIVING": _F,
             "FINISHED": _T, "CANCELLED": _T, "FAILED": _T,
         },
         "sutro": {
@@ -48,6 +57,16 @@ PHASES: Mapping[str, Mapping[str, Phase]] = MappingProxyType(
 )  # fmt: skip
 
 
+# Terminal-phase statuses that are not the end yet: reaper never acts on such a job, but a
+# cancel is confirmed only once it has left them (Sutro's CANCELLING becomes CANCELLED).
+ENDING: Mapping[str, frozenset[str]] = MappingProxyType({"sutro": frozenset({"CANCELLING"})})
+
+
+def has_ended(job: Job) -> bool:
+    """The job is terminal and not still on its way there (`ENDING`)."""
+    return job.phase is Phase.TERMINAL and job.status.upper() not in ENDING.get(job.type, ())
+
+
 def phase_of(backend_type: str, status: str) -> Phase:
     """Phase of a native status; case-insensitive (older Sutro documents use lower case).
     A status the table does not know is UNKNOWN, so it is never acted on."""
@@ -56,12 +75,27 @@ def phase_of(backend_type: str, status: str) -> Phase:
 
 def active_statuses(backend_type: str) -> list[str]:
     """The native statuses of jobs that are neither terminal nor unknown, in table order."""
-    return [s for s, p in PHASES[backend_type].items() if p in (Phase.PENDING, Phase.RUNNING)]
+    return [s for s, p in PHASES[backend_type].items() if p in ACTIVE_PHASES]
 
 
 def statuses_in_group(backend_type: str, group: str) -> list[str]:
     """Native statuses of the `pending` or `running` group."""
     return [s for s, p in PHASES[backend_type].items() if p == group]
+
+
+# Time facts (docs/policies.md, "Time facts"). A time before this is a unit mix-up (AWS gives
+# milliseconds: seconds read as milliseconds land in January 1970) or a zero: no batch job
+# reaper sees was submitted before 2000.
+EARLIEST_PLAUSIBLE = datetime(2000, 1, 1, tzinfo=UTC)
+# How far a time may lie after the sweep's `now`, or a start before its job's creation, before
+# it is implausible: clocks of a scheduler's parts differ by seconds, and reaper refuses to act
+# on a backend whose clock differs from the host's by more than limits.max_clock_skew (2m).
+TIME_TOLERANCE = timedelta(minutes=5)
+
+
+def time_is_plausible(value: datetime, now: datetime) -> bool:
+    """Not before 2000-01-01 and not after `now` plus TIME_TOLERANCE."""
+    return EARLIEST_PLAUSIBLE <= value <= now + TIME_TOLERANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +119,60 @@ class Job:
     raw: Mapping[str, Any] = field(default_factory=dict)
     detailed: bool = True
 
+    # Every time selector reads its time through these, so that a fact the record cannot
+    # support (a RUNNING job without a start, a start in 1970) never holds, on any backend.
+    def created_if_plausible(self, now: datetime) -> datetime | None:
+        """`created_at`, or None when it is implausible (`time_is_plausible`)."""
+        return self.created_at if time_is_plausible(self.created_at, now) else None
+
+    def started_if_plausible(self, now: datetime) -> datetime | None:
+        """`started_at` of a job in a started phase, or None: not started, not in a started
+        phase, an implausible time, a creation time that is implausible, or a start before
+        the creation beyond TIME_TOLERANCE."""
+        started = self.started_at
+        if started is None or self.phase not in STARTED_PHASES:
+            return None
+        created = self.created_if_plausible(now)
+        if created is None or not time_is_plausible(started, now):
+            return None
+        return started if started >= created - TIME_TOLERANCE else None
+
+    def pending_since(self, now: datetime) -> datetime | None:
+        """`created_at` of a job in a pending phase that records no start, or None."""
+        if self.phase is not Phase.PENDING or self.started_at is not None:
+            return None
+        return self.created_if_plausible(now)
+
     def runtime(self, now: datetime) -> timedelta | None:
-        """Time since start, or None for a job that never started."""
-        return None if self.started_at is None else max(now - self.started_at, timedelta(0))
+        """Time since start, or None when the job has no plausible start
+        (`started_if_plausible`)."""
+        started = self.started_if_plausible(now)
+        return None if started is None else max(now - started, timedelta(0))
 
     def pending(self, now: datetime) -> timedelta | None:
-        """Time waiting since submission, or None for a job that has started."""
-        if self.started_at is not None:
-            return None
-        return max(now - self.created_at, timedelta(0))
+        """Time waiting since submission, or None unless the job is in a pending phase, records
+        no start, and has a plausible creation time."""
+        since = self.pending_since(now)
+        return None if since is None else max(now - since, timedelta(0))
 
-    def age(self, now: datetime) -> timedelta:
-        """Time since submission, whatever the state."""
-        return max(now - self.created_at, timedelta(0))
+    def age(self, now: datetime) -> timedelta | None:
+        """Time since submission, whatever the state; None for an implausible creation time."""
+        created = self.created_if_plausible(now)
+        return None if created is None else max(now - created, timedelta(0))
+
+    def time_problem(self, now: datetime) -> str | None:
+        """Why a time of the record is implausible (to report it), or None. A start that is
+        merely missing is not a problem: AWS STARTING jobs have none yet."""
+        if not time_is_plausible(self.created_at, now):
+            return f"created_at {self.created_at.isoformat()} is implausible"
+        started = self.started_at
+        if started is None:
+            return None
+        if not time_is_plausible(started, now):
+            return f"started_at {started.isoformat()} is implausible"
+        if started < self.created_at - TIME_TOLERANCE:
+            return f"started_at {started.isoformat()} is before created_at"
+        return None
 
 
 # Per-job override tags (docs/policies.md, "Overrides"), read beside the protect tag. The prefix is
@@ -138,6 +213,55 @@ class SkipCause(StrEnum):
     LISTING_INCOMPLETE = "listing_incomplete"
     CHANGED = "changed"  # set later by the sweep's re-check, never by decide()
     RECHECK_FAILED = "recheck_failed"  # the re-check could not read the job (sweep only)
+    # The backend's record of the job could not be read (a field missing, of the wrong type,
+    # out of range): the job is left alone and still counts as active (reaper.jobs.BadRecord).
+    BAD_RECORD = "bad_record"
+    # The backend's clock (its answers' Date header) and the host's differ by more than
+    # limits.max_clock_skew: no time fact can be trusted there (docs/backends.md).
+    CLOCK_SKEW = "clock_skew"
     GRACE = "grace"  # warned, and its `due` time has not come yet
     OUTSIDE_WINDOW = "outside_window"  # due, but the policy's time window is closed
     NOTICE_PENDING = "notice_pending"  # `require_notice`: no `warned` notice delivered yet
+
+
+class RecordError(ValueError):
+    """A backend record that cannot be read as a Job, naming the field and its value: what the
+    record parsers raise, and what becomes a `BadRecord`."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        super().__init__(problem if field in problem else f"{field}: {problem}")
+        self.field, self.value, self.problem = field, value, problem
+
+
+# A value shown in a bad-record report is cut to this many characters.
+BAD_VALUE_CHARS = 80
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A record in a listing that could not be read as a Job: reported (audit `skipped`, cause
+    `bad_record`), never acted on, and still counted as active for the fraction guard. `job_id`
+    is None when even the id could not be read."""
+
+    backend: str
+    job_id: str | None
+    field: str
+    value: str  # repr of the offending value, cut to BAD_VALUE_CHARS
+    problem: str
+
+    @classmethod
+    def from_error(cls, backend: str, job_id: object, exc: Exception) -> BadRecord:
+        """The report of a parser's failure: a RecordError names its field; anything else a
+        parser let through (a bug, but never a reason to stop the listing) names the record."""
+        if isinstance(exc, RecordError):
+            return cls.of(backend, job_id, exc.field, exc.value, exc.problem)
+        return cls.of(backend, job_id, "record", None, f"{type(exc).__name__}: {exc}"[:200])
+
+    @classmethod
+    def of(cls, backend: str, job_id: object, field: str, value: object, problem: str) -> BadRecord:
+        shown = repr(value)
+        if len(shown) > BAD_VALUE_CHARS:
+            shown = shown[: BAD_VALUE_CHARS - 1] + "…"
+        return cls(
+            backend, job_id if isinstance(job_id, str) and job_id else None, field, shown, problem
+        )

@@ -10,8 +10,11 @@ and exception text."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import resource
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -152,3 +155,34 @@ def redact(text: str) -> str:
     errors. Uses the registered secrets when logging is configured, else the patterns only."""
     redactors = installed_redactors()
     return redactors[0].redact(text) if redactors else redact_patterns(text)
+
+
+# prctl(2) option numbers, <linux/prctl.h>.
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+
+
+def forbid_core_dumps() -> None:
+    """Keep the credentials this process is about to load out of core files: RLIMIT_CORE 0
+    (soft and hard, so nothing later raises it) and, on Linux, PR_SET_DUMPABLE 0, which also
+    stops core dumps a `core_pattern` pipe would take whatever the limit, and ptrace and
+    /proc/PID/mem reads by other processes of the same user. A watchdog's SIGABRT then leaves
+    no core holding a token (docs/systemd.md). Best effort: where a sandbox refuses the calls
+    (systemd's `SystemCallFilter=~@resources` forbids setrlimit; the units set `LimitCORE=0`
+    instead) the process carries on."""
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        import ctypes  # here: only the commands that load credentials need it
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def is_dumpable() -> bool | None:
+    """PR_GET_DUMPABLE of this process on Linux, None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return bool(ctypes.CDLL(None, use_errno=True).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))

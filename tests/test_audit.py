@@ -220,10 +220,12 @@ def test_reopen_after_rename_carries_the_chain_into_the_new_file(tmp_path: Path)
         log.append(AuditEvent.SWEEP_START, sweep_id="s1")
         last_old = log.append(AuditEvent.SWEEP_END, sweep_id="s1")
         path.rename(rotated)
-        log.append(AuditEvent.RELOAD)  # before reopen: still the old (renamed) file
+        # The writer follows its file: the next record goes to the path, not the renamed file,
+        # SIGHUP (reopen) or not.
+        first_new = log.append(AuditEvent.RELOAD)
         log.reopen()
-        first_new = log.append(AuditEvent.SWEEP_START, sweep_id="s2")
-    assert len(lines_of(rotated)) == 3 and len(lines_of(path)) == 1
+        log.append(AuditEvent.SWEEP_START, sweep_id="s2")
+    assert len(lines_of(rotated)) == 2 and len(lines_of(path)) == 2
     assert (
         first_new["prev"] == hashlib.sha256(lines_of(rotated)[-1]).hexdigest() != last_old["prev"]
     )

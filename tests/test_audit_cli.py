@@ -148,7 +148,7 @@ def test_without_file_the_config_names_the_log(
     def load_config(path: Path) -> object:
         if path.name == "bad.yaml":
             raise ConfigError([Diagnostic(str(path), 3, 1, "unknown key 'x'")])
-        return types.SimpleNamespace(audit_log=audit_file)
+        return types.SimpleNamespace(audit_log=audit_file, audit_key_file=None)
 
     fake = types.ModuleType("reaper.policy.config")
     fake.locate_config = locate_config  # type: ignore[attr-defined]

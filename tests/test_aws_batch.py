@@ -18,7 +18,7 @@ from reaper.backends.base import Backend, CancelOutcome
 from reaper.emulators.aws_batch import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, AwsBatchEmulator
 from reaper.emulators.base import JobSpec, Knobs
 from reaper.errors import BackendError
-from reaper.jobs import Phase
+from reaper.jobs import BadRecord, Job, Phase
 from tests.harness_aws_batch import make_backend, make_client
 
 
@@ -99,12 +99,15 @@ def test_job_fields_come_from_the_summary(clock, emulator, backend) -> None:
     assert job.raw["jobId"] == job_id and "tags" not in job.raw  # ListJobs has no tags
 
 
-def test_a_job_without_a_creation_time_fails_the_listing(emulator, backend) -> None:
-    """A job whose age is unknown must never look old enough to match a policy."""
-    emulator.seed_jobs("q1", "RUNNING", 2)
-    emulator.add_job(JobSpec("odd", "RUNNING", 0, queue="q1", extra={"createdAt": None}))
-    with pytest.raises(BackendError, match=r"ListJobs failed: malformed response: .* no createdAt"):
-        listed(backend)
+def test_a_job_without_a_creation_time_is_a_bad_record(emulator, backend) -> None:
+    """A job whose age is unknown must never look old enough to match a policy; the rest of
+    the listing goes on (one bad record is one skipped job)."""
+    good = emulator.seed_jobs("q1", "RUNNING", 2)
+    emulator.add_job(JobSpec("odd", "RUNNING", 0, queue="q1", id="odd", extra={"createdAt": None}))
+    items = listed(backend)
+    assert [j.id for j in items if isinstance(j, Job)] == good
+    (bad,) = [j for j in items if isinstance(j, BadRecord)]
+    assert bad.job_id == "odd" and "createdAt" in bad.problem
 
 
 def test_discovers_queues_when_none_are_configured(emulator) -> None:
@@ -117,13 +120,15 @@ def test_discovers_queues_when_none_are_configured(emulator) -> None:
     assert emulator.calls["DescribeJobQueues"] == 3
 
 
-def test_a_job_that_moves_on_between_status_calls_is_listed_once(emulator, backend) -> None:
+def test_a_job_that_moves_on_between_status_calls_is_listed_again(emulator, backend) -> None:
     (job_id,) = emulator.seed_jobs("q1", "SUBMITTED", 1)
     seen = []
     for page in backend.list_active():
-        seen.extend(j.id for j in page)
+        seen.extend((j.id, j.status) for j in page)
         emulator.set_status(job_id, "RUNNING")  # after the SUBMITTED page was read
-    assert seen == [job_id]
+    # Both records reach the sweep, which keeps the last (reaper.engine.scan): the job is
+    # running, not pending since its submission.
+    assert seen == [(job_id, "SUBMITTED"), (job_id, "RUNNING")]
 
 
 # -- details ------------------------------------------------------------------------------------

@@ -157,11 +157,11 @@ def test_cron_schedule_and_zero_jitter(tmp_path: Path) -> None:
             "4:6: give one credential source",
         ),
         (
-            "backends:\n  b: {type: sutro, api_key_env: K, api_key_file: f}\n",
+            "backends:\n  b: {type: sutro, api_key_env: K, api_key_file: f, api_url: https://s.example}\n",
             "4:36: give api_key_env or api_key_file, not both",
         ),
         (
-            "backends:\n  b: {type: sutro, api_key: sk-123}\n",
+            "backends:\n  b: {type: sutro, api_key: sk-123, api_url: https://s.example}\n",
             "4:20: unknown key 'api_key'; secrets never go in YAML",
         ),
     ],

@@ -45,7 +45,7 @@ dry_run: false
 schedule: {every: 1h}
 limits: {max_match_fraction: 1.0}
 backends:
-  mem: {type: sutro, api_key_env: UNUSED_KEY}
+  mem: {type: sutro, api_url: https://sutro.example.com, api_key_env: UNUSED_KEY}
 """
 CAP_OLD = """\
 policies:
@@ -239,7 +239,8 @@ def test_reload_applies_a_new_schedule_and_new_backends(make_rig: Any) -> None:
     rig.daemon.scheduler.start()
     before = rig.daemon.scheduler.next_run_times()["mem"]
     assert before is not None
-    config = CONFIG.replace("every: 1h", "every: 3h") + "  mem2: {type: sutro, api_key_env: K}\n"
+    mem2 = "  mem2: {type: sutro, api_url: https://sutro.example.com, api_key_env: K}\n"
+    config = CONFIG.replace("every: 1h", "every: 3h") + mem2
     (rig.folder / "reaper.yaml").write_text(config, encoding="utf-8")
     assert rig.daemon.reload()
     assert rig.daemon.scheduler.backend_names == ["mem", "mem2"]
@@ -267,8 +268,23 @@ def test_plan_reload_names_what_changed(tmp_path: Path) -> None:
                      audit_log=tmp_path / "elsewhere.jsonl")  # fmt: skip
     plan = plan_reload(old, Loaded(config, old.policies))
     assert plan.schedule_changed and not plan.backends_changed
-    assert plan.restart_only == ("audit_log",)
+    assert plan.refused == ("audit_log",) and plan.restart_only == ()
     assert not plan_reload(old, old).schedule_changed
+
+
+def test_a_reload_that_moves_the_audit_log_is_refused_whole(make_rig: Any) -> None:
+    """Writer, window and lock live on one log: moving it takes a restart (docs/config.md)."""
+    rig = make_rig()
+    before = rig.daemon.loaded
+    config = CONFIG.replace("audit_log: audit.jsonl", "audit_log: elsewhere.jsonl")
+    (rig.folder / "reaper.yaml").write_text(config.replace("every: 1h", "every: 3h"))
+    assert not rig.daemon.reload()
+    assert rig.daemon.loaded is before  # not even the new schedule was applied
+    (record,) = events(rig.audit_path, "reload_failed")
+    assert "audit_log changed: it takes a restart" in record["diagnostics"][0]
+    rig.daemon.sweep_backend("mem")
+    assert not (rig.folder / "elsewhere.jsonl").exists()
+    assert events(rig.audit_path, "sweep_end")
 
 
 # -- sweeps ------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ pause_file: PAUSE
 schedule: {every: 1h}
 limits: {max_match_fraction: 0.5, max_cancels_per_sweep: 100}
 backends:
-  mem: {type: sutro, api_key_env: UNUSED_KEY}
+  mem: {type: sutro, api_url: https://sutro.example.com, api_key_env: UNUSED_KEY}
 """
 POLICIES = """\
 policies:

@@ -26,7 +26,8 @@ EXPECTED = {
     "tapis": {
         Phase.PENDING: "PENDING PROCESSING_INPUTS STAGING_INPUTS STAGING_JOB SUBMITTING_JOB "
         "QUEUED BLOCKED PAUSED",
-        Phase.RUNNING: "RUNNING ARCHIVING",
+        Phase.RUNNING: "RUNNING",
+        Phase.FINISHING: "ARCHIVING",
         Phase.TERMINAL: "FINISHED CANCELLED FAILED",
     },
     "sutro": {
@@ -75,12 +76,18 @@ def test_unlisted_status_is_unknown(status: str) -> None:
 def test_active_statuses_exclude_terminal_and_unknown() -> None:
     assert active_statuses("sutro") == ["QUEUED", "STARTING", "RUNNING"]
     assert "SUCCEEDED" not in active_statuses("aws_batch")
-    assert statuses_in_group("tapis", "running") == ["RUNNING", "ARCHIVING"]
+    assert statuses_in_group("tapis", "running") == ["RUNNING"]
+    assert "ARCHIVING" in active_statuses("tapis")  # listed and counted, in neither group
 
 
-def make_job(created_ago: timedelta, started_ago: timedelta | None) -> Job:
+def make_job(
+    created_ago: timedelta, started_ago: timedelta | None, phase: Phase | None = None
+) -> Job:
     started = None if started_ago is None else NOW - started_ago
-    return Job("b", "sutro", "j", "n", "", "RUNNING", Phase.RUNNING, NOW - created_ago, started)
+    if phase is None:
+        phase = Phase.PENDING if started is None else Phase.RUNNING
+    status = "QUEUED" if phase is Phase.PENDING else "RUNNING"
+    return Job("b", "sutro", "j", "n", "", status, phase, NOW - created_ago, started)
 
 
 def test_durations_of_a_started_job() -> None:
@@ -101,3 +108,57 @@ def test_durations_never_negative_under_clock_skew() -> None:
     job = make_job(-timedelta(minutes=1), -timedelta(seconds=30))
     assert job.runtime(NOW) == timedelta(0)
     assert job.age(NOW) == timedelta(0)
+
+
+def test_a_running_job_without_a_start_has_neither_runtime_nor_pending_time() -> None:
+    job = make_job(timedelta(days=3), None, Phase.RUNNING)
+    assert job.runtime(NOW) is None
+    assert job.pending(NOW) is None  # not "pending 3d": it is running
+    assert job.age(NOW) == timedelta(days=3)
+    assert job.time_problem(NOW) is None  # a missing start is not a bad record
+
+
+def test_a_pending_job_that_records_a_start_has_no_pending_time() -> None:
+    job = make_job(timedelta(days=3), timedelta(days=2), Phase.PENDING)
+    assert job.pending(NOW) is None
+    assert job.runtime(NOW) is None  # pending phase: not started as far as reaper can tell
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("created", "started", "problem"),
+    [
+        (NOW - timedelta(days=3), EPOCH, "started_at"),  # startedAt 0
+        (NOW - timedelta(days=3), EPOCH + timedelta(days=20_000), "started_at"),  # seconds as ms
+        (NOW - timedelta(days=3), NOW + timedelta(hours=1), "started_at"),  # in the future
+        (NOW - timedelta(days=3), NOW - timedelta(days=4), "before created_at"),
+        (EPOCH, NOW - timedelta(hours=5), "created_at"),
+        (NOW + timedelta(days=1), None, "created_at"),
+    ],
+)
+def test_implausible_times_support_no_time_fact(
+    created: datetime, started: datetime | None, problem: str
+) -> None:
+    phase = Phase.PENDING if started is None else Phase.RUNNING
+    job = Job("b", "aws_batch", "j", "n", "q", "RUNNING", phase, created, started)
+    assert job.runtime(NOW) is None
+    assert job.pending(NOW) is None
+    problem_text = job.time_problem(NOW)
+    assert problem_text is not None and problem in problem_text
+
+
+def test_times_within_the_tolerance_are_believed() -> None:
+    created = NOW - timedelta(hours=2)
+    job = Job("b", "aws_batch", "j", "n", "q", "RUNNING", Phase.RUNNING, created,
+              created - timedelta(minutes=1))  # fmt: skip
+    assert job.runtime(NOW) == timedelta(hours=2, minutes=1)
+    assert job.time_problem(NOW) is None
+
+
+def test_a_finishing_job_has_a_runtime_but_is_in_no_group() -> None:
+    job = Job("b", "tapis", "j", "n", "q", "ARCHIVING", Phase.FINISHING,
+              NOW - timedelta(hours=9), NOW - timedelta(hours=8))  # fmt: skip
+    assert job.runtime(NOW) == timedelta(hours=8)
+    assert "ARCHIVING" not in statuses_in_group("tapis", "running")

@@ -33,7 +33,7 @@ dry_run: false
 schedule: {every: 1h}
 limits: {max_match_fraction: 1.0}
 backends:
-  mem: {type: sutro, api_key_env: UNUSED_KEY}
+  mem: {type: sutro, api_url: https://sutro.example.com, api_key_env: UNUSED_KEY}
 """
 POLICIES = """\
 policies:

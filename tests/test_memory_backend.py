@@ -77,7 +77,7 @@ def test_empty_listing_is_one_empty_page() -> None:
         ("aws_batch", "STARTING", Phase.RUNNING),
         ("aws_batch", "SUBMITTED", Phase.PENDING),
         ("tapis", "BLOCKED", Phase.PENDING),
-        ("tapis", "ARCHIVING", Phase.RUNNING),
+        ("tapis", "ARCHIVING", Phase.FINISHING),
         ("sutro", "running", Phase.RUNNING),  # older Sutro documents use lower case
         ("sutro", "CANCELLING", None),  # terminal: not listed
         ("sutro", "UNKNOWN", None),  # never acted on: not listed

@@ -181,16 +181,17 @@ CASES: list[tuple[str, dict[str, Any], Job, list[str] | None]] = [
     ("aws-runtime-never-started", {"max_runtime": "1m"}, AWS_RUNNABLE, None),
     ("aws-runtime-starting", {"max_runtime": "1s"}, AWS_STARTING, None),
     ("tapis-runtime", {"max_runtime": "1d"}, TAPIS_RUNNING, ["runtime 1d02h > max_runtime 1d"]),
-    ("tapis-runtime-blocked", {"max_runtime": "2h30m"}, TAPIS_BLOCKED,
-     ["runtime 3h00m > max_runtime 2h30m"]),
+    # BLOCKED is a pending phase: a start recorded there (a job put back in the queue) is no
+    # runtime, and the job is not pending either (reaper.jobs.Job.started_if_plausible).
+    ("tapis-runtime-blocked", {"max_runtime": "2h30m"}, TAPIS_BLOCKED, None),
     ("sutro-runtime-equal-is-not-over", {"max_runtime": "2h"}, SUTRO_RUNNING, None),
     ("sutro-runtime", {"max_runtime": "90m"}, SUTRO_RUNNING, ["runtime 2h00m > max_runtime 90m"]),
     ("sutro-runtime-queued", {"max_runtime": "1s"}, SUTRO_QUEUED, None),
     # max_pending: not started, now - created_at > limit
     ("aws-pending", {"max_pending": "2d"}, AWS_RUNNABLE, ["pending 3d00h > max_pending 2d"]),
     ("aws-pending-started", {"max_pending": "1h"}, AWS_RUNNING, None),
-    ("aws-pending-starting", {"max_pending": "15m"}, AWS_STARTING,
-     ["pending 20m > max_pending 15m"]),
+    # STARTING is in the running group: never "pending", even without a startedAt.
+    ("aws-pending-starting", {"max_pending": "15m"}, AWS_STARTING, None),
     ("tapis-pending", {"max_pending": "1d"}, TAPIS_QUEUED, ["pending 2d02h > max_pending 1d"]),
     ("tapis-pending-blocked-started", {"max_pending": "1h"}, TAPIS_BLOCKED, None),
     ("sutro-pending", {"max_pending": "6h"}, SUTRO_QUEUED, ["pending 7h00m > max_pending 6h"]),

@@ -80,7 +80,11 @@ def test_runtime_of_a_job_that_never_started_is_not_applicable() -> None:
         {"name": "p", "max_runtime": "2h"},
         running_job(started_at=None, status="RUNNABLE", phase=phase_of("aws_batch", "RUNNABLE")),
     )
-    assert checks["selectors/max_runtime"] == ("runtime n/a (not started)", "> 2h", False)
+    assert checks["selectors/max_runtime"] == (
+        "runtime n/a (not started: phase pending)",
+        "> 2h",
+        False,
+    )
 
 
 def test_an_exclude_block_that_holds_fails_the_exclude_clause() -> None:

@@ -207,8 +207,11 @@ def ref_block(raw: dict[str, Any], job: Job) -> bool:
         ("names", lambda v: any(fnmatchcase(job.name, g) for g in v)),
         ("statuses", lambda v: any(ref_status(job, s) for s in v)),
         ("tags", lambda v: all(ref_tag(job, key, glob) for key, glob in v.items())),
-        ("max_runtime", lambda v: started is not None and (NOW - started).total_seconds() > v),
-        ("max_pending", lambda v: started is None and (NOW - created).total_seconds() > v),
+        # A runtime needs a started phase; a pending time a pending phase and no start.
+        ("max_runtime", lambda v: started is not None and job.phase in ("running", "finishing")
+         and (NOW - started).total_seconds() > v),
+        ("max_pending", lambda v: started is None and job.phase == "pending"
+         and (NOW - created).total_seconds() > v),
         ("max_age", lambda v: (NOW - created).total_seconds() > v),
         ("where", lambda v: all(
             ref_clause(ref_lookup(job.raw, path), op, operand)
@@ -219,7 +222,9 @@ def ref_block(raw: dict[str, Any], job: Job) -> bool:
 
 
 def ref_matches(raw: dict[str, Any], job: Job) -> bool:
-    if job.phase not in GROUPS:
+    # A finishing job (Tapis ARCHIVING) only for a policy whose statuses name it.
+    named = any(job.status.upper() == s.upper() for s in raw.get("statuses", []))
+    if job.phase not in GROUPS and not (job.phase == "finishing" and named):
         return False
     if "backends" in raw and job.backend not in raw["backends"]:
         return False

@@ -60,12 +60,15 @@ from reaper.backends.memory import MemoryBackend
 from reaper.engine.decide import Guards
 from reaper.engine.sweep import SweepEnv, SweepReport, run_sweep
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import Job, Phase, SkipCause
+from reaper.jobs import Job, Phase, SkipCause, has_ended
 from reaper.policy.model import PolicySet, PolicySource, compile_policy
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 KEEP = "reaper:keep"
 WINDOW = timedelta(minutes=10)  # docs/architecture.md, sweep step 3: no re-cancel within 10 minutes
+# limits.confirm_within, set beyond any history here: a cancelled job is held until a sweep of
+# its backend sees it ended (docs/audit.md, "Confirmation"); `stuck` has its own tests.
+CONFIRM_WITHIN = timedelta(days=3650)
 H, D, M = timedelta(hours=1), timedelta(days=1), timedelta(minutes=1)
 
 # --- the reference: phases (docs/backends.md) -------------------------------------------------
@@ -78,9 +81,11 @@ _PENDING = {
 }  # fmt: skip
 _RUNNING = {
     "aws_batch": {"STARTING", "RUNNING"},
-    "tapis": {"RUNNING", "ARCHIVING"},
+    "tapis": {"RUNNING"},
     "sutro": {"RUNNING"},
 }
+# Active, in neither group: only a policy naming the status matches (reaper.jobs.Phase.FINISHING).
+_FINISHING = {"aws_batch": set(), "tapis": {"ARCHIVING"}, "sutro": set()}
 _TERMINAL = {
     "aws_batch": ["SUCCEEDED", "FAILED"],
     "tapis": ["FINISHED", "CANCELLED", "FAILED"],
@@ -89,16 +94,18 @@ _TERMINAL = {
 
 
 def group_of(job: Job) -> str | None:
-    """`pending`, `running`, or None for terminal and unknown statuses."""
+    """`pending`, `running`, `finishing`, or None for terminal and unknown statuses."""
     status = job.status.upper()
     if status in _PENDING[job.type]:
         return "pending"
+    if status in _FINISHING[job.type]:
+        return "finishing"
     return "running" if status in _RUNNING[job.type] else None
 
 
 def statuses_of(backend_type: str) -> list[str]:
     """Every status worth trying on a backend type: active (often), terminal, unknown."""
-    active = sorted(_PENDING[backend_type] | _RUNNING[backend_type])
+    active = sorted(_PENDING[backend_type] | _RUNNING[backend_type] | _FINISHING[backend_type])
     return [*active, *active, *_TERMINAL[backend_type], "UNKNOWN", "running", "queued"]
 
 
@@ -110,10 +117,14 @@ def over(measured: timedelta | None, limit: timedelta) -> bool:
 
 
 def runtime(job: Job, now: datetime) -> timedelta | None:
+    if group_of(job) not in ("running", "finishing"):
+        return None
     return None if job.started_at is None else now - job.started_at
 
 
 def pending(job: Job, now: datetime) -> timedelta | None:
+    if group_of(job) != "pending":
+        return None
     return now - job.created_at if job.started_at is None else None
 
 
@@ -317,16 +328,18 @@ class WatchedBackend:
         self.name, self.type = inner.name, inner.type
         self.races: dict[str, str] = {}  # job id → what happens to it before its re-check
         self.raced: set[str] = set()
+        self.listed = False  # the follow-up of earlier cancels reads jobs before the listing
         self.listing_failed = self.refresh_failed = False
         self.cancels: list[tuple[str, CancelOutcome]] = []
         self.mutating_before = 0
 
     def start_sweep(self) -> None:
         self.listing_failed = self.refresh_failed = False
-        self.cancels, self.raced = [], set()
+        self.cancels, self.raced, self.listed = [], set(), False
         self.mutating_before = self.inner.mutating_calls
 
     def list_active(self) -> Iterator[list[Job]]:
+        self.listed = True
         try:
             yield from self.inner.list_active()
         except BackendError:
@@ -341,14 +354,14 @@ class WatchedBackend:
             raise
 
     def refresh(self, job: Job) -> Job | None:
-        race = self.races.pop(job.id, None)
+        race = self.races.pop(job.id, None) if self.listed else None  # a re-check, not a follow-up
         if race is not None:
             self.raced.add(job.id)
             self.machine.apply_race(self.inner, job.id, race)
         try:
             return self.inner.refresh(job)
         except BackendError:
-            self.refresh_failed = True
+            self.refresh_failed = self.refresh_failed or self.listed
             raise
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
@@ -391,6 +404,7 @@ class SweepMachine(RuleBasedStateMachine):
         self.policies = compile_all(self.refs)
         self.backends: dict[str, WatchedBackend] = {}
         self.cancelled_at: dict[tuple[str, str], datetime] = {}  # last accepted cancel call
+        self.confirmed: set[tuple[str, str]] = set()  # cancelled jobs a sweep has seen ended
         self.recent: set[tuple[str, str]] = set()
         self.tags_before: dict[tuple[str, str], Mapping[str, str]] = {}
         self.violations: list[str] = []
@@ -525,7 +539,12 @@ class SweepMachine(RuleBasedStateMachine):
     def sweep(self, subset: set[str] | None) -> None:
         names = sorted(subset) if subset else sorted(BACKENDS)
         now = self.clock.now
-        self.recent = {k for k, at in self.cancelled_at.items() if now - at <= WINDOW}
+        self.confirm(names)
+        self.recent = {
+            k
+            for k, at in self.cancelled_at.items()
+            if now - at <= WINDOW or k not in self.confirmed
+        }
         expected = {n: self.expected_decisions(n, now) for n in names}
         refusals = self.expected_refusals(names, now)
         self.tags_before = {(n, j.id): j.tags for n in names for j in self.stored_jobs(n)}
@@ -535,7 +554,7 @@ class SweepMachine(RuleBasedStateMachine):
         self.violations = []
         self.audit_start = self.audit_path.stat().st_size
         env = SweepEnv(self.policies, self.backends, self.audit, self.audit_path, self.guards,
-                       self.clock, self.pause_file)  # fmt: skip
+                       self.clock, self.pause_file, confirm_within=CONFIRM_WITHIN)  # fmt: skip
         report = run_sweep(env, names)
         records = read_records(self.audit_path, self.audit_start)
         assert {r["sweep_id"] for r in records} == {report.sweep_id}
@@ -552,6 +571,18 @@ class SweepMachine(RuleBasedStateMachine):
             for job_id, outcome in backend.cancels:
                 if outcome is CancelOutcome.CANCELLED:
                     self.cancelled_at[(backend.name, job_id)] = now
+                    self.confirmed.discard((backend.name, job_id))
+
+    def confirm(self, names: list[str]) -> None:
+        """The sweep's follow-up, as the reference sees it: a cancelled job of a swept backend
+        that has ended (or is gone) is confirmed, when the backend can be read."""
+        for key in self.cancelled_at:
+            inner = self.backends[key[0]].inner
+            if key[0] not in names or key in self.confirmed or inner.fail_refresh:
+                continue
+            job = inner.job(key[1])
+            if job is None or has_ended(job):
+                self.confirmed.add(key)
 
     def expected_decisions(self, name: str, now: datetime) -> dict[str, RefPolicy]:
         """Job id → its first matching policy, for every job the reference matches now."""

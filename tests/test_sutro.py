@@ -18,7 +18,7 @@ from reaper.backends.sutro import SutroBackend, classify_cancel
 from reaper.emulators.base import JobSpec, Knobs
 from reaper.emulators.sutro import SutroEmulator
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase
+from reaper.jobs import BadRecord, Job, Phase
 from tests.harness_sutro import make_backend, start_emulator
 
 NOW = time.time()
@@ -129,12 +129,13 @@ def test_unknown_statuses_are_skipped_and_logged(emulator, backend, caplog) -> N
     assert unknown in logged and legacy in logged
 
 
-def test_unreadable_records_are_skipped_not_fatal(emulator, backend, caplog) -> None:
+def test_unreadable_records_are_reported_not_fatal(emulator, backend) -> None:
     (running,) = seed(emulator, "RUNNING")
     (broken,) = seed(emulator, "RUNNING", datetime_created=None)
-    with caplog.at_level(logging.WARNING, logger="reaper.backends.sutro"):
-        assert [j.id for j in listed(backend)] == [running]
-    assert broken in caplog.text
+    items = [item for page in backend.list_active() for item in page]
+    assert [j.id for j in items if isinstance(j, Job)] == [running]
+    (bad,) = [item for item in items if isinstance(item, BadRecord)]
+    assert bad.job_id == broken
 
 
 # -- refresh --------------------------------------------------------------------------------------
@@ -169,12 +170,30 @@ def test_cancel_active_job(emulator, backend, status) -> None:
 
 
 @pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED", "CANCELLED"])
-def test_cancel_of_a_finished_job_is_already_terminal(emulator, backend, final) -> None:
+def test_an_older_deployment_refuses_a_finished_job(emulator, backend, final) -> None:
+    emulator.refuse_terminal = True  # older deployments answered `cancelled: false`
     (job_id,) = seed(emulator, "RUNNING")
     (job,) = listed(backend)
     emulator.set_status(job_id, final)
     result = backend.cancel(job, "too late")
     assert result.outcome == CancelOutcome.ALREADY_TERMINAL
+    assert emulator.status_of(job_id) == final
+
+
+@pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED", "CANCELLED"])
+def test_the_current_api_accepts_a_finished_job_and_changes_nothing(
+    emulator, backend, final
+) -> None:
+    # docs.sutro.sh/reference/api/cancel-job: the endpoint "does not reject jobs that are already
+    # terminal": `cancelled: true` alone does not prove reaper ended the job. The job itself
+    # keeps its final status.
+    (job_id,) = seed(emulator, "RUNNING")
+    (job,) = listed(backend)
+    emulator.set_status(job_id, final)
+    outcome = backend.cancel(job, "too late").outcome
+    # The backend re-reads the job: one that finished on its own is `already_terminal`; one
+    # cancelled meanwhile cannot be told from reaper's own (fast) cancel and counts as that.
+    assert outcome == (CancelOutcome.CANCELLED if final == "CANCELLED" else "already_terminal")
     assert emulator.status_of(job_id) == final
 
 
@@ -188,6 +207,7 @@ def test_a_slow_cancel_passes_through_cancelling() -> None:
         assert backend.cancel(job, "r").outcome == CancelOutcome.CANCELLED
         assert emu.status_of(job_id) == "CANCELLING"
         assert listed(backend) == []  # CANCELLING is terminal: never cancelled twice
+        emu.refuse_terminal = True
         assert backend.cancel(job, "again").outcome == CancelOutcome.ALREADY_TERMINAL
         clock.now += 31
         assert emu.status_of(job_id) == "CANCELLED"
@@ -304,4 +324,38 @@ def test_from_config_reads_the_key_from_a_relative_file(emulator, tmp_path) -> N
 )
 def test_from_config_without_a_key_is_a_backend_error(tmp_path, section, needle) -> None:
     with pytest.raises(BackendError, match=needle):
-        SutroBackend.from_config("s", {"type": "sutro", **section}, tmp_path, environ={})
+        section = {"type": "sutro", "api_url": "https://sutro.example.com", **section}
+        SutroBackend.from_config("s", section, tmp_path, environ={})
+
+
+def test_a_deployment_that_wants_post_is_asked_once_with_get(emulator, backend) -> None:
+    emulator.cancel_methods = ("POST",)  # an older deployment: GET answers 405
+    first, second = seed(emulator, "RUNNING", n=2)
+    jobs = {job.id: job for job in listed(backend)}
+    assert backend.cancel(jobs[first], "r").outcome == CancelOutcome.CANCELLED
+    assert backend.cancel(jobs[second], "r").outcome == CancelOutcome.CANCELLED
+    cancels = [(method, path) for op, method, path in emulator.recent if op == "CancelJob"]
+    assert cancels == [
+        ("GET", f"/v1/job-cancel/{first}"),
+        ("POST", f"/v1/job-cancel/{first}"),
+        ("POST", f"/v1/job-cancel/{second}"),  # remembered: no second 405
+    ]
+
+
+def test_cloudflare_524_is_retried_like_a_5xx(emulator) -> None:
+    emulator.error_status = 524
+    (job_id,) = seed(emulator, "RUNNING")
+    emulator.knobs.fail_first = 1
+    backend = make_backend(emulator, "sutro")
+    try:
+        assert [job.id for job in listed(backend)] == [job_id]
+    finally:
+        backend.close()
+    assert emulator.calls["ListJobs"] == 2
+
+
+def test_paths_outside_v1_are_not_served(emulator) -> None:
+    response = requests.get(
+        f"{emulator.url}/list-jobs", headers={"Authorization": f"Key {emulator.api_key}"}, timeout=5
+    )
+    assert response.status_code == 404

@@ -176,9 +176,16 @@ def test_a_listing_without_jobs_is_an_error_not_an_empty_backend(emulator, backe
 
 
 def test_a_repeated_cursor_ends_the_listing_with_an_error(emulator, backend) -> None:
-    answer_every_request_with(emulator, 200, {"jobs": [], "next_cursor": "same"})
-    assert "cursor" in str(backend_error(lambda: listed(backend)))
+    record = {"job_id": "j1", "status": "RUNNING", "datetime_created": "2025-01-01T00:00:00Z"}
+    answer_every_request_with(emulator, 200, {"jobs": [record], "next_cursor": "same"})
+    assert "repeated a cursor" in str(backend_error(lambda: listed(backend)))
     assert emulator.calls["ListJobs"] == 2
+
+
+def test_an_empty_page_with_a_cursor_ends_the_listing_with_an_error(emulator, backend) -> None:
+    answer_every_request_with(emulator, 200, {"jobs": [], "next_cursor": "fresh"})
+    assert "empty page" in str(backend_error(lambda: listed(backend)))
+    assert emulator.calls["ListJobs"] == 1
 
 
 def test_a_bad_key_is_an_auth_error_that_names_no_key(emulator, caplog) -> None:

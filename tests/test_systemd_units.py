@@ -131,6 +131,12 @@ def test_services_load_both_credentials_and_keep_state_in_managed_directories(un
     assert service["ConfigurationDirectory"] == "reaper"
 
 
+@pytest.mark.parametrize("unit", [*SERVICES, TEMPLATE])
+def test_services_write_no_core_files(unit):
+    """A core dump of reaper would hold its credentials (docs/systemd.md)."""
+    assert single_values(read_unit(unit)["Service"])["LimitCORE"] == "0"
+
+
 def test_both_services_share_the_same_hardening():
     def hardening(unit: str) -> dict[str, list[str]]:
         service = read_unit(unit)["Service"]

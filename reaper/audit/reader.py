@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 GENESIS = "0" * 64
 BLOCK_SIZE = 64 * 1024
 RECENT_CANCEL_WINDOW = timedelta(minutes=10)
+MAX_ROTATED = 100  # rotated files read for the re-cancel window, at most (logrotate `rotate N`)
 
 Record = dict[str, Any]
 
@@ -163,30 +164,65 @@ def read_tail(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> list
         return read_tail_from(file, since, block_size)
 
 
-ROTATED_SUFFIX = ".1"  # logrotate's name for the file just rotated away (docs/audit.md)
-
-
 def read_tail_with_rotated(path: Path, since: datetime) -> list[Record]:
-    """`read_tail` of the file rotated away last (`PATH.1`) and then of `path`: state that must
-    outlive a rotation (open warnings) is found in either. Raises OSError."""
-    rotated = path.with_name(path.name + ROTATED_SUFFIX)
-    return read_tail(rotated, since) + read_tail(path, since)
+    """Records since `since` from `path` and the files rotated away before it (`PATH.1`, …):
+    state that must outlive a rotation (open warnings) is found in either. `read_recent`, which
+    stops at the first older record. Raises OSError."""
+    return read_recent(path, since)
 
 
 def read_tail_from(file: BinaryIO, since: datetime, block_size: int = BLOCK_SIZE) -> list[Record]:
     """Records with `ts` >= `since`, in file order, reading backwards from the end only until the
     first older record. Fragments are skipped. Assumes `ts` never decreases along the file (the
     writer stamps records under its lock); a clock stepped back may hide a few records."""
+    return _tail(file, since, block_size)[0]
+
+
+def _tail(file: BinaryIO, since: datetime, block_size: int) -> tuple[list[Record], bool]:
+    """`read_tail_from`, and whether an older record was found (False: the whole file is newer
+    than `since`, so older files may hold more of the window)."""
     found: list[Record] = []
+    older = False
     for raw, _ in iter_lines_backward(file, block_size):
         record = decode_line(raw)
         when = parse_record_time(record) if record is not None else None
         if record is None or when is None:
             continue
         if when < since:
+            older = True
             break
         found.append(record)
     found.reverse()
+    return found, older
+
+
+def rotated_files(path: Path) -> Iterator[Path]:
+    """`path`, then `path.1`, `path.2`, … as logrotate names them (newest first), as long as
+    they exist (`path` itself may be missing just after a rotation). At most MAX_ROTATED."""
+    yield path
+    for number in range(1, MAX_ROTATED + 1):
+        older = path.with_name(f"{path.name}.{number}")
+        if not older.exists():
+            return
+        yield older
+
+
+def read_recent(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> list[Record]:
+    """Records with `ts` >= `since` from the log at `path` and, when the window reaches back past
+    its first record, from its rotated files (`rotated_files`), in time order. Reads backwards
+    and stops at the first record older than `since`, so the cost is bounded by the window, not
+    by the files. Compressed rotated files (`.gz`) are not read. Raises OSError."""
+    found: list[Record] = []
+    for file in rotated_files(path):
+        try:
+            handle = file.open("rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            records, older = _tail(handle, since, block_size)
+        found[:0] = records
+        if older:
+            break
     return found
 
 
@@ -272,6 +308,49 @@ def _may_have_cancelled(outcome: object) -> bool:
 def _is_within(record: Record, start: datetime) -> bool:
     when = parse_record_time(record)
     return when is not None and when >= start
+
+
+@dataclass(frozen=True, slots=True)
+class Awaiting:
+    """A `cancelled` result whose job no `confirmed` record has followed yet (docs/audit.md,
+    "Confirmation"). `stuck` is True once a `stuck` record was written for the job: its one
+    extra cancel was made, and it is only confirmed from then on, never stuck again."""
+
+    result: Record
+    stuck: bool
+
+
+def awaiting_confirmation(records: Iterable[Record]) -> list[Awaiting]:
+    """The latest `cancelled` result (not dry run) of each job that has no later `confirmed`
+    record, in file order."""
+    pending: dict[tuple[str, str], Awaiting] = {}
+    stuck: set[tuple[str, str]] = set()
+    for record in records:
+        event, key = record.get("event"), _job_key(record)
+        if event == "result" and record.get("outcome") == "cancelled" and not record.get("dry_run"):
+            pending[key] = Awaiting(record, key in stuck)
+        elif event == "confirmed":
+            pending.pop(key, None)
+            stuck.discard(key)
+        elif event == "stuck":
+            stuck.add(key)
+            if key in pending:
+                pending[key] = Awaiting(pending[key].result, True)
+    return list(pending.values())
+
+
+def held_for_confirmation(
+    records: Iterable[Record], now: datetime, within: timedelta
+) -> set[tuple[str, str]]:
+    """(backend, job_id) of jobs cancelled less than `within` ago and not yet confirmed: the
+    re-cancel window holds them until their confirmation is due (a `stuck` record and one more
+    cancel then), however long an asynchronous cancel takes to land."""
+    held = set()
+    for awaiting in awaiting_confirmation(records):
+        when = parse_record_time(awaiting.result)
+        if when is not None and now - when < within:
+            held.add(_job_key(awaiting.result))
+    return held
 
 
 def open_warnings(records: Iterable[Record]) -> dict[tuple[str, str], Record]:

@@ -45,7 +45,7 @@ def _look_up(backend: Backend, intent: Mapping[str, Any]) -> str | None:
     asynchronous cancel may still be winding it down, so the re-cancel window holds it too; after
     the window the sweep evaluates it afresh), None if the backend cannot tell now."""
     try:
-        fresh = backend.refresh(_stub(backend, intent))
+        fresh = backend.refresh(job_stub(backend, intent))
     except BackendError as exc:
         log.error("cannot reconcile %s: %s", intent.get("job_id"), exc)
         return None
@@ -54,7 +54,8 @@ def _look_up(backend: Backend, intent: Mapping[str, Any]) -> str | None:
     return "cancelled" if fresh.phase is Phase.TERMINAL else "failed"
 
 
-def _stub(backend: Backend, intent: Mapping[str, Any]) -> Job:
+def job_stub(backend: Backend, intent: Mapping[str, Any]) -> Job:
+    """A Job holding what an audit record knows of it, for `Backend.refresh`."""
     status = str(intent.get("status") or "")
     return Job(
         backend=backend.name, type=backend.type, id=str(intent["job_id"]),

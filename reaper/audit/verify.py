@@ -1,9 +1,10 @@
 """`reaper audit verify`: check the hash chain of one audit file or of rotated files in order.
 
 What the chain proves, and what it cannot: altering, inserting or deleting any record except the
-newest breaks a link and is found here, named by line. The newest record is protected only by the
-record after it, so `VerifyResult.head` (the sha256 of the last record) is printed for operators
-who want to anchor it elsewhere. Fragments are accepted exactly as `reaper/audit_read.py`
+newest breaks a link and is found here, named by line. The newest records are protected by the
+head file and the key (reaper/audit/seal.py, docs/audit.md "The head and the key"), checked here
+when given; `VerifyResult.head` (the sha256 of the last record) is printed as well. Fragments
+are accepted exactly as `reaper/audit_read.py`
 describes (a torn write that the next record skips, or a torn end of file) and reported.
 
 Rotation: the first record of the first file given may continue a chain from an older file that
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reaper.audit.reader import GENESIS, Line, hash_line, is_valid_prev, iter_lines
+from reaper.audit.seal import Head, check_line_mac
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,23 +54,51 @@ class _Chain:
     records: int = 0
     notes: list[str] = field(default_factory=list)
     fragments: list[_At] = field(default_factory=list)  # since the last record, in this file
+    key: bytes | None = None  # every record must carry a correct `mac`
+    head: Head | None = None  # the newest record the writer knew of must be in the files
+    head_seen: bool = False
 
 
-def verify_audit(paths: Path | Sequence[Path], *, new_chain_ok: bool = False) -> VerifyResult:
+def verify_audit(
+    paths: Path | Sequence[Path],
+    *,
+    new_chain_ok: bool = False,
+    head: Head | None = None,
+    key: bytes | None = None,
+) -> VerifyResult:
     """Check every line's JSON and every `prev` link, over `paths` in order (oldest first).
     With `new_chain_ok`, a later file may start a new chain instead of continuing the one
-    before. Raises OSError if a file cannot be read."""
+    before. With `head` (the head file, reaper/audit/seal.py), also fail when the files end
+    before the record it names; with `key`, when a record's `mac` is missing or wrong. Raises
+    OSError if a file cannot be read."""
     files = [paths] if isinstance(paths, Path) else list(paths)
-    chain = _Chain(files=len(files), new_chain_ok=new_chain_ok)
+    chain = _Chain(files=len(files), new_chain_ok=new_chain_ok, key=key, head=head)
     stream = _iter_all(files)
+    last: _At | None = None
     for at in stream:
         if at.line.number == 1:
             _close_file(chain)
         failure = _check(chain, at, stream)
         if failure is not None:
             return failure
+        last = at
     _close_file(chain)
+    if head is not None and head.records > 0 and not chain.head_seen:
+        return _ends_before_head(chain, head, last, files)
     return VerifyResult(True, chain.records, None, _summary(chain), None, chain.expected)
+
+
+def _ends_before_head(
+    chain: _Chain, head: Head, last: _At | None, files: list[Path]
+) -> VerifyResult:
+    message = (
+        f"the log ends before its head: the head file names a record ({head.records} records "
+        f"in the file, sha256 {head.sha256[:12]}…, written {head.ts}) that is not in the "
+        "files: records were cut from the end, or give the rotated files as well, oldest first"
+    )
+    line = last.line.number if last is not None else 0
+    where = last.path if last is not None else files[-1]
+    return VerifyResult(False, chain.records, line, message, where, chain.expected)
 
 
 def _iter_all(files: list[Path]) -> Iterator[_At]:
@@ -93,6 +123,8 @@ def _check(chain: _Chain, at: _At, stream: Iterator[_At]) -> VerifyResult | None
     prev = record.get("prev")
     if not is_valid_prev(prev):
         return _fail(chain, at, "not an audit record: `prev` is missing or not 64 hex digits")
+    if chain.key is not None and (problem := check_line_mac(chain.key, at.line.raw)):
+        return _fail(chain, at, problem)
     if _starts_unexpected_chain(chain, at, str(prev)):
         assert chain.last is not None
         message = (
@@ -103,6 +135,8 @@ def _check(chain: _Chain, at: _At, stream: Iterator[_At]) -> VerifyResult | None
         return _fail(chain, at, message)
     if not _links(chain, at, str(prev)):
         return _blame(chain, at, stream)
+    if chain.head is not None and chain.head.sha256 in (prev, hash_line(at.line.raw)):
+        chain.head_seen = True
     for fragment in chain.fragments:
         chain.notes.append(f"recovered torn write at {_name(fragment, chain)}")
     chain.fragments = []
@@ -188,6 +222,10 @@ def _summary(chain: _Chain) -> str:
         return "no records"
     files = f" in {chain.files} files" if chain.files > 1 else ""
     parts = [f"chain intact: {chain.records} records{files}", *chain.notes]
+    if chain.head is not None:
+        parts.append(f"reaches its head ({chain.head.ts})")
+    if chain.key is not None:
+        parts.append("every mac correct")
     if chain.expected is not None:
         parts.append(f"head sha256 {chain.expected}")
     return "; ".join(parts)

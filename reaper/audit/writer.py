@@ -18,6 +18,7 @@ re-exported here so callers import one module.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -25,8 +26,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from stat import S_ISREG
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 from reaper import __version__
 from reaper.audit.reader import (
@@ -39,15 +41,20 @@ from reaper.audit.reader import (
     iter_lines_backward,
     open_warnings,
     read_audit,
+    read_recent,
     read_tail,
     read_tail_from,
     read_tail_with_rotated,
     recently_cancelled,
     unresolved_intents,
 )
+from reaper.audit.seal import Head, head_path, read_head, seal_line, write_head
 from reaper.audit.verify import VerifyResult, verify_audit
 from reaper.errors import ReaperError
 from reaper.jobs import SkipCause  # `cause` of a `skipped` record
+from reaper.redact import redact
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "GENESIS",
@@ -61,6 +68,7 @@ __all__ = [
     "filter_records",
     "open_warnings",
     "read_audit",
+    "read_recent",
     "read_tail",
     "read_tail_with_rotated",
     "recently_cancelled",
@@ -84,6 +92,8 @@ class AuditEvent(StrEnum):
     SWEEP_END = "sweep_end"
     RELOAD = "reload"
     RELOAD_FAILED = "reload_failed"
+    CONFIRMED = "confirmed"  # a job reaper cancelled has ended (seen at a later sweep)
+    STUCK = "stuck"  # still active after limits.confirm_within: one more cancel follows
     # The ladder (docs/audit.md, "Warnings"): a policy with a grace period warns first.
     WARNED = "warned"  # the job will be cancelled at `due` if it still matches then
     CLEARED = "cleared"  # a warned job no longer matches: no cancel
@@ -161,10 +171,27 @@ def find_chain_head(fd: int) -> tuple[str | None, bool]:
     return None, torn
 
 
+def make_folder(folder: Path) -> None:
+    """Create `folder` and any missing parents with mode 0750 whatever the umask (mkdir(2)
+    applies the umask to the mode, and `Path.mkdir(parents=True)` gives parents the default).
+    Folders that exist keep their mode. Raises OSError."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # another process made it first: its mode is its own
+        os.chmod(created, DIR_MODE)
+
+
 def _open_append(path: Path) -> int:
-    """Open for appending (and reading back the chain head), creating the file and its folder;
-    a new file's directory entry is fsynced so that the file survives a crash. Raises OSError."""
-    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Open for appending (and reading back the chain head), creating the file (0640 whatever
+    the umask) and its folder (0750); a new file's directory entry is fsynced so that the file
+    survives a crash. Raises OSError."""
+    make_folder(path.parent)
     # O_RDWR rather than O_WRONLY: recovery reads the tail through this same descriptor, so it
     # reads the file it appends to even if the path is renamed in between. Writes still append.
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -173,6 +200,7 @@ def _open_append(path: Path) -> int:
     except FileExistsError:
         return os.open(path, flags, FILE_MODE)
     try:
+        os.fchmod(fd, FILE_MODE)
         _fsync_dir(path.parent)
     except OSError:
         os.close(fd)
@@ -190,7 +218,12 @@ def _fsync_dir(folder: Path) -> None:
 
 class AuditLog:
     """The append-only audit file. Thread-safe: one lock orders appends, so `ts` and `prev`
-    follow file order even when cancels run concurrently."""
+    follow file order even when cancels run concurrently.
+
+    The writer follows its file: before every record it checks that its descriptor is still
+    the file at the path (device and inode). A log deleted, renamed or replaced under it is
+    reopened at the path and the chain carried on, as after a rotation, so that no `intent` goes
+    to a file no longer at the path (and so no cancel follows one)."""
 
     def __init__(
         self,
@@ -199,15 +232,22 @@ class AuditLog:
         host: str | None = None,
         version: str = __version__,
         clock: Callable[[], datetime] = utc_now,
+        key: bytes | None = None,
     ) -> None:
         """Open (creating it and its folder) and recover the chain head. A torn last line gets
-        its newline now. Raises AuditWriteError if the file cannot be opened or repaired."""
+        its newline now. With `key`, every record carries an HMAC-SHA256 `mac`
+        (reaper/audit/seal.py). Raises AuditWriteError if the file cannot be opened or
+        repaired."""
         self._path = Path(path)
         self._host = socket.gethostname() if host is None else host
         self._version = version
         self._clock = clock
+        self._key = key
         self._lock = threading.Lock()
         self._head = GENESIS
+        self._records = 0  # records in the file now open (for the head file)
+        self._identity: tuple[int, int] | None = None
+        self._regular = True  # a regular file (not a device, as in tests): it gets a head file
         self._fd: int | None = None
         self._needs_recovery = False
         self._fd = self._open_and_recover()
@@ -221,19 +261,29 @@ class AuditLog:
         """sha256 of the last record written or found: the next record's `prev`."""
         return self._head
 
+    @property
+    def records(self) -> int:
+        """How many records the file now open holds."""
+        return self._records
+
     def append(self, event: str, **fields: Any) -> Record:
         """Write one record durably and return it as written (with `ts` and `prev`). `sweep_id`
         comes from `fields` (default None). Raises AuditWriteError on any failure, and
         ValueError if `fields` tries to set ts, event, host, version or prev."""
-        clash = RESERVED_KEYS & fields.keys()
+        clash = (RESERVED_KEYS | {"mac"}) & fields.keys()
         if clash:
             raise ValueError(f"audit fields may not set {sorted(clash)}")
         with self._lock:
+            self._follow()
             fd = self._ready_fd()
             record = self._build(str(event), fields)
             line = encode_record(record)
+            if self._key is not None:
+                line = seal_line(self._key, line)
+                record = decode_line(line[:-1]) or record
             self._write_line(fd, line)
             self._head = hash_line(line[:-1])
+            self._records += 1
             return record
 
     def reopen(self) -> None:
@@ -241,15 +291,32 @@ class AuditLog:
         last one written before, even in a new empty file. On failure the old file stays in use
         and AuditWriteError is raised."""
         with self._lock:
+            self._swap()
+
+    def write_head(self) -> None:
+        """Replace `<audit_log>.head` atomically with the record count and the sha256 of the
+        newest record of the file at the path (after each sweep and at exit). Raises
+        AuditWriteError."""
+        with self._lock:
             if self._fd is None:
                 raise AuditWriteError("audit log is closed")
-            old = self._fd
-            self._fd = self._open_and_recover()
-            self._needs_recovery = False
-            os.close(old)
+            self._follow()
+            if not self._regular:
+                return
+            head = Head(self._records, self._head, format_timestamp(self._clock()))
+            try:
+                write_head(head_path(self._path), head, self._key)
+            except OSError as exc:
+                raise AuditWriteError(self._describe(exc, "write the head of")) from exc
 
     def close(self) -> None:
-        """Close the file; later appends raise AuditWriteError. Idempotent."""
+        """Write the head file, then close; later appends raise AuditWriteError. Idempotent."""
+        if self._fd is None:
+            return
+        try:
+            self.write_head()
+        except AuditWriteError as exc:
+            log.error("%s", exc)
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
@@ -285,9 +352,41 @@ class AuditLog:
             "host": self._host,
             "version": self._version,
         }
-        record.update(fields)
+        record.update(redact_value(fields))
         record["prev"] = self._head
         return record
+
+    def _follow(self) -> None:
+        """Reopen the path if the open file is no longer the one there (lock held). Raises
+        AuditWriteError when the path cannot be opened: no record, hence no cancel, then."""
+        if self._fd is None:
+            raise AuditWriteError("audit log is closed")
+        try:
+            at_path = os.stat(self._path)
+        except FileNotFoundError:
+            at_path = None
+        except OSError:
+            return  # cannot tell (a folder we may not search): keep the file we have
+        if at_path is not None and (at_path.st_dev, at_path.st_ino) == self._identity:
+            return
+        what = "deleted" if at_path is None else "replaced or renamed"
+        log.warning("audit log %s was %s under the writer; reopening the path and carrying the "
+                    "chain on", self._path, what)  # fmt: skip
+        self._swap()
+
+    def _swap(self) -> None:
+        """Open the path afresh in place of the open file (lock held); the chain carries on.
+        On failure the old file stays open and AuditWriteError is raised."""
+        if self._fd is None:
+            raise AuditWriteError("audit log is closed")
+        old, old_state = self._fd, (self._identity, self._records)
+        try:
+            self._fd = self._open_and_recover()
+        except AuditWriteError:
+            self._identity, self._records = old_state
+            raise
+        self._needs_recovery = False
+        os.close(old)
 
     def _ready_fd(self) -> int:
         """The open descriptor; after a failed write, first re-reads the chain head from the
@@ -306,10 +405,27 @@ class AuditLog:
             raise AuditWriteError(self._describe(exc, "open")) from exc
         try:
             self._recover(fd)
-        except AuditWriteError:
+            stat = os.fstat(fd)
+            self._identity = (stat.st_dev, stat.st_ino)
+            self._regular = S_ISREG(stat.st_mode)
+            self._records = self._count_records(fd) if self._regular else 0
+        except (AuditWriteError, OSError) as exc:
             os.close(fd)
-            raise
+            if isinstance(exc, AuditWriteError):
+                raise
+            raise AuditWriteError(self._describe(exc, "open")) from exc
         return fd
+
+    def _count_records(self, fd: int) -> int:
+        """Records in the open file: the head file's count plus the records after its head,
+        read backwards (bounded by what was written since the last head); the whole file only
+        when the head file is missing, stale or not this file's."""
+        try:
+            head: Head | None = read_head(head_path(self._path), self._key)
+        except (OSError, ValueError):
+            head = None
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return count_records(file, head)
 
     def _recover(self, fd: int) -> None:
         """Chain to the file's last JSON line, ending a torn last line with a newline first. An
@@ -343,3 +459,30 @@ class AuditLog:
 
     def _describe(self, exc: OSError, action: str) -> str:
         return f"cannot {action} audit log {self._path}: {exc.strerror or exc}"
+
+
+def count_records(file: BinaryIO, head: Head | None) -> int:
+    """Records in `file`: `head.records` plus those after the record hashing to `head.sha256`,
+    found reading backwards; a full count when there is no head or it is not in the file."""
+    if head is not None:
+        after = 0
+        for raw, _ in iter_lines_backward(file):
+            if decode_line(raw) is None:
+                continue
+            if hash_line(raw) == head.sha256:
+                return head.records + after
+            after += 1
+    file.seek(0)
+    return sum(1 for chunk in file if decode_line(chunk.rstrip(b"\n")) is not None)
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with every string in it masked as log lines are (reaper/redact.py): an SDK error
+    echoing a credential must not reach the audit log either."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(item) for item in value]
+    return value

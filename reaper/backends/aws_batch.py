@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,22 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reaper.backends.aws_client import client_config, describe_error, make_client, redact
-from reaper.backends.base import CancelOutcome, CancelResult, call_timeouts, truncate_reason
-from reaper.backends.records.aws_batch import TYPE, job_from_record
+from reaper.backends.base import (
+    DEFAULT_MAX_PAGES,
+    CancelOutcome,
+    CancelResult,
+    ListingGuard,
+    Page,
+    ServerClock,
+    call_timeouts,
+    max_pages_of,
+    page_ids,
+    truncate_reason,
+)
+from reaper.backends.records import read_record
+from reaper.backends.records.aws_batch import TYPE, job_from_record, ms_to_utc
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, active_statuses, phase_of
+from reaper.jobs import BadRecord, Job, Phase, active_statuses, phase_of
 
 LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, maxResults)
 QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum
@@ -52,16 +66,29 @@ class AwsCallError(BackendError):
         super().__init__(backend, f"{operation} failed: {message}")
         self.operation, self.code, self.http_status = operation, code, http_status
 
+    @property
+    def answer_lost(self) -> bool:
+        """No answer (a timeout, a reset) or a 5xx: a mutating call may have been applied."""
+        return self.http_status is None or self.http_status >= 500
+
 
 class AwsBatchBackend:
     """Lists and terminates AWS Batch jobs through a ready boto3 `batch` client."""
 
     type = TYPE
 
-    def __init__(self, name: str, client: Any, queues: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        client: Any,
+        queues: Sequence[str] | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> None:
         self.name = name
         self._client = client
         self._queues = list(queues) if queues else None
+        self._max_pages = max_pages
+        self.server_clock = ServerClock()
         # Older botocore releases lack TerminateJobs: then there is no bulk call to make.
         self._bulk = "TerminateJobs" in client.meta.service_model.operation_names
 
@@ -86,21 +113,23 @@ class AwsBatchBackend:
             client = make_client(section, config or client_config(*call_timeouts(section)))
         except BotoCoreError as exc:
             raise BackendError(name, f"cannot build an AWS client: {describe_error(exc)}") from None
-        return cls(name, client, section.get("queues"))
+        return cls(name, client, section.get("queues"), max_pages_of(name, section))
 
     # -- listing --------------------------------------------------------------------------------
-    def list_active(self) -> Iterator[list[Job]]:
+    def list_active(self) -> Iterator[Page]:
         """Yield each ListJobs page of every queue and non-terminal status, as undetailed Jobs.
         Statuses are walked in lifecycle order, so a job that moves on between two calls is
-        listed again rather than missed; repeats are dropped. Raises BackendError."""
-        seen: set[str] = set()
+        listed again rather than missed; the sweep keeps its last record (reaper.engine.scan).
+        Raises BackendError, also when the paging does not end (`ListingGuard`)."""
+        # ListJobs may answer an empty page with a nextToken: only max_pages ends such paging.
+        guard = ListingGuard(self.name, self._max_pages, empty_pages=True)
         for queue in self._queue_names():
             for status in active_statuses(TYPE):
-                for summaries in self._list_pages(queue, status):
-                    jobs = self._parse("ListJobs", queue, summaries, detailed=False)
-                    fresh = [job for job in jobs if job.id not in seen]
-                    seen.update(job.id for job in fresh)
-                    yield fresh
+                guard.new_stream()
+                for summaries in self._list_pages(queue, status, guard):
+                    jobs = [self._job_or_bad(queue, record, False) for record in summaries]
+                    guard.page(page_ids(jobs), f"ListJobs {queue} {status}")
+                    yield [self._resolved(job) for job in jobs]
 
     def _queue_names(self) -> list[str]:
         if self._queues is not None:
@@ -115,30 +144,43 @@ class AwsBatchBackend:
             )
         return names
 
-    def _list_pages(self, queue: str, status: str) -> Iterator[list[Any]]:
+    def _list_pages(self, queue: str, status: str, guard: ListingGuard) -> Iterator[list[Any]]:
         params = {"jobQueue": queue, "jobStatus": status, "maxResults": LIST_PAGE_SIZE}
-        return self._pages("ListJobs", "jobSummaryList", params)
+        return self._pages("ListJobs", "jobSummaryList", params, guard)
 
-    def _pages(self, operation: str, key: str, params: dict[str, Any]) -> Iterator[list[Any]]:
-        """Follow `nextToken` until the service stops returning one."""
-        tokens: set[str] = set()
+    def _pages(
+        self,
+        operation: str,
+        key: str,
+        params: dict[str, Any],
+        guard: ListingGuard | None = None,
+    ) -> Iterator[list[Any]]:
+        """Follow `nextToken` until the service stops returning one; a token seen before, or
+        more pages than `max_pages`, raises BackendError."""
+        counted_here = guard is None  # ListJobs pages are counted by list_active
+        guard = guard or ListingGuard(self.name, self._max_pages, empty_pages=True)
         while True:
             response = self._call(operation, **params)
+            if counted_here:
+                guard.page((), operation)
             yield self._require_list(operation, response, key)
             token = response.get("nextToken")
             if not token:
                 return
-            if token in tokens:
-                raise AwsCallError(self.name, operation, "the service repeated a nextToken")
-            tokens.add(token)
+            guard.cursor(str(token), operation)
             params = {**params, "nextToken": token}
 
     # -- details --------------------------------------------------------------------------------
-    def enrich(self, jobs: Sequence[Job]) -> list[Job]:
+    def enrich(self, jobs: Sequence[Job]) -> list[Job | BadRecord]:
         """Detailed copies (tags, full record, current status) in order; vanished jobs are left
-        out. One DescribeJobs call per 100 jobs. Raises BackendError."""
+        out, an unreadable JobDetail is a BadRecord. One DescribeJobs call per 100 jobs. Raises
+        BackendError."""
         records = self._describe([job.id for job in jobs])
-        return [self._detailed(job, records[job.id]) for job in jobs if job.id in records]
+        return [
+            self._resolved(self._job_or_bad(job.queue, records[job.id], True))
+            for job in jobs
+            if job.id in records
+        ]
 
     def refresh(self, job: Job) -> Job | None:
         """The job's current detailed state, or None if DescribeJobs no longer knows it."""
@@ -190,7 +232,39 @@ class AwsBatchBackend:
     def _detailed(self, job: Job, record: Mapping[str, Any]) -> Job:
         # JobDetail.jobQueue is an ARN; keep the queue name the job was listed under.
         (detailed,) = self._parse("DescribeJobs", job.queue, [record], detailed=True)
-        return detailed
+        return self._with_children(detailed)
+
+    # -- array and multi-node parents ----------------------------------------------------------
+    def _resolved(self, item: Job | BadRecord) -> Job | BadRecord:
+        return item if isinstance(item, BadRecord) else self._with_children(item)
+
+    def _with_children(self, job: Job) -> Job:
+        """An array or multi-node parent with the phase and start its children give it.
+
+        AWS keeps a parent PENDING "while child jobs are running" (botocore's ListJobs
+        documentation, `jobStatus`), and a parent records no start of its own: as listed, a
+        parent whose children have run for days looks pending since its submission. So a
+        parent in an active phase without a start of its own is `running` once any child
+        (node) is STARTING or RUNNING or has a start time, its start the earliest start among
+        them; otherwise it is left as listed. Children are listed by ListJobs with
+        `arrayJobId` (`multiNodeJobId`) per started status. Raises BackendError."""
+        if job.phase not in (Phase.PENDING, Phase.RUNNING):
+            return job
+        key = parent_key(job.raw)
+        if key is None or job.started_at is not None:
+            return job
+        started, first = False, None
+        for status in _STARTED_CHILD_STATUSES:
+            params = {key: job.id, "jobStatus": status, "maxResults": LIST_PAGE_SIZE}
+            for page in self._pages("ListJobs", "jobSummaryList", params):
+                for child in page:
+                    child_start = _child_start(child)
+                    started = started or status in ("STARTING", "RUNNING") or bool(child_start)
+                    if child_start is not None and (first is None or child_start < first):
+                        first = child_start
+        if not started:
+            return job
+        return replace(job, phase=Phase.RUNNING, started_at=first)
 
     # -- cancelling -----------------------------------------------------------------------------
     def cancel(self, job: Job, reason: str) -> CancelResult:
@@ -271,8 +345,39 @@ class AwsBatchBackend:
         except AwsCallError as exc:
             if exc.code == "ClientException" and _NOT_FOUND_MESSAGE.search(str(exc)):
                 return CancelResult(CancelOutcome.NOT_FOUND, str(exc))
+            if exc.answer_lost:
+                return self._after_lost_answers([job_id], str(exc))[job_id]
             return CancelResult(CancelOutcome.FAILED, str(exc))
         return CancelResult(CancelOutcome.CANCELLED)
+
+    def _after_lost_answers(self, ids: list[str], lost: str) -> dict[str, CancelResult]:
+        """Terminate calls whose answer was lost after botocore's retries (which repeat the
+        call: TerminateJob answers 200 for a finished job, so a retry never reports "already
+        terminal"). One DescribeJobs tells what is known: terminal now is `cancelled`, gone is
+        `not_found`; a job still active is `failed`, and the next sweep terminates it again
+        (TerminateJob is idempotent). A job terminated in RUNNABLE may stay RUNNABLE until it
+        reaches the head of its queue, so `failed` can be pessimistic there, never
+        optimistic."""
+        try:
+            records = self._describe(ids)
+        except BackendError as exc:
+            error = f"{lost}; the job could not be re-read to tell: {exc}"
+            return {job_id: CancelResult(CancelOutcome.FAILED, error) for job_id in ids}
+        results = {}
+        for job_id in ids:
+            record = records.get(job_id)
+            status = str(record.get("status", "")) if record is not None else ""
+            if record is None:
+                results[job_id] = CancelResult(
+                    CancelOutcome.NOT_FOUND, f"{lost}; the job is gone since the call"
+                )
+            elif phase_of(TYPE, status) == Phase.TERMINAL:
+                results[job_id] = CancelResult(
+                    CancelOutcome.CANCELLED, f"{lost}; the job has ended since the call ({status})"
+                )
+            else:
+                results[job_id] = CancelResult(CancelOutcome.FAILED, f"{lost}; still {status}")
+        return results
 
     def _terminate_chunk(self, ids: list[str], reason: str) -> dict[str, CancelResult]:
         if not self._bulk:
@@ -283,6 +388,8 @@ class AwsBatchBackend:
             if exc.code in _UNKNOWN_OPERATION or exc.http_status == 404:
                 self._bulk = False  # the endpoint predates TerminateJobs: one by one from now on
                 return self._terminate_chunk(ids, reason)
+            if exc.answer_lost:
+                return self._after_lost_answers(ids, str(exc))
             return {job_id: CancelResult(CancelOutcome.FAILED, str(exc)) for job_id in ids}
         return self._bulk_outcomes(ids, response, reason)
 
@@ -293,10 +400,14 @@ class AwsBatchBackend:
         failed (throttled or 5xx ones get one more try through TerminateJob)."""
         results = {
             job_id: CancelResult(CancelOutcome.CANCELLED)
-            for job_id in response.get("successful") or []
-            if job_id in ids
+            for job_id in _list_of(response.get("successful"))
+            if isinstance(job_id, str) and job_id in ids
         }
-        for error in response.get("errors") or []:
+        for error in _list_of(response.get("errors")):
+            if not isinstance(error, Mapping):
+                # Not the documented {job, code, message}: it names no job, so every job not
+                # otherwise reported stays FAILED ("did not report"), never cancelled.
+                continue
             job_id, code = str(error.get("job")), str(error.get("code"))
             if job_id not in ids:
                 continue
@@ -325,6 +436,13 @@ class AwsBatchBackend:
             raise AwsCallError(self.name, operation, message, code, status) from None
         except BotoCoreError as exc:
             raise AwsCallError(self.name, operation, describe_error(exc)) from None
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            # botocore's parser meeting an answer of the wrong shape (a string where an object
+            # belongs) fails with a plain Python error: the call's outcome is unknown.
+            what = f"the answer could not be read ({type(exc).__name__})"
+            raise AwsCallError(self.name, operation, what) from None
+        headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+        self.server_clock.observe(headers.get("date"))
         return response
 
     def _require_list(self, operation: str, response: Mapping[str, Any], key: str) -> list[Any]:
@@ -333,6 +451,10 @@ class AwsBatchBackend:
             raise AwsCallError(self.name, operation, f"malformed response: no '{key}' list")
         return value
 
+    def _job_or_bad(self, queue: str, record: Any, detailed: bool) -> Job | BadRecord:
+        """One bad record is one skipped job: it never ends the listing."""
+        return read_record(TYPE, self.name, record, queue=queue, detailed=detailed)
+
     def _parse(
         self, operation: str, queue: str, records: Sequence[Any], *, detailed: bool
     ) -> list[Job]:
@@ -340,3 +462,38 @@ class AwsBatchBackend:
             return [job_from_record(self.name, queue, r, detailed=detailed) for r in records]
         except (ValueError, TypeError, KeyError) as exc:
             raise AwsCallError(self.name, operation, f"malformed response: {exc}") from None
+
+
+# Child statuses whose jobs have started or may have: a SUCCEEDED or FAILED child counts only
+# with a start time (a child can fail before it starts).
+_STARTED_CHILD_STATUSES = ("STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+def parent_key(record: Mapping[str, Any]) -> str | None:
+    """The ListJobs parameter that lists a parent's children: `arrayJobId` for an array parent
+    (`arrayProperties.size`, no `index`), `multiNodeJobId` for a multi-node parallel job's
+    parent (`nodeProperties.numNodes`, no node index, an id without `#`); else None."""
+    array = record.get("arrayProperties")
+    if isinstance(array, Mapping) and "size" in array and "index" not in array:
+        return "arrayJobId"
+    nodes = record.get("nodeProperties")
+    job_id = record.get("jobId")
+    if (
+        isinstance(nodes, Mapping) and "numNodes" in nodes and "nodeIndex" not in nodes
+        and isinstance(job_id, str) and "#" not in job_id
+    ):  # fmt: skip
+        return "multiNodeJobId"
+    return None
+
+
+def _child_start(child: Any) -> datetime | None:
+    if not isinstance(child, Mapping):
+        return None
+    try:
+        return ms_to_utc(child.get("startedAt"))
+    except ValueError:
+        return None  # an unreadable child start proves nothing
+
+
+def _list_of(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from reaper.backends.base import CancelOutcome, CancelResult
 from reaper.errors import BackendError
-from reaper.jobs import PHASES, Job, Phase, phase_of
+from reaper.jobs import ACTIVE_PHASES, PHASES, Job, Phase, phase_of
 
 # The terminal status a cancelled job ends in: AWS TerminateJob/CancelJob leave a job FAILED
 # (https://docs.aws.amazon.com/batch/latest/APIReference/API_TerminateJob.html); Tapis and
@@ -197,4 +197,4 @@ class MemoryBackend:
 
 
 def _is_active(job: Job) -> bool:
-    return job.phase in (Phase.PENDING, Phase.RUNNING)
+    return job.phase in ACTIVE_PHASES

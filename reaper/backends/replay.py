@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from reaper.backends.base import CancelOutcome, CancelResult
-from reaper.backends.records import aws_batch, parse_record
+from reaper.backends.records import aws_batch, parse_record, record_id
 from reaper.errors import BackendError
-from reaper.jobs import Job
+from reaper.jobs import BadRecord, Job
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class ReplayBackend:
             try:
                 detailed = self._parse(raw, detailed=True)
                 listed = self._parse(raw, detailed=False) if self._summary else detailed
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # one bad record is one skipped job, never an abort
                 self.listed.append(None)
                 self.rejected[index] = str(exc)
                 continue
@@ -52,9 +52,17 @@ class ReplayBackend:
     def _parse(self, raw: RawRecord, *, detailed: bool) -> Job:
         return parse_record(self.type, self.name, raw.record, queue=raw.queue, detailed=detailed)
 
-    def list_active(self) -> Iterator[list[Job]]:
-        """One page: every record the parser accepted (the scan drops terminal jobs)."""
-        yield [job for job in self.listed if job is not None]
+    def list_active(self) -> Iterator[list[Job | BadRecord]]:
+        """One page: every record the parser accepted (the scan drops terminal jobs), and a
+        BadRecord for each it refused, as the live backends list them (counted as active)."""
+        page: list[Job | BadRecord] = []
+        for index, job in enumerate(self.listed):
+            if job is not None:
+                page.append(job)
+            else:
+                job_id = record_id(self.type, self._records[index].record)
+                page.append(BadRecord.of(self.name, job_id, "record", None, self.rejected[index]))
+        yield page
 
     def enrich(self, jobs: Sequence[Job]) -> list[Job]:
         """Detailed copies: AWS records parsed again as DescribeJobs would give them."""

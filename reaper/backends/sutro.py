@@ -19,15 +19,23 @@ github.com/sutro-sh/sutro `sutro/sdk.py`):
   (docs.sutro.sh/batch-api-reference/fetch-job). `refresh` uses it rather than
   `GET job-status/{job_id}`, which carries only the status string: a re-check needs
   `datetime_started` and the `where` fields too.
-- `POST job-cancel/{job_id}` answers `{"cancelled": bool, "message": str}`; documented messages
-  are "Job X has been successfully cancelled", "... could not be cancelled because it has already
-  completed" and "Job X not found" (docs.sutro.sh/batch-api-reference/cancel-job). The
-  cancellation is asynchronous. The request takes no reason, so the reason reaches only the audit.
+- The API lives at the deployment's `/v1` prefix (`api_url` normalised as the SDK does:
+  reaper.backends.sutro_url).
+- `GET job-cancel/{job_id}` (the SDK's `cancel_job`, and docs.sutro.sh/reference/api/cancel-job;
+  older documents said POST) answers `{"cancelled": bool, "message": str}` and moves the job to
+  CANCELLING: the cancellation is asynchronous. The current docs say the endpoint "accepts any
+  existing job and does not reject jobs that are already terminal", so `cancelled: true` does
+  not prove the job was active: the sweep re-reads every job just before its cancel, and the
+  audit's confirmation follows it to a terminal state. A missing job is a 404 with `detail`;
+  older deployments answered `cancelled: false` with "Job X not found" or "... could not be
+  cancelled because it has already completed", which are read too. The request takes no
+  reason, so the reason reaches only the audit.
 
-What is assumed: that a 404 on `job-cancel` means the job is unknown; that a deployment which
-answers the documented POST with 405 takes GET instead (the official SDK sends GET); that 429 and
-5xx are transient (retried, honouring `Retry-After`); that the cursor, when offered, never repeats
-(a repeat is an error: a listing that cannot finish must not be acted on, docs/architecture.md)."""
+What is assumed: that a deployment which answers GET with 405 takes POST instead (the older
+documents), tried once and then remembered for the backend; that 429, 5xx and Cloudflare's 524
+(which the SDK retries) are transient (retried, honouring `Retry-After`); that the cursor, when
+offered, never repeats (a repeat is an error: a listing that cannot finish must not be acted on,
+docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -45,27 +53,40 @@ from requests.adapters import HTTPAdapter
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_PAGES,
     DEFAULT_READ_TIMEOUT_S,
     HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
+    ListingGuard,
+    Page,
+    ServerClock,
     call_timeouts,
+    max_pages_of,
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records import read_record
 from reaper.backends.records.sutro import TYPE, parse_job
 from reaper.backends.retry import (
     RETRYABLE_STATUS,
+    LostAnswerError,
     RetryableError,
     RetryPolicy,
     call_with_retries,
+    cancel_honestly,
 )
+from reaper.backends.sutro_url import SutroUrlError, normalize_api_url
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase
+from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, Phase
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.sutro.sh"
+# Cloudflare's "a timeout occurred" in front of a deployment: the SDK's do_request retries it.
+CLOUDFLARE_TIMEOUT = 524
+SUTRO_RETRYABLE = RETRYABLE_STATUS | {CLOUDFLARE_TIMEOUT}
+FINISHED_ON_THEIR_OWN = frozenset({"SUCCEEDED", "FAILED"})  # terminal, and not by a cancel
+CANCEL_METHODS = ("GET", "POST")  # the SDK's and current docs' first, then the older documents'
 PAGE_LIMIT = 100  # the documented maximum of `limit` on list-jobs
 RETRY_AFTER_CAP_S = 30.0  # honour a server's Retry-After, but never stall a sweep for longer
 AUTH_FAILURE = frozenset({401, 403})
@@ -94,14 +115,18 @@ class SutroBackend:
         api_key: str,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S),
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
         self.name = name
         self._session = session
-        self._base = api_url.rstrip("/") + "/"
+        self._base = normalize_api_url(api_url) + "/"
+        self._cancel_method = CANCEL_METHODS[0]  # switched for good by a 405 (`cancel`)
         self._api_key = api_key
         self._headers = {"Authorization": f"Key {api_key}", "Accept": "application/json"}
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
+        self._max_pages = max_pages
+        self.server_clock = ServerClock()
 
     @classmethod
     def from_config(
@@ -111,29 +136,38 @@ class SutroBackend:
         base_dir: Path,
         environ: Mapping[str, str] | None = None,
     ) -> SutroBackend:
-        """Build from a `reaper.yaml` section: `api_url`, and `api_key_env` or `api_key_file`
-        (relative to `base_dir`). Raises BackendError when the key cannot be read."""
+        """Build from a `reaper.yaml` section: `api_url` (the deployment's URL, required), and
+        `api_key_env` or `api_key_file` (relative to `base_dir`). Raises BackendError when the
+        URL is not a deployment's or the key cannot be read."""
+        try:
+            api_url = normalize_api_url(str(section.get("api_url") or ""))
+        except SutroUrlError as exc:
+            raise BackendError(name, str(exc)) from None
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
-        api_url = str(section.get("api_url") or DEFAULT_API_URL)
-        timeout = call_timeouts(section)
-        return cls(name, make_session(api_url), api_url, api_key, timeout=timeout)
+        session = make_session(api_url)
+        return cls(
+            name, session, api_url, api_key, timeout=call_timeouts(section),
+            max_pages=max_pages_of(name, section),
+        )  # fmt: skip
 
     # -- the Backend interface ------------------------------------------------------------------
-    def list_active(self) -> Iterator[list[Job]]:
-        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`.
-        Jobs with an unknown status or an unreadable record are skipped and logged."""
+    def list_active(self) -> Iterator[Page]:
+        """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`. Jobs with
+        an unknown status are skipped and logged; an unreadable record is a BadRecord. Raises
+        BackendError, also when the paging does not end (`ListingGuard`)."""
         cursor: str | None = None
-        seen: set[str] = set()
+        guard = ListingGuard(self.name, self._max_pages)
         while True:
             params = {"limit": str(PAGE_LIMIT)} | ({"cursor": cursor} if cursor else {})
             body = self._get_json("list-jobs", params)
             records = body.get("jobs")
             if not isinstance(records, list):
                 raise BackendError(self.name, "list-jobs answered without a `jobs` list")
+            cursor = self._next_cursor(body, guard)
+            guard.page(map(_record_id, records), "list-jobs", last=cursor is None)
             page = self._active_jobs(records)
             if page:
                 yield page
-            cursor = self._next_cursor(body, seen)
             if cursor is None:
                 return
 
@@ -157,41 +191,75 @@ class SutroBackend:
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Ask Sutro to cancel the job. `reason` is not sent: job-cancel has no field for it,
-        so it is recorded only in the audit log. Never raises for a per-job problem."""
-        path, method = f"job-cancel/{quote(job.id, safe='')}", "POST"
+        so it is recorded only in the audit log. An answer lost to a 5xx or a transport failure
+        is followed by a re-read of the job before any retry (`retry.cancel_honestly`). Never
+        raises for a per-job problem."""
+        return cancel_honestly(lambda: self._cancel_once(job), lambda: self.refresh(job),
+                               self._retry)  # fmt: skip
+
+    def _cancel_once(self, job: Job) -> CancelResult:
+        """One job-cancel call: GET (the SDK's and the current docs'), or once the other method
+        where a deployment answers 405, which is then remembered. Raises RetryableError (429:
+        not applied) and LostAnswerError (5xx, 524, no answer: maybe applied)."""
+        path, method = f"job-cancel/{quote(job.id, safe='')}", self._cancel_method
         try:
-            response = self._request(method, path)
-            if response.status_code == 405:  # the official SDK sends GET; some deployments want it
-                method = "GET"
-                response = self._request(method, path)
-            if response.status_code == 404:
-                return CancelResult(CancelOutcome.NOT_FOUND)
+            response = self._send(method, path, None)
+            if response.status_code == 405:
+                method = next(m for m in CANCEL_METHODS if m != method)
+                response = self._send(method, path, None)
+                if response.status_code != 405:
+                    logger.info("%s: job-cancel takes %s on this deployment", self.name, method)
+                    self._cancel_method = method
+        except BackendError as exc:
+            raise LostAnswerError(str(exc)) from None
+        status = response.status_code
+        if status == 429:
+            raise RetryableError(f"{method} {path}: HTTP 429")
+        if status in SUTRO_RETRYABLE:
+            raise LostAnswerError(f"backend {self.name}: {method} {path}: HTTP {status}")
+        if status == 404:
+            return CancelResult(CancelOutcome.NOT_FOUND)
+        try:
             body = self._parse(response, f"{method} {path}")
         except BackendError as exc:
             return CancelResult(CancelOutcome.FAILED, str(exc))
-        return classify_cancel(body)
+        result = classify_cancel(body)
+        return self._verify_accepted(job) if result.outcome == CancelOutcome.CANCELLED else result
+
+    def _verify_accepted(self, job: Job) -> CancelResult:
+        """`cancelled: true` also answers a job that had already finished (the endpoint "does
+        not reject jobs that are already terminal"): one re-read tells a job that ended on its
+        own (SUCCEEDED, FAILED: `already_terminal`) from one reaper's call is stopping. A job
+        now CANCELLING, CANCELLED or still active counts as reaper's cancel, which the audit's
+        confirmation follows to its end; so does one the re-read cannot see."""
+        try:
+            fresh = self.refresh(job)
+        except BackendError as exc:
+            logger.info("%s: cancel of %s accepted, re-read failed: %s", self.name, job.id, exc)
+            return CancelResult(CancelOutcome.CANCELLED)
+        if fresh is not None and fresh.status.upper() in FINISHED_ON_THEIR_OWN:
+            return CancelResult(CancelOutcome.ALREADY_TERMINAL)
+        return CancelResult(CancelOutcome.CANCELLED)
 
     def close(self) -> None:
         self._session.close()
 
     # -- listing helpers ------------------------------------------------------------------------
-    def _active_jobs(self, records: list[Any]) -> list[Job]:
-        jobs = []
+    def _active_jobs(self, records: list[Any]) -> list[Job | BadRecord]:
+        jobs: list[Job | BadRecord] = []
         for record in records:
             job = self._job_or_none(record)
-            if job is not None and job.phase in (Phase.PENDING, Phase.RUNNING):
+            if isinstance(job, BadRecord) or (job is not None and job.phase in ACTIVE_PHASES):
                 jobs.append(job)
         return jobs
 
-    def _job_or_none(self, record: Any) -> Job | None:
-        """The record as a Job; None (and a warning) for one that cannot be read or whose status
-        the phase table does not know, so that it is never acted on."""
-        job_id = record.get("job_id") if isinstance(record, dict) else None
-        try:
-            job = parse_job(self.name, record)
-        except ValueError as exc:
-            logger.warning("skipping unreadable Sutro job %s on %s: %s", job_id, self.name, exc)
-            return None
+    def _job_or_none(self, record: Any) -> Job | BadRecord | None:
+        """The record as a Job; a BadRecord for one that cannot be read (never acted on, still
+        counted as active); None (and a warning) for one whose status the phase table does
+        not know, so that it is never acted on."""
+        job = read_record(TYPE, self.name, record)
+        if isinstance(job, BadRecord):
+            return job
         if job.phase == Phase.UNKNOWN:
             logger.warning(
                 "skipping Sutro job %s on %s: unknown status %r", job.id, self.name, job.status
@@ -199,15 +267,13 @@ class SutroBackend:
             return None
         return job
 
-    def _next_cursor(self, body: Mapping[str, Any], seen: set[str]) -> str | None:
+    def _next_cursor(self, body: Mapping[str, Any], guard: ListingGuard) -> str | None:
         cursor = body.get("next_cursor")
         if cursor is None or cursor == "":
             return None
         if not isinstance(cursor, str):
             raise BackendError(self.name, "list-jobs answered with a non-string `next_cursor`")
-        if cursor in seen:
-            raise BackendError(self.name, "list-jobs repeated a cursor; the listing cannot end")
-        seen.add(cursor)
+        guard.cursor(cursor, "list-jobs")
         return cursor
 
     # -- HTTP -----------------------------------------------------------------------------------
@@ -224,7 +290,7 @@ class SutroBackend:
 
         def attempt() -> requests.Response:
             response = self._send(method, path, params)
-            if response.status_code in RETRYABLE_STATUS:
+            if response.status_code in SUTRO_RETRYABLE:
                 self._honour_retry_after(response, next(numbers))
                 raise RetryableError(f"HTTP {response.status_code}")
             return response
@@ -237,13 +303,15 @@ class SutroBackend:
 
     def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> requests.Response:
         try:
-            return self._session.request(
+            response = self._session.request(
                 method,
                 self._base + path,
                 params=params,
                 headers=self._headers,
                 timeout=self._timeout,
             )
+            self.server_clock.observe(response.headers.get("Date"))
+            return response
         except requests.Timeout:
             message = f"{method} {path}: no answer within {self._timeout[1]:g} s (timeout)"
         except requests.RequestException as exc:
@@ -280,6 +348,11 @@ class SutroBackend:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
+def _record_id(record: Any) -> str | None:
+    job_id = record.get("job_id") if isinstance(record, dict) else None
+    return job_id if isinstance(job_id, str) and job_id else None
+
+
 def make_session(api_url: str) -> requests.Session:
     """A session for `api_url` whose pool keeps as many connections as a sweep has calls in
     flight (requests' default keeps 10 and throws away the connections of any further calls),

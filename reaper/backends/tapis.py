@@ -49,19 +49,33 @@ from tapipy.tapis import Tapis, TapisResult
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_PAGES,
     DEFAULT_READ_TIMEOUT_S,
     HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
+    ListingGuard,
+    Page,
+    ServerClock,
     call_timeouts,
+    max_pages_of,
     truncate_reason,
 )
 from reaper.backends.credentials import read_secret
 from reaper.backends.http import pin_environment
+from reaper.backends.records import read_record
 from reaper.backends.records.tapis import TYPE, job_from_record
-from reaper.backends.retry import RETRYABLE_STATUS, RetryableError, RetryPolicy, call_with_retries
+from reaper.backends.retry import (
+    RETRYABLE_STATUS,
+    LostAnswerError,
+    RetryableError,
+    RetryPolicy,
+    call_with_retries,
+    cancel_honestly,
+)
+from reaper.backends.tapis_tokens import FileToken, LoginToken, StaticToken
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, active_statuses
+from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, active_statuses
 from reaper.redact import register_secret
 
 logger = logging.getLogger(__name__)
@@ -71,7 +85,17 @@ ORDER_BY = "created(asc),uuid(asc)"  # a total order, so that offset paging is s
 EVENT_DETAIL = "REAPER_CANCEL"  # eventDetail allows only [a-zA-Z0-9_]
 DEFAULT_TIMEOUT = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
 MAX_DETAIL_CHARS = 300  # server messages quoted in errors are cut to this length
-_ACTIVE_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
+
+
+def _uuid_of(record: Mapping[str, Any]) -> str | None:
+    uuid = record.get("uuid")
+    return uuid if isinstance(uuid, str) and uuid else None
+
+
+def _is_listed(item: Job | BadRecord) -> bool:
+    return isinstance(item, BadRecord) or item.phase in ACTIVE_PHASES
+
+
 _CANCEL_OUTCOMES = {409: CancelOutcome.ALREADY_TERMINAL, 404: CancelOutcome.NOT_FOUND}
 
 
@@ -88,10 +112,17 @@ class TapisCallError(BackendError):
     service's answer when there was one; the message never holds the token."""
 
     def __init__(
-        self, backend: str, operation: str, message: str, http_status: int | None = None
+        self,
+        backend: str,
+        operation: str,
+        message: str,
+        http_status: int | None = None,
+        *,
+        no_answer: bool = False,  # a transport failure: the call may have reached the service
     ) -> None:
         super().__init__(backend, f"{operation} failed: {message}")
         self.operation, self.detail, self.http_status = operation, message, http_status
+        self.no_answer = no_answer
 
 
 class TapisBackend:
@@ -108,16 +139,24 @@ class TapisBackend:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] | None = None,
         page_limit: int = PAGE_LIMIT,
+        max_pages: int = DEFAULT_MAX_PAGES,
         list_type: ListType = ListType.ALL_JOBS,
+        credential: StaticToken | FileToken | LoginToken | None = None,
     ) -> None:
         self.name = name
         self.list_type = ListType(list_type)
+        self._credential = credential or StaticToken()
         self._client = client
         self._retry = retry or RetryPolicy()
         self._page_limit = page_limit
+        self._max_pages = max_pages
+        self.server_clock = ServerClock()
         session = client.requests_session
         if timeout is not None or not isinstance(session.get_adapter("https://"), TimeoutAdapter):
             install_timeout(session, timeout or DEFAULT_TIMEOUT)
+        for adapter in session.adapters.values():
+            if isinstance(adapter, TimeoutAdapter):
+                adapter.server_clock = self.server_clock
 
     @classmethod
     def from_config(cls, name: str, section: Mapping[str, Any], base_dir: Path) -> TapisBackend:
@@ -129,31 +168,36 @@ class TapisBackend:
         if not isinstance(base_url, str) or not base_url:
             raise BackendError(name, "base_url is required")
         token, timeout = read_token(name, section, base_dir), call_timeouts(section)
+        credential: StaticToken | FileToken | LoginToken
         if token is not None:
             client = client_with_token(name, base_url, token, timeout)
+            token_file = None if section.get("token_env") else section.get("token_file")
+            credential = FileToken(base_dir / token_file, token) if token_file else StaticToken()
         else:
             username, password = read_login(name, section)
             register_secret(password)
             client = client_with_login(name, base_url, username, password, timeout)
             register_secret(client.get_access_jwt())
+            credential = LoginToken()
         if tenant:
             client.tenant_id = str(tenant)
         list_type = ListType(section.get("list_type", ListType.ALL_JOBS))
-        return cls(name, client, timeout=timeout, list_type=list_type)
+        return cls(
+            name, client, timeout=timeout, list_type=list_type, credential=credential,
+            max_pages=max_pages_of(name, section),
+        )  # fmt: skip
 
     # -- Backend --------------------------------------------------------------------------------
-    def list_active(self) -> Iterator[list[Job]]:
+    def list_active(self) -> Iterator[Page]:
         """Yield the non-terminal jobs one search page at a time. Raises TapisCallError when a
         page fails or does not parse; the pages already yielded are then not the whole picture."""
-        seen: set[str] = set()
+        guard = ListingGuard(self.name, self._max_pages)
         skip = 0
         while records := self._search_page(skip):
-            fresh = [r for r in records if r["uuid"] not in seen]
-            if not fresh:
-                raise self._malformed("getJobSearchList", f"skip={skip} repeated earlier jobs")
-            seen.update(r["uuid"] for r in fresh)
+            # The empty page that ends an offset listing never reaches the guard.
+            guard.page(map(_uuid_of, records), f"getJobSearchList skip={skip}")
             skip += len(records)
-            page = [job for job in map(self._to_job, fresh) if job.phase in _ACTIVE_PHASES]
+            page = [job for job in map(self._job_or_bad, records) if _is_listed(job)]
             if page:
                 yield page
 
@@ -176,11 +220,27 @@ class TapisBackend:
 
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Record `reason` on the job with sendEvent, then ask for the cancel. 409 is
-        ALREADY_TERMINAL, 404 NOT_FOUND; any other failure is FAILED with the error."""
+        ALREADY_TERMINAL, 404 NOT_FOUND; any other failure is FAILED with the error. An answer
+        lost to a 5xx or a transport failure is followed by a re-read of the job before any
+        retry (`retry.cancel_honestly`)."""
         self._record_reason(job, reason)
+        return cancel_honestly(lambda: self._cancel_once(job), lambda: self.refresh(job),
+                               self._retry)  # fmt: skip
+
+    def _cancel_once(self, job: Job) -> CancelResult:
+        """One cancelJob call. Raises RetryableError (429: not applied) and LostAnswerError
+        (5xx, no answer: maybe applied)."""
+        self._credential.prepare(self._client)
         try:
-            result = self._invoke("cancelJob", jobUuid=job.id)
+            result = self._attempt("cancelJob", {"jobUuid": job.id})
+        except RetryableError as exc:
+            error: TapisCallError = exc.args[0]
+            if error.http_status == 429:
+                raise
+            raise LostAnswerError(str(error)) from None
         except TapisCallError as exc:
+            if exc.no_answer:
+                raise LostAnswerError(str(exc)) from None
             outcome = _CANCEL_OUTCOMES.get(exc.http_status or 0, CancelOutcome.FAILED)
             return CancelResult(outcome, str(exc) if outcome == CancelOutcome.FAILED else None)
         if not isinstance(result, TapisResult | dict):
@@ -205,10 +265,8 @@ class TapisBackend:
         items = result.search if isinstance(getattr(result, "search", None), list) else result
         if not isinstance(items, list) or not all(isinstance(i, TapisResult) for i in items):
             raise self._malformed("getJobSearchList", "the result is not a list of jobs")
-        records = [to_plain(item) for item in items]
-        if not all(isinstance(r.get("uuid"), str) for r in records):
-            raise self._malformed("getJobSearchList", "a job record has no uuid")
-        return records
+        # A record without a uuid is a bad record of its own (list_active), not a bad page.
+        return [to_plain(item) for item in items]
 
     def _record_reason(self, job: Job, reason: str) -> None:
         # Best effort: the audit log holds the reason anyway. A job that ended or vanished
@@ -227,24 +285,19 @@ class TapisBackend:
     def _invoke(self, operation: str, **kwargs: Any) -> Any:
         """Call one Jobs operation through tapipy, retrying 429 and 5xx with backoff and jitter.
         Raises TapisCallError for everything else, and when the retries are spent."""
-        call = getattr(self._client.jobs, operation)
-
-        def attempt() -> Any:
-            try:
-                return call(**kwargs)
-            except BaseTapyException as exc:
-                error = self._call_error(operation, exc)
-            except (TypeError, AttributeError, KeyError, ValueError) as exc:
-                # tapipy turns the JSON `result` into TapisResult objects with `**item`; an
-                # answer of an unexpected shape ([[1, 2]]) fails there with a plain TypeError.
-                what = f"tapipy could not read the answer ({type(exc).__name__})"
-                raise self._malformed(operation, what) from None
-            if error.http_status in RETRYABLE_STATUS:
-                raise RetryableError(error)
-            raise error
-
+        self._credential.prepare(self._client)
         try:
-            return call_with_retries(attempt, self._retry)
+            return self._invoke_with_retries(operation, kwargs)
+        except TapisCallError as exc:
+            # A token that expired or was rotated: renew it once, then try the call once more.
+            if exc.http_status != 401 or not self._credential.renew(self._client):
+                raise
+            logger.info("Tapis answered 401 for %s; retrying with the renewed token", operation)
+            return self._invoke_with_retries(operation, kwargs)
+
+    def _invoke_with_retries(self, operation: str, kwargs: dict[str, Any]) -> Any:
+        try:
+            return call_with_retries(lambda: self._attempt(operation, kwargs), self._retry)
         except RetryableError as exc:
             last: TapisCallError = exc.args[0]
             raise TapisCallError(
@@ -253,6 +306,22 @@ class TapisBackend:
                 f"{last.detail} (gave up after {self._retry.attempts} attempts)",
                 last.http_status,
             ) from None
+
+    def _attempt(self, operation: str, kwargs: dict[str, Any]) -> Any:
+        """One call of a Jobs operation. Raises RetryableError (429, 5xx) carrying the
+        TapisCallError, and TapisCallError for everything else."""
+        try:
+            return getattr(self._client.jobs, operation)(**kwargs)
+        except BaseTapyException as exc:
+            error = self._call_error(operation, exc)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            # tapipy turns the JSON `result` into TapisResult objects with `**item`; an
+            # answer of an unexpected shape ([[1, 2]]) fails there with a plain TypeError.
+            what = f"tapipy could not read the answer ({type(exc).__name__})"
+            raise self._malformed(operation, what) from None
+        if error.http_status in RETRYABLE_STATUS:
+            raise RetryableError(error)
+        raise error
 
     def _call_error(self, operation: str, exc: BaseTapyException) -> TapisCallError:
         response = getattr(exc, "response", None)
@@ -264,7 +333,11 @@ class TapisBackend:
             message = f"HTTP {status}, authentication failed (check the token): {detail}"
         else:
             message = f"HTTP {status}: {detail}"
-        return TapisCallError(self.name, operation, message, status)
+        return TapisCallError(self.name, operation, message, status, no_answer=status is None)
+
+    def _job_or_bad(self, record: dict[str, Any]) -> Job | BadRecord:
+        """One bad record is one skipped job: it never ends the listing."""
+        return read_record(TYPE, self.name, record)
 
     def _to_job(self, record: dict[str, Any]) -> Job:
         try:
@@ -306,11 +379,17 @@ class TimeoutAdapter(HTTPAdapter):
     def __init__(self, timeout: tuple[float, float]) -> None:
         super().__init__(max_retries=0, pool_maxsize=HTTP_POOL_SIZE)
         self.timeout = timeout
+        # tapipy hands back only the parsed result: the Date header of every answer is read
+        # here, where the response passes (reaper.backends.base.ServerClock).
+        self.server_clock: ServerClock | None = None
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
-        return super().send(request, *args, **kwargs)
+        response = super().send(request, *args, **kwargs)
+        if self.server_clock is not None:
+            self.server_clock.observe(response.headers.get("Date"))
+        return response
 
 
 def install_timeout(session: requests.Session, timeout: tuple[float, float]) -> None:
@@ -359,6 +438,10 @@ def make_client(
     client.tenant_id = claims.get("tapis/tenant_id")
     install_timeout(client.requests_session, timeout)
     pin_environment(client.requests_session, base_url)
+    # tapipy sends every request with `send(request, verify=client.verify)` (tapipy/tapis.py,
+    # `Operation.__call__`), and an explicit verify=True overrides the session's CA bundle:
+    # hand tapipy the session's setting, which requests accepts as a bool or a bundle path.
+    client.verify = client.requests_session.verify
     return client
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_audit
+from reaper.audit.seal import AuditKeyError, Head, head_path, load_key, read_head
 from reaper.audit.verify import verify_audit
 from reaper.commands.common import examples
 from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode
@@ -70,6 +71,13 @@ def add_parser(subparsers: Any) -> None:
         help="accept a later file that starts a new chain (a one-shot run after rotation) "
         "instead of continuing the file before it; without it that fails",
     )
+    verify.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="PATH",
+        help="the audit key (default: the config's audit_key_file): every record and the head "
+        "must carry a correct mac",
+    )
 
 
 def _add_file_options(parser: argparse.ArgumentParser, default: Any, nargs: str | None) -> None:
@@ -90,7 +98,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run `reaper audit [verify]`; returns an ExitCode."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        files = _audit_files(args)
+        files, key_file = _audit_files(args)
     except ConfigNotFoundError as exc:
         print(f"reaper audit: {exc}", file=err)
         return ExitCode.CONFIG
@@ -98,18 +106,22 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(exc, file=err)
         return ExitCode.CONFIG
     if args.audit_action == "verify":
-        return _run_verify(files, out, err, new_chain_ok=args.new_chain_ok)
+        key_file = getattr(args, "key_file", None) or key_file
+        return _run_verify(files, key_file, out, err, new_chain_ok=args.new_chain_ok)
     return _run_query(args, files, out, err)
 
 
-def _audit_files(args: argparse.Namespace) -> list[Path]:
-    """`--file`, else the config's `audit_log`. Raises ConfigError or ConfigNotFoundError."""
-    if args.files:
-        return list(args.files)
+def _audit_files(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
+    """`--file`, else the config's `audit_log`; and the config's `audit_key_file` when the
+    config is read (without --file, or with --config). Raises ConfigError or
+    ConfigNotFoundError."""
+    if args.files and not args.config:
+        return list(args.files), None
     # Imported here: config loading is only needed without --file.
     from reaper.policy.config import load_config, locate_config
 
-    return [load_config(locate_config(args.config, os.environ, Path.cwd())).audit_log]
+    config = load_config(locate_config(args.config, os.environ, Path.cwd()))
+    return list(args.files or [config.audit_log]), config.audit_key_file
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -128,9 +140,18 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _run_verify(files: list[Path], out: TextIO, err: TextIO, *, new_chain_ok: bool) -> int:
+def _run_verify(
+    files: list[Path], key_file: Path | None, out: TextIO, err: TextIO, *, new_chain_ok: bool
+) -> int:
+    """Check the chain, the head file beside the newest file when there is one (required with a
+    key), and with a key every mac."""
     try:
-        result = verify_audit(files, new_chain_ok=new_chain_ok)
+        key = None if key_file is None else load_key(key_file)
+        head = _read_head(files[-1], key)
+        result = verify_audit(files, new_chain_ok=new_chain_ok, head=head, key=key)
+    except (AuditKeyError, ValueError) as exc:
+        print(f"reaper audit verify: {exc}", file=out)
+        return ExitCode.FAILED
     except OSError as exc:
         print(f"reaper audit verify: cannot read {exc.filename}: {exc.strerror}", file=err)
         return ExitCode.FAILED
@@ -139,6 +160,18 @@ def _run_verify(files: list[Path], out: TextIO, err: TextIO, *, new_chain_ok: bo
         return ExitCode.FAILED
     print(f"{', '.join(map(str, files))}: {result.message}", file=out)
     return ExitCode.OK
+
+
+def _read_head(newest: Path, key: bytes | None) -> Head | None:
+    """`<newest>.head`, or None when there is none and no key asks for one. Raises ValueError
+    (malformed, wrong mac, or missing with a key) and OSError."""
+    try:
+        return read_head(head_path(newest), key)
+    except FileNotFoundError:
+        if key is not None:
+            message = f"{head_path(newest)}: no head file, and a key is configured"
+            raise ValueError(message) from None
+        return None
 
 
 def _run_query(args: argparse.Namespace, files: list[Path], out: TextIO, err: TextIO) -> int:

@@ -72,11 +72,16 @@ def shard_argument(text: str) -> Shard:
 
 def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     """The config named by --config / $REAPER_CONFIG / the defaults, and its policies, with
-    `--shard` (when the command has it and it is given) in place of the config's `shard:`.
-    Raises ConfigNotFoundError or ConfigError (cli.main prints either and exits 78)."""
+    `--shard` (when the command has it and it is given) in place of the config's `shard:`. The
+    commands that call this go on to load credentials, so core dumps are forbidden first
+    (`reaper.redact.forbid_core_dumps`). Raises ConfigNotFoundError or ConfigError (cli.main
+    prints either and exits 78)."""
     from dataclasses import replace
 
     from reaper.policy.config import load_all, locate_config
+    from reaper.redact import forbid_core_dumps
+
+    forbid_core_dumps()
 
     config, policies = load_all(locate_config(args.config, os.environ, Path.cwd()))
     shard = getattr(args, "shard", None)
@@ -127,6 +132,29 @@ def abandon(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def add_lock_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-wait",
+        default="0",
+        metavar="DURATION",
+        help="how long to wait for another reaper writing the same audit log to finish before "
+        "giving up with exit 75 (default: 0, do not wait)",
+    )
+
+
+def lock_wait_s(args: argparse.Namespace) -> float | None:
+    """--lock-wait in seconds, or None (after printing why) when it is not a duration."""
+    from reaper.policy.durations import DurationError, parse_duration
+
+    if args.lock_wait.strip() in ("0", "0s"):  # parse_duration refuses zero, which means "no wait"
+        return 0.0
+    try:
+        return parse_duration(args.lock_wait).total_seconds()
+    except DurationError as exc:
+        print(f"reaper {args.command}: --lock-wait: {exc}", file=sys.stderr)
+        return None
 
 
 def add_wide_option(parser: argparse.ArgumentParser) -> None:

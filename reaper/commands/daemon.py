@@ -1,7 +1,8 @@
 """`reaper daemon [--config F] [--max-sweep DURATION]`: scheduled sweeps until SIGTERM; SIGHUP
 reloads (docs/commands.md, docs/systemd.md; docs/systemd.md).
 
-Start-up order: config and policies (invalid → exit 78 before READY), audit log, backends,
+Start-up order: config and policies (invalid → exit 78 before READY), the audit log's lock
+(held by another reaper → exit 75), audit log, backends,
 reconciliation of interrupted cancels, metrics listener, signal handlers, scheduler, READY=1."""
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
     ReaperError (exit 1) when the audit log cannot be opened or the metrics port not bound."""
     from prometheus_client import CollectorRegistry
 
+    from reaper.audit.lock import AuditLock
     from reaper.audit.reconcile import reconcile
-    from reaper.audit.writer import AuditLog
     from reaper.engine.pool import BackendPool
+    from reaper.engine.runtime import open_audit
     from reaper.engine.sender import NoticeSender
     from reaper.service.daemon import Daemon, Services
     from reaper.service.metrics import Metrics
@@ -80,7 +82,9 @@ def run_daemon(loaded: Loaded, options: DaemonOptions) -> int:
     metrics.declare_backends(loaded.backend_names)
     metrics.set_policies_loaded(len(loaded.policies))
     with contextlib.ExitStack() as stack:
-        audit = stack.enter_context(AuditLog(config.audit_log))
+        lock = stack.enter_context(AuditLock(config.audit_log))
+        lock.acquire()  # another reaper on this log: AuditLockedError, exit 75 before READY
+        audit = stack.enter_context(open_audit(config))
         pool = stack.enter_context(BackendPool())
         pool.open_all(config)
         reconcile(audit, pool.live())

@@ -28,6 +28,7 @@ from reaper.engine.decide import Decision, Plan
 from reaper.engine.scan import Scan
 from reaper.errors import ExitCode
 from reaper.policy.model import Match
+from reaper.redact import redact
 from reaper.untrusted import clean
 
 if TYPE_CHECKING:
@@ -97,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         body = report.plan_json(scans, plan, now)
         body["decisions"] = [report.decision_json(d, now, plan) for d in decisions]
         body["backend_errors"] = errors
-        json.dump(body, sys.stdout, indent=2, default=str)
-        print()
+        print(redact(json.dumps(body, indent=2, default=str)))
     else:
         width = table_width(args.wide)
         _print_human(scans, plan, decisions, errors, now,
@@ -158,9 +158,10 @@ def _print_human(
 ) -> None:
     rows = [report.decision_row(d, now, plan) for d in decisions]
     table = report.format_table(rows, width=width)
-    print(table or empty)
+    # Output a person keeps (a terminal, a CI log) is masked as log lines are.
+    print(redact(table or empty))
     print()
     for name, error in errors.items():
-        print(f"{name}: not reachable: {clean(error, report.MAX_REASON)}")
+        print(redact(f"{name}: not reachable: {clean(error, report.MAX_REASON)}"))
     for line in report.plan_summary(scans, plan):
-        print(line)
+        print(redact(line))

@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING, Any
 from reaper.commands.common import (
     add_config_option,
     add_deadline_option,
+    add_lock_wait_option,
     add_shard_option,
     deadline_seconds,
     examples,
     load,
+    lock_wait_s,
     report_interrupted,
 )
 from reaper.commands.progress import listing_progress
 from reaper.errors import ExitCode
+from reaper.redact import redact
 
 if TYPE_CHECKING:
     import threading
@@ -64,6 +67,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="the sweep summary as JSON on stdout")
     add_deadline_option(parser)
+    add_lock_wait_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per usage error)
@@ -72,11 +76,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per usage
             "reaper run: give --once (or use `reaper daemon` for scheduled sweeps)", file=sys.stderr
         )
         return ExitCode.USAGE
+    from reaper.audit.lock import AuditLock
     from reaper.engine.report import sweep_summary
     from reaper.service.interrupt import Interrupted, run_interruptible
 
-    deadline_s = deadline_seconds(args)
-    if deadline_s is None:
+    deadline_s, wait_s = deadline_seconds(args), lock_wait_s(args)
+    if deadline_s is None or wait_s is None:
         return ExitCode.USAGE
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
@@ -96,12 +101,17 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per usage
             print(f"reaper run: unknown policy {args.policy!r}", file=sys.stderr)
             return ExitCode.USAGE
         policies = _only_policy(policies, args.policy)
-    result = run_interruptible(lambda stop: _sweep(config, policies, args, stop, deadline_s))
-    if isinstance(result, Interrupted):
-        if result.result is not None:
-            for line in sweep_summary(result.result):
-                print(line)
-        return report_interrupted("run", result, INTERRUPTED_NOTE)
+    lock = AuditLock(config.audit_log)
+    lock.acquire(wait_s)  # AuditLockedError: cli.main prints it and exits 75
+    try:
+        result = run_interruptible(lambda stop: _sweep(config, policies, args, stop, deadline_s))
+        if isinstance(result, Interrupted):
+            if result.result is not None:
+                for line in sweep_summary(result.result):
+                    print(redact(line))
+            return report_interrupted("run", result, INTERRUPTED_NOTE)
+    finally:
+        lock.release()
     if config.metrics_textfile is not None:
         write_metrics(config.metrics_textfile, len(policies), result, {})
     _print_result(result, args, configured_dry_run=config.dry_run)
@@ -115,11 +125,17 @@ def _sweep(
     stop: threading.Event,
     deadline_s: float,
 ) -> SweepReport:
-    """Build the backends, reconcile open intents, sweep once (in the interruptible work
-    thread). Raises AuditWriteError/ReaperError when the audit log cannot be used."""
+    """Reconcile open intents and sweep once, with the audit log's lock held by the caller (in
+    the interruptible work thread). Raises AuditWriteError/ReaperError when the audit log
+    cannot be used."""
     from reaper.audit.reconcile import reconcile
-    from reaper.audit.writer import AuditLog
-    from reaper.engine.runtime import flush_budget_s, open_backends, routing_from, sweep_env
+    from reaper.engine.runtime import (
+        flush_budget_s,
+        open_audit,
+        open_backends,
+        routing_from,
+        sweep_env,
+    )
     from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import run_sweep
 
@@ -127,7 +143,7 @@ def _sweep(
     progress = listing_progress(sys.stderr)
     routing = routing_from(config, os.environ)
     try:
-        with AuditLog(config.audit_log, clock=runtime_clock()) as audit:
+        with open_audit(config, clock=runtime_clock()) as audit:
             reconcile(audit, opened.backends)
             sender = None if routing is None else NoticeSender(audit)
             env = sweep_env(
@@ -136,7 +152,7 @@ def _sweep(
                 clock=runtime_clock(), progress=progress, stop=stop, deadline_s=deadline_s,
             )  # fmt: skip
             try:
-                result = run_sweep(env)
+                return run_sweep(env)
             finally:
                 if sender is not None and routing is not None:
                     _finish_notices(sender, flush_budget_s(routing))
@@ -144,7 +160,6 @@ def _sweep(
         if progress is not None:
             progress.done()
         opened.close()
-    return result
 
 
 def _only_policy(policies: PolicySet, name: str) -> PolicySet:
@@ -162,13 +177,12 @@ def _print_result(
 
     if args.json:
         body = sweep_json(result, dry_run=args.dry_run or configured_dry_run)
-        json.dump(body, sys.stdout, indent=2)
-        print()
+        print(redact(json.dumps(body, indent=2)))  # output a person keeps is masked too
         return
     if notice := _dry_run_notice(args.dry_run, configured_dry_run):
         print(notice)
     for line in sweep_summary(result):
-        print(line)
+        print(redact(line))  # output a person keeps is masked as log lines are
 
 
 def runtime_clock() -> Callable[[], datetime]:

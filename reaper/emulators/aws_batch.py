@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import time
 import uuid
@@ -24,7 +25,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+from reaper.emulators.base import (
+    EmulatorServer,
+    JobSpec,
+    Knobs,
+    Request,
+    Response,
+    Route,
+    TableJob,
+    apply_extra,
+)
 from reaper.emulators.sigv4 import AuthError, check_sigv4
 from reaper.jobs import Phase, phase_of
 
@@ -88,6 +98,7 @@ class _Job(TableJob):
     terminated STARTING/RUNNING job turns FAILED."""
 
     queue: str
+    parent: str | None = None  # the array (or multi-node) job this child (node) belongs to
 
     def reason(self) -> str | None:
         return self.record.get("statusReason")
@@ -116,9 +127,11 @@ class _Page:
 class AwsBatchEmulator(EmulatorServer):
     """AWS Batch job API on 127.0.0.1. `credentials` maps access key id → secret key.
     `bulk_terminate = False` makes /v1/terminatejobs unknown (a service without TerminateJobs);
-    `job_errors` maps a job id → (code, message) that TerminateJobs reports for it."""
+    `job_errors` maps a job id → (code, message) that TerminateJobs reports for it;
+    `raw_terminate_errors` are added to every TerminateJobs `errors` list as they are."""
 
     mutating_operations = MUTATING_OPERATIONS
+    cancel_operations = MUTATING_OPERATIONS
     table: JobTable[_Job]
 
     def __init__(
@@ -134,6 +147,9 @@ class AwsBatchEmulator(EmulatorServer):
         self.account_id = ACCOUNT_ID
         self.bulk_terminate = True
         self.job_errors: dict[str, tuple[str, str]] = {}
+        # Entries appended verbatim to every TerminateJobs `errors` list (a careless service:
+        # strings where {job, code, message} objects belong).
+        self.raw_terminate_errors: list[Any] = []
         self._queues: dict[str, None] = {}  # insertion-ordered set of queue names
 
     # -- protocol hooks -------------------------------------------------------------------------
@@ -181,21 +197,39 @@ class AwsBatchEmulator(EmulatorServer):
 
     # -- operations -----------------------------------------------------------------------------
     def _op_ListJobs(self, body: dict[str, Any]) -> dict[str, Any]:
-        queue = self._queue_name(_require_str(body, "jobQueue"))
         status = body.get("jobStatus") or "RUNNING"
         limit = min(int(body.get("maxResults") or MAX_PAGE), MAX_PAGE, self.knobs.page_size)
         page = _Page.parse(body.get("nextToken"))
-        matching = self._listing(queue, status)
-        chunk = matching[page.offset : page.offset + limit]
+        parent = body.get("arrayJobId") or body.get("multiNodeJobId")
+        if isinstance(parent, str) and parent:
+            matching = self._children(parent, status)
+        else:
+            matching = self._listing(self._queue_name(_require_str(body, "jobQueue")), status)
+        chunk, more = self.page_at(matching, page.offset, limit)
         result: dict[str, Any] = {"jobSummaryList": [_summary(job.record) for job in chunk]}
-        if page.offset + limit < len(matching):
+        if more:
             result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
         return result
 
     def _op_DescribeJobs(self, body: dict[str, Any]) -> dict[str, Any]:
         ids = _require_ids(body, MAX_DESCRIBE_IDS)
         found = [self.table.settle(self.table[i]) for i in ids if i in self.table]
-        return {"jobs": [dict(job.record) for job in found]}
+        return {"jobs": [self._detail(job) for job in found]}
+
+    def _detail(self, job: _Job) -> dict[str, Any]:
+        """A JobDetail; an array parent's `arrayProperties` gains its children's
+        `statusSummary` (API_ArrayPropertiesDetail: "A summary of the number of array job
+        children in each available job status")."""
+        record = dict(job.record)
+        array = record.get("arrayProperties")
+        if isinstance(array, dict) and "size" in array:
+            summary = dict.fromkeys(("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING",
+                                     "SUCCEEDED", "FAILED"), 0)  # fmt: skip
+            for child in self._children(job.id, None):
+                status = str(child.record["status"])
+                summary[status] = summary.get(status, 0) + 1
+            record["arrayProperties"] = {**array, "statusSummary": summary}
+        return record
 
     def _op_TerminateJob(self, body: dict[str, Any]) -> dict[str, Any]:
         job_id, reason = _require_str(body, "jobId"), _require_reason(body)
@@ -221,7 +255,7 @@ class AwsBatchEmulator(EmulatorServer):
             if job_id in self.table:
                 self._terminate(self.table[job_id], reason)
             successful.append(job_id)  # unknown ids count as processed, as documented
-        return {"successful": successful, "errors": errors}
+        return {"successful": successful, "errors": [*errors, *self.raw_terminate_errors]}
 
     def _op_DescribeJobQueues(self, body: dict[str, Any]) -> dict[str, Any]:
         wanted = body.get("jobQueues") or list(self._queues)
@@ -239,13 +273,26 @@ class AwsBatchEmulator(EmulatorServer):
         """The jobs of one queue and status, in table order."""
 
         def select() -> list[_Job]:
+            # Array children and multi-node nodes are listed through their parent's id only.
             return [
                 job
                 for job in self.table.values()
-                if job.queue == queue and job.record["status"] == status
+                if job.queue == queue and job.record["status"] == status and job.parent is None
             ]
 
         return self.table.listing(("ListJobs", queue, status), select)  # type: ignore[no-any-return]
+
+    def _children(self, parent: str, status: str | None) -> list[_Job]:
+        """The children (nodes) of `parent` in `status` (None: any), in table order."""
+
+        def select() -> list[_Job]:
+            return [
+                job
+                for job in self.table.values()
+                if job.parent == parent and status in (None, job.record["status"])
+            ]
+
+        return self.table.listing(("children", parent, status), select)  # type: ignore[no-any-return]
 
     # -- state transitions ----------------------------------------------------------------------
     def _terminate(self, job: _Job, reason: str) -> None:
@@ -310,11 +357,30 @@ class AwsBatchEmulator(EmulatorServer):
         }
         if spec.started_at is not None:
             record["startedAt"] = _ms(spec.started_at)
-        record.update(spec.extra)
+        apply_extra(record, spec.extra)
         with self.lock:
             self._queues[queue] = None
             self.table.add(_Job(job_id, record, queue))
         return job_id
+
+    def add_array(self, parent: JobSpec, children: Iterable[tuple[str, float | None]]) -> str:
+        """An array job: `parent` (its status as AWS shows it: PENDING while children run) and
+        one child per (status, started_at) pair, ids `parent:index`, in the parent's queue.
+        Returns the parent's id."""
+        kids = list(children)
+        parent_id = parent.id or str(uuid.uuid4())
+        extra = {"arrayProperties": {"size": len(kids)}, **parent.extra}
+        self.add_job(dataclasses.replace(parent, id=parent_id, extra=extra))
+        for index, (status, started) in enumerate(kids):
+            spec = dataclasses.replace(
+                parent, id=f"{parent_id}:{index}", status=status, started_at=started,
+                extra={"arrayProperties": {"index": index}},
+            )  # fmt: skip
+            child_id = self.add_job(spec)
+            with self.lock:
+                self.table[child_id].parent = parent_id
+                self.table.invalidate()
+        return parent_id
 
     def seed_jobs(
         self,

@@ -7,15 +7,30 @@ from __future__ import annotations
 
 import json
 import random
+import socket
+import struct
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
+
+
+class LostAnswer(StrEnum):
+    """How the answer to a cancel that was applied gets lost (`Knobs.lose_cancel_answers`)."""
+
+    ERROR = "error"  # the protocol's 500
+    RESET = "reset"  # the connection is reset (RST) instead of an answer
+    TIMEOUT = "timeout"  # no answer for `lost_answer_wait_s`: the client times out first
+
+
+# A Response status the handler turns into a reset connection instead of an answer.
+RESET_STATUS = 0
 
 
 @dataclass
@@ -32,7 +47,38 @@ class Knobs:
     fail_list_page: int | None = None  # 1-based list page that always fails with a 5xx
     malformed: bool = False  # answer 200 with a body that is not JSON
     hang: bool = False  # never answer (until the server stops)
+    cancel_latency_s: float = 0.0  # added to cancel calls only: slow cancels
+    # The next N cancel calls are applied, and then their answer is lost as `lost_answer` says:
+    # what a client sees when a server dies or a proxy times out after doing the work.
+    lose_cancel_answers: int = 0
+    lost_answer: LostAnswer = LostAnswer.ERROR
+    lost_answer_wait_s: float = 5.0  # how long a TIMEOUT answer is held back
+    fail_cancels: int = 0  # the next N cancel calls get a 5xx and are NOT applied
     seed: int | None = None
+    # Hostile listings (docs/backends.md, "Listings"): after the last page, this many more
+    # pages, each the first page again; and a listing whose last page still offers a next page
+    # (empty ones past the end, each with a fresh cursor), forever.
+    repeat_pages: int = 0
+    endless_pages: bool = False
+    # The server's clock, in every answer's Date header, is the host's plus this (seconds).
+    clock_offset_s: float = 0.0
+
+
+# In `JobSpec.extra`: remove this field from the record the emulator renders (a record that
+# lacks `startedAt`, `createdAt`, ...).
+DROP: Any = object()
+
+
+def apply_extra(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`record` with `extra` merged in (raw overrides of any type, NaN and infinities
+    included: the emulators' JSON writes them as `NaN`/`Infinity`, as a careless server would),
+    and the fields set to DROP removed."""
+    for key, value in extra.items():
+        if value is DROP:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    return record
 
 
 @dataclass
@@ -90,6 +136,8 @@ class TableJob:
 
 
 J = TypeVar("J", bound=TableJob)
+RECENT_REQUESTS = 1000  # requests `EmulatorServer.recent` keeps, newest last
+T = TypeVar("T")
 
 
 class JobTable(Generic[J]):
@@ -212,14 +260,18 @@ class EmulatorServer:
     """Base class. Subclasses implement `route(request)` → (operation, handler), the two
     protocol-specific fault responses, and how a job is added, changes status and completes a
     cancel; `table` holds the jobs. `calls` counts requests per operation, and those named in
-    `mutating_operations` are the ones that could change a job."""
+    `mutating_operations` are the ones that could change a job; `recent` keeps the newest
+    requests as (operation, method, path), for tests that check what a client really sent."""
 
     mutating_operations: tuple[str, ...] = ()
+    # The operations that end a job (a subset of `mutating_operations`), for the cancel knobs.
+    cancel_operations: tuple[str, ...] = ()
 
     def __init__(self, knobs: Knobs | None = None, clock: Callable[[], float] = time.time) -> None:
         self.knobs = knobs or Knobs()
         self.clock = clock
         self.calls: Counter[str] = Counter()
+        self.recent: deque[tuple[str, str, str]] = deque(maxlen=RECENT_REQUESTS)
         self.table: JobTable[Any] = JobTable(clock, self.complete_cancel)
         self.lock = self.table.lock
         self._rng = random.Random(self.knobs.seed)
@@ -328,6 +380,7 @@ class EmulatorServer:
     def _serve(self, operation: str, handler: Callable[[], Response], request: Request) -> Response:
         with self.lock:
             self.calls[operation] += 1
+            self.recent.append((operation, request.method, request.path))
             fault = self._fault_for(operation, request)
         if self.knobs.latency_s:
             time.sleep(self.knobs.latency_s)
@@ -338,8 +391,32 @@ class EmulatorServer:
             return fault
         if self.knobs.malformed:
             return Response(200, b'{"jobs": [ this is not json')
+        if operation in self.cancel_operations:
+            return self._cancel_with_knobs(handler)
         with self.lock:
             return handler()
+
+    def _cancel_with_knobs(self, handler: Callable[[], Response]) -> Response:
+        """A cancel call, with the cancel knobs: slow, refused unapplied, or applied with its
+        answer lost."""
+        k = self.knobs
+        if k.cancel_latency_s:
+            time.sleep(k.cancel_latency_s)
+        with self.lock:
+            if k.fail_cancels > 0:
+                k.fail_cancels -= 1
+                return self.error_response()
+            response = handler()
+            lose = k.lose_cancel_answers > 0
+            if lose:
+                k.lose_cancel_answers -= 1
+        if not lose:
+            return response
+        if k.lost_answer is LostAnswer.TIMEOUT:
+            self._stopping.wait(k.lost_answer_wait_s)
+        if k.lost_answer is LostAnswer.RESET:
+            return Response(RESET_STATUS)
+        return self.error_response()
 
     def _fault_for(self, operation: str, request: Request) -> Response | None:
         k = self.knobs
@@ -364,6 +441,22 @@ class EmulatorServer:
     def list_page_number(self, request: Request) -> int:
         """1-based page number of a list request; protocols override to read their cursor."""
         return 1
+
+    def page_at(self, items: list[T], offset: int, limit: int) -> tuple[list[T], bool]:
+        """The page of `items` starting at `offset`, and whether the answer offers a next page,
+        with the listing knobs applied: `repeat_pages` pages past the end repeat the first
+        page, and `endless_pages` offers one more page every time."""
+        if offset < len(items):
+            chunk, more, extra = items[offset : offset + limit], offset + limit < len(items), -1
+        else:
+            extra = (offset - len(items)) // max(1, limit)  # 0-based among the pages past the end
+            chunk, more = (items[:limit] if extra < self.knobs.repeat_pages else []), False
+        more = more or self.knobs.endless_pages or extra + 1 < self.knobs.repeat_pages
+        return chunk, more
+
+    def server_time(self) -> float:
+        """The server's clock as its Date header shows it."""
+        return self.clock() + self.knobs.clock_offset_s
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -401,6 +494,13 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
 
         def _send(self, response: Response) -> None:
+            if response.status == RESET_STATUS:
+                # SO_LINGER with a zero timeout: close() sends RST, the client sees a reset.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.close_connection = True
+                return
             body = response.body
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(response.status)
@@ -415,5 +515,11 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             pass
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            # The Date header of every answer (send_response): the emulator's clock, offset.
+            return super().date_time_string(
+                emulator.server_time() if timestamp is None else timestamp
+            )
 
     return Handler

@@ -1,11 +1,14 @@
 """A loopback emulator of Sutro's job API: list-jobs (with optional `limit`/`cursor` paging),
 jobs/{id}, job-status/{id} and job-cancel/{id}, behind `Authorization: Key <key>`.
 
-It follows Sutro's published API (docs.sutro.sh "Batch API reference"; the official SDK,
-github.com/sutro-sh/sutro `sutro/sdk.py`); see reaper/backends/sutro.py for what is documented
-and what is assumed. Where the two sources differ it accepts both: job-cancel by POST (the docs)
-or GET (the SDK); paths with or without a `/v1` prefix and a trailing slash. job-status answers
-`{"job_status": {job_id: status}}`, the shape the SDK reads (`["job_status"][job_id]`)."""
+It follows Sutro's current API reference (docs.sutro.sh/reference/api) and the official SDK
+(`sutro` on PyPI, `sutro/sdk.py`), which tests/test_sutro_reference.py runs against it: every
+path under the deployment's `/v1` prefix (a path without it is a 404, as on a deployment);
+job-cancel by GET; a cancel of an existing job that is already terminal answers `cancelled: true`
+("the endpoint ... does not reject jobs that are already terminal") and an unknown job 404 with
+`detail`. Knobs bring back what older deployments did (POST, `cancelled: false` refusals, paths
+without `/v1`). job-status answers `{"job_status": {job_id: status}}`, the shape the SDK reads
+(`["job_status"][job_id]`). See reaper/backends/sutro.py for what is documented and assumed."""
 
 from __future__ import annotations
 
@@ -22,7 +25,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+from reaper.emulators.base import (
+    EmulatorServer,
+    JobSpec,
+    Knobs,
+    Request,
+    Response,
+    Route,
+    TableJob,
+    apply_extra,
+)
 
 if TYPE_CHECKING:
     from reaper.emulators.base import JobTable
@@ -65,14 +77,25 @@ def decode_cursor(cursor: str) -> tuple[float, str] | None:
         return None
 
 
+_EXTRA = "past-end-"  # cursors of the pages the listing knobs add past the end
+
+
+def _extra_cursor(offset: int) -> str:
+    return f"{_EXTRA}{offset}"
+
+
 class SutroEmulator(EmulatorServer):
     """Sutro's job API in memory. Knobs beyond the base, changeable while it runs:
     `lowercase_status` answers statuses in lower case like older Sutro documents;
-    `not_found_status` is the HTTP status of job-cancel for an unknown job (200 with
-    `cancelled: false` as documented, or 404); `paging=False` ignores `limit` like a deployment
-    without paging; `retry_after` adds a Retry-After header (seconds) to throttling answers."""
+    `not_found_status` is the HTTP status of job-cancel for an unknown job (404 with `detail` as
+    documented now, or 200 with `cancelled: false` as older documents said); `cancel_methods`
+    the methods job-cancel takes (others answer 405); `refuse_terminal` answers a cancel of a
+    terminal job `cancelled: false` like older deployments; `legacy_paths` also serves paths
+    without `/v1`; `paging=False` ignores `limit` like a deployment without paging;
+    `retry_after` adds a Retry-After header (seconds) to throttling answers."""
 
     mutating_operations = ("CancelJob",)
+    cancel_operations = ("CancelJob",)
     table: JobTable[_Job]
 
     def __init__(
@@ -82,7 +105,10 @@ class SutroEmulator(EmulatorServer):
         *,
         api_key: str | None = None,
         lowercase_status: bool = False,
-        not_found_status: int = 200,
+        not_found_status: int = 404,
+        cancel_methods: tuple[str, ...] = ("GET",),
+        refuse_terminal: bool = False,
+        legacy_paths: bool = False,
         paging: bool = True,
         retry_after: float | None = None,
     ) -> None:
@@ -91,15 +117,17 @@ class SutroEmulator(EmulatorServer):
         self.callers: dict[str, str] = {}  # further accepted API key → caller name
         self.lowercase_status = lowercase_status
         self.not_found_status = not_found_status
+        self.cancel_methods = cancel_methods
+        self.refuse_terminal = refuse_terminal
+        self.legacy_paths = legacy_paths
+        self.error_status = 500  # what the fault knobs (fail_first, error_rate) answer with
         self.paging = paging
         self.retry_after = retry_after
         self._ids = itertools.count(1)
 
     # -- routing --------------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
-        parts = [unquote(p) for p in request.path.split("/") if p]
-        if parts[:1] == ["v1"]:
-            parts = parts[1:]
+        parts = self._api_path(request.path)
         method = request.method
         if parts == ["list-jobs"] and method == "GET":
             return "ListJobs", self._authorised(request, lambda: self._list(request))
@@ -108,10 +136,18 @@ class SutroEmulator(EmulatorServer):
         if len(parts) == 2 and parts[0] == "job-status" and method == "GET":
             return "JobStatus", self._authorised(request, lambda: self._status(parts[1]))
         if len(parts) == 2 and parts[0] == "job-cancel":
-            if method in ("POST", "GET"):
+            if method in self.cancel_methods:
                 return "CancelJob", self._authorised(request, lambda: self._cancel(parts[1]))
             return "CancelJob", lambda: Response(405, {"detail": "Method Not Allowed"})
         return "NotFound", lambda: Response(404, {"detail": "Not Found"})
+
+    def _api_path(self, path: str) -> list[str]:
+        """The path's segments below `/v1`; none (a 404) for a path outside it, unless the
+        emulator plays an older deployment (`legacy_paths`)."""
+        parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:1] == ["v1"]:
+            return parts[1:]
+        return parts if self.legacy_paths else []
 
     def _authorised(
         self, request: Request, handler: Callable[[], Response]
@@ -146,6 +182,10 @@ class SutroEmulator(EmulatorServer):
         headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
         return Response(429, {"detail": "Too Many Requests"}, headers)
 
+    def error_response(self) -> Response:
+        # `error_status` 524: Cloudflare's "a timeout occurred" in front of a deployment
+        return Response(self.error_status, {"detail": "Internal Server Error"})
+
     def is_list_operation(self, operation: str) -> bool:
         return operation == "ListJobs"
 
@@ -155,19 +195,25 @@ class SutroEmulator(EmulatorServer):
         if request.arg("limit") is None or not self.paging:  # documented: no limit, every job
             records = [self._wire(job) for job in jobs]
             return Response(200, {"message": "Jobs retrieved successfully.", "jobs": records})
-        start = 0
+        start, limit = 0, self._page_limit(request)
         if cursor := request.arg("cursor"):
-            key = decode_cursor(cursor)
-            if key is None:
+            start = self._cursor_offset(cursor, keys, limit)
+            if start < 0:
                 return Response(400, {"detail": "Invalid cursor"})
-            start = bisect.bisect_right(keys, key)
-        page = jobs[start : start + self._page_limit(request)]
-        more = len(jobs) > start + len(page)
-        body = {
-            "jobs": [self._wire(job) for job in page],
-            "next_cursor": encode_cursor(page[-1].key) if more else None,
-        }
+        page, more = self.page_at(jobs, start, limit)
+        past_end = start + len(page) >= len(jobs)
+        next_cursor = None
+        if more:  # past the end (repeat_pages, endless_pages), cursors count pages
+            next_cursor = _extra_cursor(start + limit) if past_end else encode_cursor(page[-1].key)
+        body = {"jobs": [self._wire(job) for job in page], "next_cursor": next_cursor}
         return Response(200, body)
+
+    def _cursor_offset(self, cursor: str, keys: list[tuple[float, str]], limit: int) -> int:
+        """Where a cursor points in the listing; -1 for a cursor this emulator did not issue."""
+        if cursor.startswith(_EXTRA):
+            return int(cursor.removeprefix(_EXTRA)) if cursor[len(_EXTRA) :].isdigit() else -1
+        key = decode_cursor(cursor)
+        return -1 if key is None else bisect.bisect_right(keys, key)
 
     def _fetch(self, job_id: str) -> Response:
         job = self.table.get(job_id)
@@ -187,20 +233,22 @@ class SutroEmulator(EmulatorServer):
     def _cancel(self, job_id: str) -> Response:
         job = self.table.get(job_id)
         if job is None:
+            if self.not_found_status == 404:
+                return Response(404, {"detail": f"Job {job_id} not found"})
             body = {"cancelled": False, "message": f"Job {job_id} not found"}
             return Response(self.not_found_status, body)
         status = self._status_now(job)
-        if status in TERMINAL:
+        if status in TERMINAL and self.refuse_terminal:
             return Response(200, {"cancelled": False, "message": _refusal(job_id, status)})
+        if status in TERMINAL:  # accepted, and nothing changes (docs: "does not reject")
+            return Response(200, {"cancelled": True, "message": _accepted(job_id)})
         now = self.clock()
         if status == "RUNNING" and self.knobs.cancel_delay_s > 0:
             job.record["status"] = "CANCELLING"
             self.table.schedule(job, now + self.knobs.cancel_delay_s)
         else:
             self._finish(job, "CANCELLED", now)
-        return Response(
-            200, {"cancelled": True, "message": f"Job {job_id} has been successfully cancelled"}
-        )
+        return Response(200, {"cancelled": True, "message": _accepted(job_id)})
 
     # -- job table ------------------------------------------------------------------------------
     def add_job(self, spec: JobSpec) -> str:
@@ -223,8 +271,8 @@ class SutroEmulator(EmulatorServer):
             "output_tokens": None,
             "failure_reason": None,
             "dataset_id": None,
-            **spec.extra,
         }
+        apply_extra(record, spec.extra)
         self.table.add(_Job(job_id, record, spec.created_at))
         return job_id
 
@@ -274,6 +322,10 @@ class SutroEmulator(EmulatorServer):
         except ValueError:
             asked = MAX_LIMIT
         return max(1, min(asked, MAX_LIMIT, self.knobs.page_size))
+
+
+def _accepted(job_id: str) -> str:
+    return f"Cancelling job with job_id: {job_id}. Check the job status endpoint for details."
 
 
 def _refusal(job_id: str, status: str) -> str:

@@ -22,7 +22,13 @@ shares of a `JOB_*` resource); ALL_JOBS is the caller's own jobs followed by the
 paged as one list. Every list type leaves out jobs with `visible: false` (hidden by their
 owner); any other value answers 400. Jobs are owned by `emulator.username` unless a seed's
 `extra` names another `owner`; `share()` shares one with a user. A job the caller neither owns
-nor has been shared answers 403 to every per-job call."""
+nor has been shared answers 403 to every per-job call.
+
+Tokens: the service accepts `emulator.token` until its `exp` passes or `expire_token()` is
+called; an expired or unknown JWT answers 401 with the Tapis envelope (status "error",
+`TAPIS_SECURITY_JWT_EXPIRED` / `TAPIS_SECURITY_JWT_INVALID`, as the services' JWT filter does).
+`issue_token()` makes a new one current (an agent rotating the credential); the password grant
+hands out the current token, or a new one when it has expired."""
 
 from __future__ import annotations
 
@@ -40,7 +46,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from reaper.emulators.base import EmulatorServer, JobSpec, Knobs, Request, Response, Route, TableJob
+from reaper.emulators.base import (
+    EmulatorServer,
+    JobSpec,
+    Knobs,
+    Request,
+    Response,
+    Route,
+    TableJob,
+    apply_extra,
+)
 
 if TYPE_CHECKING:
     from reaper.emulators.base import JobTable
@@ -106,7 +121,7 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def make_token(tenant: str, username: str, now: float) -> str:
+def make_token(tenant: str, username: str, now: float, ttl_s: float = TOKEN_TTL_S) -> str:
     """An unsigned but well-formed Tapis access JWT (random signature bytes)."""
 
     def segment(data: dict[str, Any] | bytes) -> str:
@@ -123,10 +138,20 @@ def make_token(tenant: str, username: str, now: float) -> str:
         "tapis/username": username,
         "tapis/account_type": "user",
         "iat": int(now),
-        "exp": int(now) + TOKEN_TTL_S,
+        "exp": int(now + ttl_s),
     }
     header = {"alg": "RS256", "typ": "JWT"}
     return ".".join((segment(header), segment(claims), segment(secrets.token_bytes(64))))
+
+
+def token_expiry(token: str) -> float:
+    """The `exp` claim of a JWT, unverified; 0.0 when it has none or is no JWT."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def envelope(
@@ -155,6 +180,7 @@ class TapisEmulator(EmulatorServer):
     `record_exchanges` (keep every request and answer in `exchanges`), and the identity."""
 
     mutating_operations = ("cancelJob", "sendEvent")
+    cancel_operations = ("cancelJob",)
     table: JobTable[_Job]
 
     def __init__(
@@ -167,12 +193,15 @@ class TapisEmulator(EmulatorServer):
         password: str | None = None,
         dialect: Dialect | str = Dialect.SPEC,
         record_exchanges: bool = False,
+        token_ttl_s: float = TOKEN_TTL_S,
     ) -> None:
         super().__init__(knobs, clock)
         self.tenant, self.username = tenant, username
         self.password = password or secrets.token_urlsafe(16)
         # Real time, not `clock`: tapipy compares the token's `exp` with its own clock.
-        self.token = make_token(tenant, username, time.time())
+        self.token_ttl_s = token_ttl_s
+        self.expired: set[str] = set()
+        self.token = make_token(tenant, username, time.time(), token_ttl_s)
         self.dialect = Dialect(dialect)
         self.record_exchanges = record_exchanges
         self.exchanges: list[Exchange] = []
@@ -202,11 +231,29 @@ class TapisEmulator(EmulatorServer):
         operation, handler = routes[key]
         return operation, self._authorised(request, handler)
 
+    def issue_token(self, ttl_s: float | None = None) -> str:
+        """A new token becomes the one the service accepts (the old one stops working)."""
+        with self.lock:
+            ttl = self.token_ttl_s if ttl_s is None else ttl_s
+            self.token = make_token(self.tenant, self.username, time.time(), ttl)
+            return self.token
+
+    def expire_token(self) -> None:
+        """The current token expires now, as if its `exp` had passed."""
+        with self.lock:
+            self.expired.add(self.token)
+
+    def _is_expired(self, token: str) -> bool:
+        return token in self.expired or token_expiry(token) <= time.time()
+
     def _authorised(
         self, request: Request, handler: Callable[[], Response]
     ) -> Callable[[], Response]:
-        if _same(request.headers.get("x-tapis-token", ""), self.token):
+        given = request.headers.get("x-tapis-token", "")
+        if _same(given, self.token) and not self._is_expired(given):
             return handler
+        if given and token_expiry(given) and self._is_expired(given):
+            return lambda: error(401, "TAPIS_SECURITY_JWT_EXPIRED The Tapis JWT has expired.")
         return lambda: error(401, "TAPIS_SECURITY_JWT_INVALID Invalid or missing Tapis JWT.")
 
     def dispatch(self, request: Request) -> Response:
@@ -292,8 +339,7 @@ class TapisEmulator(EmulatorServer):
             record["remoteStarted"] = iso(spec.started_at)
         if record["status"] in TERMINAL:
             self._stamp_end(record)
-        record.update(spec.extra)
-        return record
+        return apply_extra(record, spec.extra)
 
     def complete_cancel(self, job: _Job, due: float) -> None:
         if job.record["status"] not in TERMINAL:
@@ -329,7 +375,8 @@ class TapisEmulator(EmulatorServer):
         selected = request.arg("select", "summaryAttributes") != "summaryAttributes"
         # Any select but summaryAttributes returns every attribute: the service's select list
         # is still a TODO (JobSearchResource, "TODO selectable fields").
-        page = [dict(r) if selected else summary(r) for r in matching[skip : skip + limit]]
+        chunk, _ = self.page_at(matching, skip, limit)  # offset paging: no "next" to offer
+        page = [dict(r) if selected else summary(r) for r in chunk]
         meta = {
             "recordCount": len(page),
             "recordLimit": int(request.arg("limit") or DEFAULT_LIMIT),
@@ -427,9 +474,11 @@ class TapisEmulator(EmulatorServer):
         )
         if not valid:
             return error(401, "Invalid username/password combination.")
-        now = self.clock()
-        token = {"access_token": self.token, "expires_in": TOKEN_TTL_S, "jti": "emulated"}
-        token["expires_at"] = iso(now + TOKEN_TTL_S)
+        if self._is_expired(self.token):
+            self.issue_token()
+        expiry = token_expiry(self.token)
+        token = {"access_token": self.token, "expires_in": int(expiry - time.time())}
+        token.update(jti="emulated", expires_at=iso(expiry))
         return Response(201, envelope({"access_token": token}, "Token created successfully."))
 
     # -- helpers --------------------------------------------------------------------------------

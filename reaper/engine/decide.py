@@ -129,6 +129,9 @@ class Listing(Generic[M]):
     active_count: int
     complete: bool
     candidates: tuple[Candidate[M], ...] = ()
+    # Why an incomplete listing's jobs are skipped: the listing failed, or the backend's clock
+    # cannot be trusted (CLOCK_SKEW).
+    blocked_by: SkipCause = SkipCause.LISTING_INCOMPLETE
 
     def __post_init__(self) -> None:
         if self.active_count < 0:
@@ -283,7 +286,7 @@ def decide(
     decisions = sorted((propose(c, guards) for c in candidates), key=decision_order)
     decisions = skip_protected(decisions, guards.protect_tag, now)
     decisions = skip_incomplete_listings(
-        decisions, {lst.backend for lst in listings if not lst.complete}
+        decisions, {lst.backend: lst.blocked_by for lst in listings if not lst.complete}
     )
     decisions = skip_refused(decisions, refusals)
     decisions = skip_recently_cancelled(decisions, recently_cancelled)
@@ -389,15 +392,23 @@ def is_protected(job: Job, protect_tag: str, now: datetime | None) -> bool:
 
 
 def skip_incomplete_listings(
-    decisions: list[Decision[M]], incomplete: Collection[str]
+    decisions: list[Decision[M]], incomplete: Collection[str] | Mapping[str, SkipCause]
 ) -> list[Decision[M]]:
     """No cancels on a backend whose listing failed part-way (docs/architecture.md): acting on half
-    a
-    picture breaks the fraction guard (the denominator is short) and the dedupe (a job's other
-    listing may be on a page never read). The backend is retried next sweep."""
-    return _skip_where(
-        decisions, SkipCause.LISTING_INCOMPLETE, lambda d: d.job.backend in incomplete
+    a picture breaks the fraction guard (the denominator is short) and the dedupe (a job's other
+    listing may be on a page never read). The backend is retried next sweep. `incomplete` maps a
+    backend to its cause (default LISTING_INCOMPLETE; CLOCK_SKEW for a clock not trusted)."""
+    causes = (
+        dict(incomplete)
+        if isinstance(incomplete, Mapping)
+        else dict.fromkeys(incomplete, SkipCause.LISTING_INCOMPLETE)
     )
+    return [
+        replace(d, action=Action.SKIP, cause=causes[d.job.backend])
+        if d.action is Action.CANCEL and d.job.backend in causes
+        else d
+        for d in decisions
+    ]
 
 
 def find_fraction_refusals(

@@ -41,6 +41,8 @@ class SweepStats(Protocol):
     def error(self) -> str | None: ...
     @property
     def duration_s(self) -> float: ...
+    @property
+    def followups(self) -> Mapping[str, int]: ...  # earlier cancels `confirmed` / `stuck`
 
 
 def log_guards(plan: Plan[M], pause_file: Path | None, paused: bool) -> None:

@@ -25,14 +25,14 @@ from reaper.backends.records import owner_fields, record_fields
 from reaper.engine.decide import Guards
 from reaper.engine.policytest import Outcome, describe, run_listing
 from reaper.errors import Diagnostic
-from reaper.jobs import Job, Phase
+from reaper.jobs import ACTIVE_PHASES, Job
 from reaper.policy.model import Policy, PolicySet
 from reaper.policy.selectors import TagSelector, WhereSelector
 from reaper.policy.testfile import Case, Expect, ExpectedAction, TestFile
 from reaper.redact import redact
 
 LISTING = "recorded"
-_ACTIVE = (Phase.PENDING, Phase.RUNNING)
+_ACTIVE = ACTIVE_PHASES  # finishing jobs too: a sweep lists and counts them
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +54,16 @@ class Recording:
 def list_detailed(backend: Backend) -> list[Job]:
     """Every active job of `backend`, detailed, in listing order (list + enrich only).
     Raises BackendError."""
-    listed = [job for page in backend.list_active() for job in page if job.phase in _ACTIVE]
+    # A record the parser cannot read (BadRecord) has no Job to record: it is left out.
+    listed = [
+        job
+        for page in backend.list_active()
+        for job in page
+        if isinstance(job, Job) and job.phase in _ACTIVE
+    ]
     undetailed = [job for job in listed if not job.detailed]
-    details = {job.id: job for job in backend.enrich(undetailed)} if undetailed else {}
+    enriched = backend.enrich(undetailed) if undetailed else []
+    details = {job.id: job for job in enriched if isinstance(job, Job)}
     return [
         job if job.detailed else details[job.id]
         for job in listed

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from reaper.audit.seal import load_key
 from reaper.audit.writer import AuditLog
 from reaper.backends import create_backend
 from reaper.backends.base import Backend
@@ -28,6 +29,19 @@ MAX_FLUSH_S = 300.0  # the longest a one-shot run waits for its notices before e
 
 
 def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_audit(config: Config, clock: Callable[[], datetime] = utc_now) -> AuditLog:
+    """The config's audit log, keyed with `audit_key_file` when there is one. Raises
+    AuditKeyError (the key cannot be read) or AuditWriteError (the log cannot be opened)."""
+    key = None if config.audit_key_file is None else load_key(config.audit_key_file)
+    return AuditLog(config.audit_log, key=key, clock=clock)
+
+
+def host_now() -> datetime:
+    """The host's clock, which the servers' clocks (their Date headers) are compared with; kept
+    apart from `utc_now`, the time a sweep evaluates at (tests move that one alone)."""
     return datetime.now(UTC)
 
 
@@ -121,7 +135,7 @@ def sweep_env(
     audit: AuditLog | None,
     *,
     force_dry_run: bool = False,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] | None = None,
     unreachable: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
     deadline_s: float | None = None,
@@ -129,17 +143,21 @@ def sweep_env(
     routing: Routing | None = None,
     sender: NoticeSender | None = None,
 ) -> SweepEnv:
+    """The sweep's environment; `clock` defaults to the host's (`utc_now`, looked up now)."""
     return SweepEnv(
         policies=policies,
         backends=backends,
         audit=audit,
         audit_path=config.audit_log,
         guards=guards_from(config, force_dry_run=force_dry_run),
-        clock=clock,
+        clock=clock or utc_now,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
         stop=stop,
         deadline_s=deadline_s,
+        confirm_within=config.confirm_within,
+        max_clock_skew=config.max_clock_skew,
+        host_clock=host_now,
         progress=progress,
         routing=routing,
         sender=sender,

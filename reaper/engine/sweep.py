@@ -12,21 +12,23 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
+from reaper.audit.reader import held_for_confirmation
 from reaper.audit.writer import (
     AuditLog,
     AuditWriteError,
     open_warnings,
-    read_tail,
-    read_tail_with_rotated,
+    read_recent,
     recently_cancelled,
 )
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
+from reaper.engine.budget import CancelBudget
+from reaper.engine.confirm import FollowUp, follow_up, lookback
 from reaper.engine.decide import (
     RECANCEL_WINDOW,
     Action,
@@ -48,14 +50,15 @@ from reaper.engine.notices import (
     match_item,
     route,
 )
-from reaper.engine.scan import Progress, Scan, scan_backend
+from reaper.engine.scan import DEFAULT_MAX_CLOCK_SKEW, Progress, Scan, scan_backend
 from reaper.engine.sender import NoticeSender
 from reaper.errors import BackendError, ExitCode
-from reaper.jobs import KEEP_UNTIL_TAG, Job, SkipCause, parse_instant
+from reaper.jobs import KEEP_UNTIL_TAG, BadRecord, Job, SkipCause, parse_instant
 from reaper.policy.model import Match, PolicySet, evaluate
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CONFIRM_WITHIN = timedelta(minutes=30)  # limits.confirm_within (docs/config.md)
 # Cancel calls in flight per backend (docs/architecture.md, sweep step 5); as many re-check reads
 # run beside them.
 DEFAULT_CONCURRENCY = 8
@@ -93,11 +96,21 @@ class SweepEnv:
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    # limits.max_clock_skew: no cancels on a backend whose clock differs more from the host's.
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
+    # The host's clock, which the servers' clocks are compared with; `clock` may be another
+    # moment (`plan --now`), the time the sweep evaluates at.
+    host_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     progress: Progress | None = None  # told of each listed page (a terminal's progress line)
     # Notices (docs/config.md, "Notifiers"): who hears of what, and the thread that sends.
     # Without a sender nothing is sent; warnings and grace still work, audited only.
     routing: Routing | None = None
     sender: NoticeSender | None = None
+    # How long a cancelled job may stay active before it is `stuck` (docs/audit.md).
+    confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
+    # The daemon's shared per-period cap over every backend's sweep (reaper/engine/budget.py);
+    # None in `run --once`, whose one sweep covers every backend.
+    budget: CancelBudget | None = None
 
 
 @dataclass
@@ -110,8 +123,10 @@ class BackendReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     ladder: Counter[str] = field(default_factory=Counter)  # warned, cleared
+    followups: Counter[str] = field(default_factory=Counter)  # confirmed / stuck earlier cancels
     error: str | None = None
     duration_s: float = 0.0
+    clock_skew_s: float | None = None  # the server's clock minus the host's, when known
 
 
 @dataclass
@@ -198,12 +213,18 @@ def _scan_until(env: SweepEnv, names: Sequence[str], now: datetime, limits: _Lim
 
 def _scan_one(env: SweepEnv, name: str, now: datetime) -> Scan:
     started = monotonic()
+    backend, policies = env.backends[name], env.policies.for_backend(name)
     try:
-        result = scan_backend(env.backends[name], env.policies.for_backend(name), now, env.progress)
+        result = scan_backend(
+            backend, policies, now, env.progress,
+            max_clock_skew=env.max_clock_skew, host_clock=env.host_clock,
+        )  # fmt: skip
     except Exception as exc:  # a listing thread must always report: the sweep waits for it
         log.exception("listing %s raised", name)
         return Scan(name, complete=False, error=f"listing raised {type(exc).__name__}")
-    if result.error:
+    if result.error and result.blocked_by is SkipCause.CLOCK_SKEW:
+        log.error("not acting on %s: %s", name, result.error)
+    elif result.error:
         log.error("listing %s failed: %s", name, result.error)
     log.debug("scanned %s in %.2fs", name, monotonic() - started)
     return result
@@ -238,14 +259,19 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
         dry_run=env.guards.dry_run, paused=paused, unreachable=dict(env.unreachable),
     )  # fmt: skip
     started, limits = monotonic(), _Limits.of(env)
+    followed = _follow_up(env, audit, sweep_id, names, now)
     scans = _scan_until(env, names, now, limits)
-    plan = _decide(env, scans, now, read_audit_state(env.audit_path, now, env.policies), paused)
+    state = read_audit_state(env.audit_path, now, env.policies, env.confirm_within)
+    plan = _decide(env, scans, now, state, paused)
     log_guards(plan, env.pause_file, paused)
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans}, None,
                          paused)  # fmt: skip
     for name, error in env.unreachable.items():
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
     act = _Actor(env, audit, sweep_id, report, limits)
+    _count_follow_ups(report, followed, act)
+    for scan in scans:
+        act.record_bad_records(scan.bad_records)
     act.record_skips(plan)
     act.record_ladder(plan)
     _send_notices(env, sweep_id, _ladder_items(env, plan))
@@ -255,6 +281,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
         backend_report.duration_s = monotonic() - started
         log_summary(sweep_id, backend_report)
     _write_sweep_end(audit, report)
+    _write_head(audit)
     return report
 
 
@@ -314,10 +341,49 @@ def _paused(env: SweepEnv) -> bool:
     return env.pause_file is not None and env.pause_file.exists()
 
 
-def read_recent_cancels(audit_path: Path, now: datetime) -> set[tuple[str, str]]:
-    """(backend, job id) of the jobs the audit log shows cancelled within RECANCEL_WINDOW;
-    none if the log does not exist yet. Raises OSError if it cannot be read."""
-    return recently_cancelled(read_tail(audit_path, now - RECANCEL_WINDOW), now)
+@dataclass
+class _Followed:
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    audit_error: str | None = None
+
+
+def _follow_up(
+    env: SweepEnv, audit: AuditLog, sweep_id: str, names: Sequence[str], now: datetime
+) -> _Followed:
+    """Confirm (or flag `stuck`) the earlier cancels of this sweep's backends. An unreadable
+    log skips the follow-up (it is logged); a failed write stops every cancel of the sweep."""
+    followed = _Followed()
+
+    def write(event: str, fields: dict[str, Any]) -> bool:
+        if followed.audit_error is not None:
+            return False
+        try:
+            audit.append(event, sweep_id=sweep_id, **fields)
+        except AuditWriteError as exc:
+            log.critical("audit log write failed, cancelling nothing more: %s", exc)
+            followed.audit_error = str(exc)
+            return False
+        return True
+
+    try:
+        records = read_recent(env.audit_path, now - lookback(env.confirm_within))
+    except OSError as exc:
+        log.error("cannot read the audit log to confirm earlier cancels: %s", exc)
+        return followed
+    backends = {name: env.backends[name] for name in names if name in env.backends}
+    may_cancel = not env.guards.dry_run and not _paused(env)
+    step = FollowUp(backends, now, env.confirm_within, may_cancel, write)
+    followed.counts = follow_up(step, records)
+    return followed
+
+
+def _count_follow_ups(report: SweepReport, followed: _Followed, act: _Actor) -> None:
+    for name, counts in followed.counts.items():
+        if name in report.backends:
+            report.backends[name].followups.update(counts)
+    if followed.audit_error is not None:
+        report.audit_error = followed.audit_error
+        act.audit_broken.set()
 
 
 @dataclass(frozen=True)
@@ -340,14 +406,22 @@ def warning_lookback(policies: PolicySet) -> timedelta | None:
     )
 
 
-def read_audit_state(audit_path: Path, now: datetime, policies: PolicySet) -> AuditState:
-    """The recent cancels and the open warnings, from one backward read of the log's tail
-    (bounded by `warning_lookback`; with a ladder, the file rotated away last too, so that a
-    rotation forgets no warning); nothing if the log does not exist yet. Raises OSError."""
+def read_audit_state(
+    audit_path: Path,
+    now: datetime,
+    policies: PolicySet,
+    confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN,
+) -> AuditState:
+    """The recent cancels (the 10-minute window, and cancels within `confirm_within` not yet
+    confirmed: docs/audit.md, "Confirmation") and the open warnings, from one backward read of
+    the log's tail and, where the window reaches back past it, its rotated files (bounded by the
+    window, `confirm_within` and `warning_lookback`, so that a rotation forgets nothing);
+    nothing if the log does not exist yet. Raises OSError."""
     lookback = warning_lookback(policies)
-    since = now - max(RECANCEL_WINDOW, lookback or timedelta(0))
-    records = (read_tail if lookback is None else read_tail_with_rotated)(audit_path, since)
-    recent = frozenset(recently_cancelled(records, now))
+    since = now - max(RECANCEL_WINDOW, confirm_within, lookback or timedelta(0))
+    records = read_recent(audit_path, since)
+    held = held_for_confirmation(records, now, confirm_within)
+    recent = frozenset(recently_cancelled(records, now) | held)
     if lookback is None:
         return AuditState(recent)
     return AuditState(recent, _warnings_of(open_warnings(records)))
@@ -387,20 +461,37 @@ def _decide(
     env: SweepEnv, scans: list[Scan], now: datetime, state: AuditState, paused: bool
 ) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
-    return decide(
-        listings, env.guards, paused=paused, recently_cancelled=state.recent_cancels,
-        now=now, warnings=state.warnings,
-    )  # fmt: skip
+
+    def with_guards(guards: Guards) -> Plan[Match]:
+        return decide(
+            listings, guards, paused=paused, recently_cancelled=state.recent_cancels,
+            now=now, warnings=state.warnings,
+        )  # fmt: skip
+
+    if env.budget is None:
+        return with_guards(env.guards)
+
+    def within(remaining: int) -> tuple[Plan[Match], int]:
+        cap = env.guards.max_cancels_per_sweep
+        left = remaining if cap is None else min(remaining, cap)
+        plan = with_guards(replace(env.guards, max_cancels_per_sweep=left))
+        return plan, len(plan.cancels())
+
+    return env.budget.decide_within(now, within)
 
 
 def _backend_report(scan: Scan) -> BackendReport:
-    return BackendReport(scan.backend, active=scan.active, error=scan.error)
+    return BackendReport(
+        scan.backend, active=scan.active, error=scan.error, clock_skew_s=scan.clock_skew_s
+    )
 
 
 def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     totals = {
         name: {"active": r.active, "outcomes": dict(r.outcomes), "skipped": dict(r.skipped),
-               "error": r.error} | ({"ladder": dict(r.ladder)} if r.ladder else {})
+               "error": r.error, "clock_skew_s": _seconds(r.clock_skew_s)}
+            | ({"ladder": dict(r.ladder)} if r.ladder else {})
+            | ({"followups": dict(r.followups)} if r.followups else {})
         for name, r in report.backends.items()
     }  # fmt: skip
     try:
@@ -414,6 +505,15 @@ def _write_sweep_end(audit: AuditLog, report: SweepReport) -> None:
     except AuditWriteError as exc:
         report.audit_error = report.audit_error or str(exc)
         log.error("could not write sweep_end: %s", exc)
+
+
+def _write_head(audit: AuditLog) -> None:
+    """The head file names the newest record after every sweep (docs/audit.md); failing to
+    replace it is logged: the records themselves are written."""
+    try:
+        audit.write_head()
+    except AuditWriteError as exc:
+        log.error("could not write the audit head file: %s", exc)
 
 
 def job_fields(decision: Decision[Match]) -> dict[str, Any]:
@@ -524,6 +624,17 @@ class _Actor:
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
         self.outcome_items: list[NoticeDraft] = []  # `cancelled` / `failed` notice lines
+
+    def record_bad_records(self, bad_records: Sequence[BadRecord]) -> None:
+        """One `skipped` record (cause `bad_record`) per record a listing could not read: the
+        job is left alone, and the record names the field and its value (cut short)."""
+        for bad in bad_records:
+            self.count(bad.backend, "skipped", SkipCause.BAD_RECORD)
+            self.write("skipped", {
+                "cause": str(SkipCause.BAD_RECORD), "backend": bad.backend,
+                "job_id": bad.job_id, "field": bad.field, "value": bad.value,
+                "problem": bad.problem, "policy": None, "dry_run": self.env.guards.dry_run,
+            })  # fmt: skip
 
     def record_skips(self, plan: Plan[Match]) -> None:
         for decision in plan.decisions:

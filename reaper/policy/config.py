@@ -72,6 +72,10 @@ class Schedule:
     jitter: timedelta = timedelta(0)
 
 
+# A cancelled job still active this long after reaper's cancel is `stuck` (docs/audit.md).
+DEFAULT_CONFIRM_WITHIN = timedelta(minutes=30)
+
+
 @dataclass(frozen=True, slots=True)
 class NotifierConfig:
     """One `notifiers:` entry (docs/config.md, "Notifiers"). The URL is not read here: it may
@@ -115,9 +119,12 @@ class Config:
     path: Path
     policies_path: Path
     audit_log: Path
+    audit_key_file: Path | None = None
     schedule: Schedule = field(default_factory=Schedule)
     max_cancels_per_sweep: int = 100
     max_match_fraction: float = 0.5
+    confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN
+    max_clock_skew: timedelta = timedelta(minutes=2)
     protect_tag: str = "reaper:keep"
     pause_file: Path | None = None
     dry_run: bool = True  # absent = true: nothing is cancelled until the config says so
@@ -290,6 +297,9 @@ def check_config_semantics(
     problems = []
     if intact("schedule"):
         problems.extend(_check_schedule(data.get("schedule") or {}))
+    confirm = (data.get("limits") or {}).get("confirm_within") if intact("limits") else None
+    if confirm is not None:
+        problems.extend(_check_duration(("limits", "confirm_within"), confirm))
     listen = (data.get("metrics") or {}).get("listen") if intact("metrics") else None
     if listen and not 0 < int(listen.rsplit(":", 1)[1]) <= 65535:
         problems.append(Problem(("metrics", "listen"), f"port out of range in {listen!r}"))
@@ -402,6 +412,18 @@ def _check_credentials(path: NodePath, section: Mapping[str, Any]) -> list[Probl
     if section.get("type") == "sutro" and {"api_key_env", "api_key_file"} <= set(section):
         message = "give api_key_env or api_key_file, not both"
         return [Problem((*path, "api_key_file"), message, at_key=True)]
+    if section.get("type") == "sutro" and "api_url" in section:
+        return _check_sutro_url((*path, "api_url"), str(section["api_url"]))
+    return []
+
+
+def _check_sutro_url(path: NodePath, url: str) -> list[Problem]:
+    from reaper.backends.sutro_url import SutroUrlError, normalize_api_url
+
+    try:
+        normalize_api_url(url)
+    except SutroUrlError as exc:
+        return [Problem(path, str(exc))]
     return []
 
 
@@ -415,9 +437,12 @@ def build_config(path: Path, data: Mapping[str, Any]) -> Config:
         path=path,
         policies_path=_resolve(base, data["policies"]),
         audit_log=_resolve(base, data["audit_log"]),
+        audit_key_file=_resolve_optional(base, data.get("audit_key_file")),
         schedule=_build_schedule(data.get("schedule") or {}),
         max_cancels_per_sweep=int(limits.get("max_cancels_per_sweep", 100)),
         max_match_fraction=float(limits.get("max_match_fraction", 0.5)),
+        confirm_within=_confirm_within(limits),
+        max_clock_skew=parse_duration(limits.get("max_clock_skew", "2m")),
         protect_tag=str(data.get("protect_tag", "reaper:keep")),
         pause_file=_resolve_optional(base, data.get("pause_file")),
         dry_run=bool(data.get("dry_run", True)),
@@ -470,6 +495,11 @@ def _build_coordination(base: Path, section: Mapping[str, Any] | None) -> Coordi
         member=section.get("member"),
         group=str(section.get("group", "reaper")),
     )
+
+
+def _confirm_within(limits: Mapping[str, Any]) -> timedelta:
+    text = limits.get("confirm_within")
+    return DEFAULT_CONFIRM_WITHIN if text is None else parse_duration(text)
 
 
 def _build_schedule(schedule: Mapping[str, Any]) -> Schedule:

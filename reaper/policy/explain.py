@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from reaper.jobs import ACTIVE_PHASES, MAX_RUNTIME_TAG, Job
+from reaper.jobs import ACTIVE_PHASES, MAX_RUNTIME_TAG, Job, Phase
 from reaper.policy.durations import format_duration
 from reaper.policy.model import Match, Policy, evaluate
 from reaper.policy.overrides import runtime_override
@@ -54,14 +54,27 @@ def scope_clause(policy: Policy, job: Job, now: datetime) -> Clause:
     wanted = "any backend" if policy.backends is None else "one of " + ", ".join(policy.backends)
     checks = [
         Check("backend", job.backend, wanted, policy.applies_to(job.backend)),
-        Check("phase", f"{job.status} ({job.phase.value})", "pending or running",
-              job.phase in ACTIVE_PHASES),
+        Check("phase", f"{job.status} ({job.phase.value})", _wanted_phase(job),
+              _phase_considered(policy, job)),
     ]  # fmt: skip
     if policy.needs_detail:
         observed = "detailed record" if job.detailed else "listing only"
         checks.append(Check("detail", observed, "a detailed record (tags, where)", job.detailed))
     holds = all(check.holds for check in checks)
     return Clause("scope", holds, "in scope" if holds else "out of scope", tuple(checks))
+
+
+def _phase_considered(policy: Policy, job: Job) -> bool:
+    """The phase part of `reaper.policy.model.is_considered`."""
+    if job.phase is Phase.FINISHING:
+        return policy.selectors.names_status(job.status)
+    return job.phase in ACTIVE_PHASES
+
+
+def _wanted_phase(job: Job) -> str:
+    if job.phase is Phase.FINISHING:
+        return f"pending or running, or a policy naming {job.status} in statuses"
+    return "pending or running"
 
 
 def selectors_clause(policy: Policy, job: Job, now: datetime) -> Clause:

@@ -26,15 +26,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from reaper.jobs import Job, Phase
-from reaper.policy.model import Match, Policy, evaluate, prefilter
+from reaper.jobs import Job
+from reaper.policy.model import Match, Policy, evaluate, is_considered, prefilter
 from reaper.policy.selectors import GlobSelector, Selector, SelectorBlock, Test
 
 __all__ = ["PolicyIndex"]
 
 # What `_key` holds. A selector that reads only these fields is decided once per key.
 KEY_FIELDS = frozenset(("backend", "queue", "status", "phase", "detailed"))
-_ACTIVE = (Phase.PENDING, Phase.RUNNING)
 
 Key = tuple[object, ...]
 # A name lookup (one per distinct start length) costs about what testing four plans costs
@@ -167,7 +166,7 @@ class _Compiled:
     def plan(self, job: Job, now: datetime, listing: bool) -> _Plan | None:
         """What is left to test on jobs of `job`'s key, or None if the key rules it out."""
         policy = self.policy
-        if job.phase not in _ACTIVE or not policy.applies_to(job.backend):
+        if not is_considered(policy, job):
             return None
         if not listing and policy.needs_detail and not job.detailed:
             return None

@@ -41,6 +41,7 @@ __all__ = [
     "PolicySource",
     "compile_policy",
     "evaluate",
+    "is_considered",
     "prefilter",
 ]
 
@@ -54,7 +55,7 @@ NOTICE_EVENTS = ("warned", "cancelled", "cleared", "refused", "failed")
 DEFAULT_NOTICE_EVENTS = ("warned", "cancelled")
 # Extra placeholders of a `message:` template, beside the reason's (docs/policies.md).
 MESSAGE_PLACEHOLDERS = ("event", "reason", "due")
-_ACTIVE = (Phase.PENDING, Phase.RUNNING)
+_ACTIVE = (Phase.PENDING, Phase.RUNNING)  # and FINISHING for a policy naming it: is_considered
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ class Match:
     facts: tuple[Fact, ...]
     runtime_s: float | None
     pending_s: float | None
-    age_s: float
+    age_s: float | None
 
 
 def compile_policy(
@@ -292,8 +293,14 @@ def _require_aware(now: datetime) -> None:
         raise ValueError("now must be timezone-aware (UTC)")
 
 
-def _is_considered(policy: Policy, job: Job) -> bool:
-    return job.phase in _ACTIVE and policy.applies_to(job.backend)
+def is_considered(policy: Policy, job: Job) -> bool:
+    """Pending and running jobs of a backend the policy targets; a finishing job (Tapis
+    ARCHIVING) only when the policy's `statuses` names its native status (docs/policies.md)."""
+    if not policy.applies_to(job.backend):
+        return False
+    if job.phase is Phase.FINISHING:
+        return policy.selectors.names_status(job.status)
+    return job.phase in _ACTIVE
 
 
 def evaluate(policy: Policy, job: Job, now: datetime) -> Match | None:
@@ -301,7 +308,7 @@ def evaluate(policy: Policy, job: Job, now: datetime) -> Match | None:
     jobs, jobs of untargeted backends, and undetailed jobs under a policy that needs detail never
     match. Never raises for any job; raises ValueError for a naive `now`."""
     _require_aware(now)
-    if not _is_considered(policy, job) or (policy.needs_detail and not job.detailed):
+    if not is_considered(policy, job) or (policy.needs_detail and not job.detailed):
         return None
     # Most jobs match nothing: decide without building facts, then explain only a match.
     if not policy.selectors.holds(job, now):
@@ -319,14 +326,14 @@ def evaluate(policy: Policy, job: Job, now: datetime) -> Match | None:
         return None
     if override is not None:
         facts = (*facts, override)
-    runtime, pending = job.runtime(now), job.pending(now)
+    runtime, pending, age = job.runtime(now), job.pending(now), job.age(now)
     return Match(
         policy=policy,
         job=job,
         facts=facts,
         runtime_s=None if runtime is None else runtime.total_seconds(),
         pending_s=None if pending is None else pending.total_seconds(),
-        age_s=job.age(now).total_seconds(),
+        age_s=None if age is None else age.total_seconds(),
     )
 
 
@@ -335,7 +342,7 @@ def prefilter(policy: Policy, job: Job, now: datetime) -> bool:
     tags, not where: those count as "maybe"). Guarantee: never False for a job that `evaluate`
     would match once detailed, given the listing's queue, name, status and times are right."""
     _require_aware(now)
-    if not _is_considered(policy, job) or not policy.selectors.maybe(job, now):
+    if not is_considered(policy, job) or not policy.selectors.maybe(job, now):
         return False
     exclude = policy.exclude
     # Only an exclude block that needs no detail can be decided now.

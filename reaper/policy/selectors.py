@@ -23,7 +23,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar, Protocol
 
-from reaper.jobs import PHASES, Job, Phase, active_statuses
+from reaper.jobs import ACTIVE_PHASES, PHASES, STARTED_PHASES, Job, Phase, active_statuses
 from reaper.policy.durations import DurationError, format_duration, parse_duration
 from reaper.policy.globs import Pattern, PatternError, compile_glob
 from reaper.policy.where import PathPart, Problems, WhereClause, compile_where
@@ -222,16 +222,19 @@ class Measure(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DurationSelector:
-    """`max_runtime`: started (started_at set), now - started_at > limit.
-    `max_pending`: not started (started_at None), now - created_at > limit.
+    """`max_runtime`: a job in a started phase with a plausible start, now - started_at > limit.
+    `max_pending`: a job in a pending phase that records no start, now - created_at > limit.
     `max_age`: now - created_at > limit, whatever the state.
-    Terminal jobs never reach a selector (see `reaper.policy.model.evaluate`)."""
+    Every time goes through the Job's plausibility checks first (`Job.started_if_plausible`,
+    `Job.pending_since`, `Job.created_if_plausible`): a job whose record cannot support the
+    fact is never matched by the selector. Terminal jobs never reach a selector (see
+    `reaper.policy.model.evaluate`)."""
 
     measure: Measure
     limit: timedelta
     text: str  # the limit as written, shown in facts and `{max_runtime}`
     needs_detail: ClassVar[bool] = False
-    reads: ClassVar[frozenset[str]] = frozenset(("started_at", "created_at"))
+    reads: ClassVar[frozenset[str]] = frozenset(("started_at", "created_at", "phase"))
     cost: ClassVar[int] = 0
 
     @property
@@ -253,8 +256,7 @@ class DurationSelector:
         """One check; holds exactly when `holds` does."""
         measured = _measure(job, self.measure, now)
         if measured is None:
-            state = "not started" if self.measure is Measure.RUNTIME else "started"
-            observed = f"{self.measure.value} n/a ({state})"
+            observed = f"{self.measure.value} n/a ({_why_unmeasured(job, self.measure, now)})"
         else:
             observed = f"{self.measure.value} {format_duration(measured)}"
         return (Check(self.key, observed, f"> {self.text}", self.holds(job, now)),)
@@ -270,11 +272,35 @@ class DurationSelector:
             cutoff = now - self.limit
         except OverflowError:  # before year 1: no job's time can be that early
             return lambda job: False
-        if self.measure is Measure.RUNTIME:
-            return lambda job: job.started_at is not None and job.started_at < cutoff
-        if self.measure is Measure.PENDING:
-            return lambda job: job.started_at is None and job.created_at < cutoff
-        return lambda job: job.created_at < cutoff
+        since = _SINCE[self.measure]
+
+        def test(job: Job) -> bool:
+            moment = since(job, now)
+            return moment is not None and moment < cutoff
+
+        return test
+
+
+def _why_unmeasured(job: Job, measure: Measure, now: datetime) -> str:
+    """Why a job has no runtime / pending time / age (reaper.jobs time facts)."""
+    problem = job.time_problem(now)
+    if measure is Measure.RUNTIME:
+        if job.phase not in STARTED_PHASES:
+            return f"not started: phase {job.phase.value}"
+        return "no start time" if job.started_at is None else problem or "implausible start"
+    if measure is Measure.PENDING:
+        if job.phase is not Phase.PENDING:
+            return f"not pending: phase {job.phase.value}"
+        if job.started_at is not None:
+            return "records a start"
+    return problem or "implausible creation time"
+
+
+_SINCE: Mapping[Measure, Callable[[Job, datetime], datetime | None]] = {
+    Measure.RUNTIME: Job.started_if_plausible,
+    Measure.PENDING: Job.pending_since,
+    Measure.AGE: Job.created_if_plausible,
+}
 
 
 def _measure(job: Job, measure: Measure, now: datetime) -> timedelta | None:
@@ -347,6 +373,14 @@ class SelectorBlock:
                 return None
             facts.extend(found)
         return tuple(facts)
+
+    def names_status(self, status: str) -> bool:
+        """True if a `statuses` selector of the block names `status` itself (not a group)."""
+        upper = status.upper()
+        return any(
+            isinstance(selector, StatusSelector) and upper in selector.uppers
+            for selector in self.selectors
+        )
 
     def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
         """Every selector's checks, in SELECTOR_KEYS order, holding or not; all hold exactly
@@ -475,7 +509,7 @@ def _check_native_status(status: str, target_types: Collection[str]) -> str | No
     """Why `status` is not an active native status of any target type, or None if it is."""
     upper = status.upper()
     phases = {PHASES[t][upper] for t in target_types if t in PHASES and upper in PHASES[t]}
-    if phases & {Phase.PENDING, Phase.RUNNING}:
+    if phases & ACTIVE_PHASES:
         return None
     types = ", ".join(sorted(target_types)) or "(no backend)"
     if phases:

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from reaper.audit.writer import AuditLog, AuditWriteError
+from reaper.engine.budget import CancelBudget
 from reaper.engine.decide import Plan
 from reaper.engine.pool import BackendPool
 from reaper.engine.runtime import routing_from, sweep_env, utc_now
@@ -45,6 +46,7 @@ from reaper.service.reload import (
     Loaded,
     ReloadPlan,
     plan_reload,
+    refusal_diagnostics,
     reload_failed_fields,
     reload_fields,
 )
@@ -136,6 +138,8 @@ class Daemon:
             self.sweep_backend, loaded.backend_names, schedule.every, schedule.cron,
             schedule.jitter, monotonic=monotonic,
         )  # fmt: skip
+        # max_cancels_per_sweep over every backend's sweep of one period (engine/budget.py).
+        self._budget = CancelBudget(loaded.config.max_cancels_per_sweep, self._scheduler.period)
         self._publish_interval()
 
     @property
@@ -168,6 +172,7 @@ class Daemon:
             self.reload()
         self._drain_finished()
         self.publish_status()
+        self._scheduler.check_clock()
         self.ping_watchdog()
         self._pool.close_retired(busy=self._scheduler.in_flight())
 
@@ -195,9 +200,10 @@ class Daemon:
                 log.info("watchdog pings resume")
             else:
                 overdue = {n: round(s) for n, s in self._scheduler.in_flight().items()}
+                late = {n: round(s) for n, s in self._scheduler.overdue().items()}
                 log.error("watchdog pings held: scheduler running %s, sweeps in flight (s) %s, "
-                          "limit %s", self._scheduler.running, overdue,
-                          self._options.max_sweep)  # fmt: skip
+                          "limit %s, no sweep started for (s) %s", self._scheduler.running,
+                          overdue, self._options.max_sweep, late)  # fmt: skip
         return healthy and self._notifier.watchdog()
 
     def reload(self) -> bool:
@@ -217,7 +223,10 @@ class Daemon:
         """Load, validate and apply; returns what stopped it (nothing: the new set is active)."""
         try:
             new = Loaded(*self._load(path)).with_shard(self._options.shard)
-            self._apply(plan_reload(self._loaded, new))
+            plan = plan_reload(self._loaded, new)
+            if plan.refused:
+                return refusal_diagnostics(path, plan)
+            self._apply(plan)
         except ConfigError as exc:
             return exc.diagnostics
         except ValueError as exc:  # the scheduler refused the schedule; nothing was changed
@@ -288,7 +297,7 @@ class Daemon:
         env = sweep_env(loaded.config, loaded.policies, {name: backend}, self._audit,
                         clock=self._clock, routing=routing, sender=self._sender)  # fmt: skip
         try:
-            result = run_sweep(replace(env, stop=self._stopping), [name])
+            result = run_sweep(replace(env, stop=self._stopping, budget=self._budget), [name])
         except AuditWriteError as exc:  # not even sweep_start: nothing was done
             log.critical("audit log not writable, sweep of %s not started: %s", name, exc)
             self._record(loaded, BackendReport(name), str(exc))
@@ -355,6 +364,7 @@ class Daemon:
             self._scheduler.reschedule(plan.new.backend_names, schedule.every, schedule.cron,
                                        schedule.jitter)  # fmt: skip
         self._pool.renew(config)
+        self._budget.configure(config.max_cancels_per_sweep, self._scheduler.period)
         self._loaded = plan.new
         self._reload_failure = None
         for setting in plan.restart_only:

@@ -40,6 +40,7 @@ class BackendSweepStats:
     skipped: Mapping[str, int] = field(default_factory=dict)
     error: str | None = None
     duration_s: float = 0.0
+    followups: Mapping[str, int] = field(default_factory=dict)
 
 
 class Metrics:
@@ -82,6 +83,18 @@ class Metrics:
             "reaper_jobs_skipped",
             "Matched jobs not cancelled, by cause",
             ["backend", "cause"],
+            registry=registry,
+        )
+        self.cancels_confirmed = Counter(
+            "reaper_cancels_confirmed",
+            "Cancelled jobs seen ended at a later sweep (a `confirmed` audit record)",
+            by_backend,
+            registry=registry,
+        )
+        self.cancels_stuck = Counter(
+            "reaper_cancels_stuck",
+            "Cancelled jobs still active after limits.confirm_within (a `stuck` audit record)",
+            by_backend,
             registry=registry,
         )
         self.backend_errors = Counter(
@@ -143,7 +156,8 @@ class Metrics:
         """Create every per-backend series at zero so rates and alerts work before the first
         sweep (and a backend that never succeeds shows up as 0, not as absent)."""
         for backend in backends:
-            for metric in (self.jobs_seen, self.backend_errors, self.sweep_duration):
+            for metric in (self.jobs_seen, self.backend_errors, self.sweep_duration,
+                           self.cancels_confirmed, self.cancels_stuck):  # fmt: skip
                 metric.labels(backend=backend)
             self.last_success.labels(backend=backend)
 
@@ -156,6 +170,8 @@ class Metrics:
         add_counts(self.jobs_matched, stats.matched, backend, "policy")
         add_counts(self.cancels, stats.outcomes, backend, "outcome")
         add_counts(self.skipped, stats.skipped, backend, "cause")
+        self.cancels_confirmed.labels(backend=backend).inc(stats.followups.get("confirmed", 0))
+        self.cancels_stuck.labels(backend=backend).inc(stats.followups.get("stuck", 0))
         errors = self.backend_errors.labels(backend=backend)  # exists at 0 before the first error
         if stats.error is not None:
             errors.inc()

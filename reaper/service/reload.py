@@ -16,13 +16,19 @@ from reaper.policy.config import Config
 from reaper.policy.model import PolicySet
 from reaper.policy.shard import Shard
 
-# Settings a running daemon cannot change: the audit file's descriptor and the chain it
-# continues, the bound metrics socket, the coordination group it joined. Changing them takes a
-# restart.
+# Settings a running daemon does not change on reload: the bound metrics socket, the
+# coordination group it joined (a warning; the rest of the reload applies). Changing them takes
+# a restart.
 RESTART_ONLY: dict[str, Callable[[Config], object]] = {
-    "audit_log": lambda config: config.audit_log,
     "metrics.listen": lambda config: config.metrics_listen,
     "coordination": lambda config: config.coordination,
+}
+# Settings whose change refuses the whole reload (`reload_failed`): the daemon holds the audit
+# log's lock, descriptor, chain and key, and the re-cancel window reads the same log, so writer,
+# window and lock could only move together; a restart moves them (docs/config.md, "Reload").
+REFUSED_ON_RELOAD: dict[str, Callable[[Config], object]] = {
+    "audit_log": lambda config: config.audit_log,
+    "audit_key_file": lambda config: config.audit_key_file,
 }
 
 
@@ -54,6 +60,7 @@ class ReloadPlan:
     schedule_changed: bool
     backends_changed: bool  # added, removed or edited sections
     restart_only: tuple[str, ...]  # settings that changed but take effect only at restart
+    refused: tuple[str, ...] = ()  # settings whose change refuses the reload
 
 
 def plan_reload(old: Loaded, new: Loaded) -> ReloadPlan:
@@ -62,10 +69,24 @@ def plan_reload(old: Loaded, new: Loaded) -> ReloadPlan:
         new=new,
         schedule_changed=old.config.schedule != new.config.schedule,
         backends_changed=dict(old.config.swept_backends) != dict(new.config.swept_backends),
-        restart_only=tuple(
-            name for name, read in RESTART_ONLY.items() if read(old.config) != read(new.config)
-        ),
+        restart_only=_changed(RESTART_ONLY, old.config, new.config),
+        refused=_changed(REFUSED_ON_RELOAD, old.config, new.config),
     )
+
+
+def _changed(
+    settings: dict[str, Callable[[Config], object]], old: Config, new: Config
+) -> tuple[str, ...]:
+    return tuple(name for name, read in settings.items() if read(old) != read(new))
+
+
+def refusal_diagnostics(path: Path, plan: ReloadPlan) -> list[Diagnostic]:
+    """Why a validated reload is still refused: a setting only a restart can change."""
+    return [
+        Diagnostic(str(path), 1, 1, f"{name} changed: it takes a restart, not a reload; "
+                   "nothing of this reload was applied")
+        for name in plan.refused
+    ]  # fmt: skip
 
 
 def policy_files(policies: PolicySet) -> list[dict[str, Any]]:

@@ -8,6 +8,13 @@ at most 5 min (60 s for cron schedules): a run that could not start within that 
 logged, because the next regular run is nearer than the late one would be useful — a sweep that
 starts very late only bunches up against the next.
 
+APScheduler 3.x keeps its run times on the wall clock: stepped back an hour (NTP correcting a
+fast clock), it would wait an hour for the next sweep; stepped forward, it would drop runs as
+missed. `check_clock`, called from the daemon's loop, compares the wall clock with the monotonic
+one and, on a step, schedules every backend afresh from the current time, so sweeps keep their
+period whichever way the clock jumps. `is_healthy` (the watchdog's condition) holds only while
+every backend's sweeps really start: none for two periods and the pings stop.
+
 This module imports APScheduler at the top; the daemon imports this module lazily, so
 `reaper validate` and `reaper run --once` never pay for it."""
 
@@ -43,6 +50,11 @@ MIN_GRACE_S = 1
 MAX_GRACE_S = 300
 CRON_GRACE_S = 60
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab(5) numbering, 0 = Sunday
+# A change of (wall clock - monotonic clock) larger than this is a step of the wall clock, not
+# the drift NTP slews away (at most 0.5 ms per second, ntpd(8)).
+CLOCK_STEP_S = 2.0
+# Sweeps of a backend may not start for this many periods before the watchdog pings stop.
+OVERDUE_PERIODS = 2
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,11 @@ class Schedule:
             raise ValueError("schedule.every must be positive")
         if self.jitter < timedelta(0):
             raise ValueError("schedule.jitter must not be negative")
+
+    def period_s(self, timezone: tzinfo = UTC) -> float:
+        """The time between two sweeps at most: `longest_interval` plus the jitter."""
+        gap = longest_interval(self, datetime.now(timezone))
+        return (gap + self.jitter).total_seconds() or 86_400.0
 
     @property
     def misfire_grace_s(self) -> int:
@@ -169,13 +186,19 @@ class SweepScheduler:
         *,
         timezone: tzinfo = UTC,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._run_backend = run_backend
         self._schedule = Schedule(every, cron, jitter)
+        self._period_s = self._schedule.period_s(timezone)
         self._timezone = timezone
         self._monotonic = monotonic
+        self._wall = wall
+        self._clock_offset = wall() - monotonic()
         self._lock = threading.Lock()
         self._started_at: dict[str, float] = {}  # backend → monotonic start of its current run
+        # backend → monotonic start of its last run, or of the schedule (start, reschedule)
+        self._last_start: dict[str, float] = {}
         self._scheduler = BackgroundScheduler(timezone=timezone)
         self._scheduler.add_listener(
             self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
@@ -192,6 +215,20 @@ class SweepScheduler:
     def backend_names(self) -> list[str]:
         return list(self._names)
 
+    @property
+    def period(self) -> timedelta:
+        """How far apart the sweeps of one backend are due: `every`, or for a cron schedule
+        the gap between its next two fire times (a cron with uneven gaps gets its next one)."""
+        if self._schedule.every is not None:
+            return self._schedule.every
+        trigger = build_trigger(Schedule(cron=self._schedule.cron), self._timezone)
+        now = datetime.now(self._timezone)
+        first = trigger.get_next_fire_time(None, now)
+        second = trigger.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
+        if first is None or second is None:
+            return timedelta(minutes=5)
+        return second - first  # type: ignore[no-any-return]
+
     def start(self, run_now: bool = False) -> None:
         """Start the scheduler thread; with `run_now`, every backend sweeps at once (no jitter)
         instead of one period from now."""
@@ -199,6 +236,10 @@ class SweepScheduler:
             now = datetime.now(self._scheduler.timezone)
             for name in self._names:
                 self._scheduler.modify_job(JOB_PREFIX + name, next_run_time=now)
+        started = self._monotonic()
+        with self._lock:
+            self._last_start = dict.fromkeys(self._names, started)
+        self._clock_offset = self._wall() - self._monotonic()
         self._scheduler.start()
 
     def reschedule(
@@ -221,9 +262,14 @@ class SweepScheduler:
             self._names.remove(name)
         if schedule != self._schedule:
             self._schedule = schedule
+            self._period_s = schedule.period_s(self._timezone)
             for name in self._names:
                 self._retime_job(name)
-        self._add_jobs([n for n in wanted if n not in self._names])
+        added = [n for n in wanted if n not in self._names]
+        self._add_jobs(added)
+        now = self._monotonic()
+        with self._lock:
+            self._last_start = {n: self._last_start.get(n, now) for n in self._names}
 
     def stop(self, wait: bool = True) -> None:
         """Start no new runs; with `wait`, return only when the runs in flight have finished
@@ -247,10 +293,42 @@ class SweepScheduler:
             return {name: now - started for name, started in self._started_at.items()}
 
     def is_healthy(self, max_run: timedelta) -> bool:
-        """True while the scheduler runs and no sweep has been in flight longer than `max_run`:
-        the condition under which the daemon sends WATCHDOG=1."""
+        """True while the scheduler runs, no sweep has been in flight longer than `max_run`, and
+        every backend not in flight has started a sweep within OVERDUE_PERIODS periods (plus
+        the misfire grace): the condition under which the daemon sends WATCHDOG=1."""
         limit = max_run.total_seconds()
-        return self.running and all(age <= limit for age in self.in_flight().values())
+        in_flight = self.in_flight()
+        if not self.running or any(age > limit for age in in_flight.values()):
+            return False
+        return not self.overdue()
+
+    def overdue(self) -> dict[str, float]:
+        """Backend → seconds since its last sweep started, for the backends not in flight whose
+        sweeps have stopped starting (none for OVERDUE_PERIODS periods plus the grace)."""
+        now = self._monotonic()
+        allowed = OVERDUE_PERIODS * self._period_s + self._schedule.misfire_grace_s
+        with self._lock:
+            return {
+                name: now - started
+                for name, started in self._last_start.items()
+                if name not in self._started_at and now - started > allowed
+            }
+
+    def check_clock(self) -> float | None:
+        """If the wall clock has stepped (its offset to the monotonic clock changed by more than
+        CLOCK_STEP_S) since the last check, schedule every backend afresh from now and return
+        the step in seconds; else None. Called from the daemon's loop."""
+        offset = self._wall() - self._monotonic()
+        step = offset - self._clock_offset
+        self._clock_offset = offset
+        if abs(step) <= CLOCK_STEP_S:
+            return None
+        log.warning("the wall clock stepped %s by %.0f s; sweeps are scheduled afresh from now",
+                    "forward" if step > 0 else "back", abs(step))  # fmt: skip
+        if self.running:
+            for name in self._names:
+                self._retime_job(name)
+        return step
 
     def _trigger(self) -> BaseTrigger:
         # A trigger per job: APScheduler keeps the instance on the job.
@@ -281,7 +359,7 @@ class SweepScheduler:
 
     def _run(self, name: str) -> None:
         with self._lock:
-            self._started_at[name] = self._monotonic()
+            self._started_at[name] = self._last_start[name] = self._monotonic()
         try:
             self._run_backend(name)
         finally:

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from reaper.backends.records import aws_batch, sutro, tapis
-from reaper.jobs import Job
+from reaper.jobs import BadRecord, Job
+
+# The field that holds a record's job id, per backend type.
+ID_FIELDS = {aws_batch.TYPE: "jobId", tapis.TYPE: "uuid", sutro.TYPE: "job_id"}
 
 _MODULES = {module.TYPE: module for module in (aws_batch, tapis, sutro)}
 
@@ -46,3 +49,27 @@ def parse_record(
     if backend_type == sutro.TYPE:
         return sutro.parse_job(backend, record)
     raise KeyError(backend_type)
+
+
+def record_id(backend_type: str, record: object) -> str | None:
+    """The job id of a raw record, if it has a readable one."""
+    value = record.get(ID_FIELDS[backend_type]) if isinstance(record, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+def read_record(
+    backend_type: str,
+    backend: str,
+    record: Any,
+    *,
+    queue: str = "",
+    detailed: bool = True,
+) -> Job | BadRecord:
+    """`parse_record` that never raises past the record: a record the parser refuses (a
+    RecordError names the field) or trips on is a BadRecord, one skipped job (docs/backends.md,
+    "Bad records"). Raises KeyError for an unknown type only."""
+    ID_FIELDS[backend_type]  # an unknown type is a programming error, not a bad record
+    try:
+        return parse_record(backend_type, backend, record, queue=queue, detailed=detailed)
+    except Exception as exc:  # whatever a parser lets through stops at the record
+        return BadRecord.from_error(backend, record_id(backend_type, record), exc)

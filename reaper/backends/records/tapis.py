@@ -4,10 +4,11 @@ dicts. SDK-free, shared by reaper.backends.tapis and `reaper test` (reaper.backe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from reaper.jobs import Job, phase_of
+from reaper.backends.records.times import iso_time
+from reaper.jobs import Job, RecordError, phase_of
 
 TYPE = "tapis"
 # The fields the parser reads, and those naming a person: what `reaper test --record` keeps of a
@@ -17,14 +18,19 @@ OWNER_FIELDS: tuple[str, ...] = ("owner",)
 
 
 def job_from_record(backend: str, record: Mapping[str, Any]) -> Job:
-    """The normalised Job of one Tapis job record (a plain dict). Raises ValueError, naming the
-    job and the field, when a required field is missing or unreadable."""
+    """The normalised Job of one Tapis job record (a plain dict). Raises RecordError (a
+    ValueError), naming the job and the field, when a required field is missing or
+    unreadable."""
+    if not isinstance(record, Mapping):
+        raise RecordError("record", record, "not an object")
     uuid, status = record.get("uuid"), record.get("status")
-    if not isinstance(uuid, str) or not isinstance(status, str):
-        raise ValueError(f"job {uuid!r}: uuid and status must be strings")
+    if not isinstance(uuid, str) or not uuid:
+        raise RecordError("uuid", uuid, "uuid and status must be strings")
+    if not isinstance(status, str):
+        raise RecordError("status", status, f"job {uuid}: uuid and status must be strings")
     created = parse_time(record.get("created"), uuid, "created")
     if created is None:
-        raise ValueError(f"job {uuid}: no `created` time")
+        raise RecordError("created", None, f"job {uuid}: no `created` time")
     owner = record.get("owner")
     return Job(
         backend=backend,
@@ -48,7 +54,7 @@ def parse_tags(tags: Any, uuid: str = "?") -> dict[str, str]:
     if tags is None:
         return {}
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ValueError(f"job {uuid}: tags must be a list of strings")
+        raise RecordError("tags", tags, f"job {uuid}: tags must be a list of strings")
     parsed: dict[str, str] = {}
     for tag in tags:
         key, _, value = tag.partition("=")
@@ -57,13 +63,16 @@ def parse_tags(tags: Any, uuid: str = "?") -> dict[str, str]:
 
 
 def parse_time(value: Any, uuid: str = "?", field: str = "time") -> datetime | None:
-    """An ISO 8601 time as aware UTC (naive means UTC); None for a missing value."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"job {uuid}: {field} is not a string")
+    """An ISO 8601 time as aware UTC (naive means UTC); None for a missing value. Raises
+    RecordError naming the field."""
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"job {uuid}: {field} {value[:40]!r} is not an ISO 8601 time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return iso_time(value, field)
+    except RecordError as exc:
+        shown = repr(value)[:40]
+        raise RecordError(
+            field, value, f"job {uuid}: {field} {shown} is {_article(exc.problem)}"
+        ) from None
+
+
+def _article(problem: str) -> str:
+    return problem if problem.startswith(("not", "out")) else f"a {problem}"
