@@ -17,6 +17,8 @@ COMMANDS = [
     ["audit", "verify"],
     ["daemon"],
     ["validate"],
+    ["test"],
+    ["explain", "batch", "job-1"],
 ]
 
 

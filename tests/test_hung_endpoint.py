@@ -126,6 +126,19 @@ def test_plan_ends_on_sigint_with_a_message(hung_world: World) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("backend", ALL)
+def test_explain_ends_on_sigint_with_a_message(hung_world: World, backend: str) -> None:
+    """`explain` reads one live job: a backend that never answers must not hold a Ctrl-C."""
+    code, err, seconds = reaper_under_timeout(hung_world, "INT", 5, "explain", backend, "job-1")
+    assert seconds < 12, f"took {seconds:.1f} s"
+    assert code == 130, err
+    assert (
+        "reaper explain: interrupted by SIGINT; a backend call was still in flight and is "
+        "abandoned (explain makes no mutating call)" in err
+    )
+    assert "Traceback" not in err
+
+
 def test_run_once_ends_on_sigterm_with_143(hung_world: World) -> None:
     code, err, seconds = reaper_under_timeout(hung_world, "TERM", 5, "run", "--once")
     assert seconds < 15, f"took {seconds:.1f} s"

@@ -108,18 +108,22 @@ def deadline_seconds(args: argparse.Namespace) -> float | None:
     return deadline.total_seconds()
 
 
-def report_interrupted(command: str, interrupted: Interrupted[Any], done: str) -> int:
+def report_interrupted(
+    command: str,
+    interrupted: Interrupted[Any],
+    done: str,
+    left_behind: str = "an open intent is reconciled at the next start",
+) -> int:
     """Say how a signal ended `command`; exit 130 (SIGINT) or 143 (SIGTERM). `done` says what
     was recorded. A call still hanging after the grace is left behind: the process exits now
-    (`abandon`), and an open intent is reconciled at the next start."""
+    (`abandon`); `left_behind` says what becomes of it."""
     code = interrupted.exit_code
     if interrupted.finished:
         print(f"reaper {command}: interrupted by {interrupted.signal_name}; {done}",
               file=sys.stderr)  # fmt: skip
         return code
     print(f"reaper {command}: interrupted by {interrupted.signal_name}; a backend call was still "
-          "in flight and is abandoned (an open intent is reconciled at the next start)",
-          file=sys.stderr)  # fmt: skip
+          f"in flight and is abandoned ({left_behind})", file=sys.stderr)  # fmt: skip
     abandon(code)
     return code  # not reached
 

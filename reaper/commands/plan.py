@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     planned = run_interruptible(lambda stop: _plan(config, policies, args, stop, deadline_s))
     if isinstance(planned, Interrupted):
-        return report_interrupted("plan", planned, "nothing was cancelled (plan never cancels)")
+        return report_interrupted("plan", planned, "nothing was cancelled (plan never cancels)",
+                                  "plan makes no mutating call")  # fmt: skip
     scans, plan, errors, now = planned
     decisions = [d for d in plan.decisions if _involves(d, args.policy, args.job)]
     if args.json:
