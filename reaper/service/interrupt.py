@@ -1,5 +1,5 @@
 """Running a one-shot command's work (`plan`, `run --once`) so that SIGINT and SIGTERM end it
-promptly (docs/commands.md, "Interrupting a command").
+promptly (docs/commands.md, "Interrupting `plan`, `run --once` and `explain`").
 
 The work runs in a daemon thread with a `stop` event; the main thread sleeps on the self-pipe of
 `reaper.service.signals`, whose handlers only set a flag. On a signal the main thread sets
