@@ -28,6 +28,7 @@ from reaper.backends.base import (
     ListingGuard,
     Page,
     ServerClock,
+    call_timeouts,
     max_pages_of,
     page_ids,
     truncate_reason,
@@ -109,7 +110,7 @@ class AwsBatchBackend:
         queues). Credentials come from the SDK's own chain, never from the section.
         Raises BackendError when no client can be built (unknown profile, no region)."""
         try:
-            client = make_client(section, config or client_config())
+            client = make_client(section, config or client_config(*call_timeouts(section)))
         except BotoCoreError as exc:
             raise BackendError(name, f"cannot build an AWS client: {describe_error(exc)}") from None
         return cls(name, client, section.get("queues"), max_pages_of(name, section))
