@@ -300,8 +300,12 @@ def reaper_command(*args: str) -> list[str]:
 
 
 def child_env(world: World | None = None) -> dict[str, str]:
+    """The environment of a measured child: the world's credentials, the repository on the
+    path, and bytecode caching on (an installed reaper has its .pyc files; with
+    PYTHONDONTWRITEBYTECODE=1 every start would compile every module of reaper again)."""
     env = child_environ(world) if world is not None else dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

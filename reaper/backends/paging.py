@@ -6,15 +6,18 @@ step 3), for the HTTP backends:
 - `chained_pages`: a cursor chain (Sutro `next_cursor`) is sequential, but the next page can
   be on its way while the caller parses and evaluates the one it has.
 
-Both are generators that own a small thread pool: closing the generator (a consumer that
-stops early, an error) cancels the fetches not yet started and waits for none of them."""
+Each fetch runs in a daemon thread of its own (at most `in_flight` at once): a process that
+abandons a listing (SIGINT, a sweep deadline: reaper.engine.sweep) exits without waiting for a
+call that hangs, as the scan threads themselves are daemon threads. Closing a generator early
+leaves the fetches in flight to finish on their own; their results are dropped."""
 
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -43,29 +46,25 @@ def offset_pages(
     if not first:
         return
     stride = len(first)
-    pool = ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="page")
     pending: deque[tuple[int, Future[Sequence[T]]]] = deque()
     offsets = itertools.count(stride, stride)
 
     def top_up(window: int) -> None:
         while len(pending) < window:
             offset = next(offsets)
-            pending.append((offset, pool.submit(fetch, offset)))
+            pending.append((offset, _start(fetch, offset)))
 
-    try:
-        top_up(max(1, in_flight) if stride >= limit else 1)
-        yield 0, first
-        while pending:
-            offset, future = pending.popleft()
-            records = future.result()
-            if len(records) >= stride:
-                top_up(max(1, in_flight))
-            if records:
-                yield offset, records
-            if len(records) < stride:
-                return
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    top_up(max(1, in_flight) if stride >= limit else 1)
+    yield 0, first
+    while pending:
+        offset, future = pending.popleft()
+        records = future.result()
+        if len(records) >= stride:
+            top_up(max(1, in_flight))
+        if records:
+            yield offset, records
+        if len(records) < stride:
+            return
 
 
 def chained_pages(fetch: Callable[[C | None], tuple[T, C | None]]) -> Iterator[T]:
@@ -73,15 +72,30 @@ def chained_pages(fetch: Callable[[C | None], tuple[T, C | None]]) -> Iterator[T
     (None after the last page; the first call gets None). The next page's fetch starts before
     the current page is yielded, so the consumer's work overlaps it. Raises what `fetch`
     raises, after the pages before."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page")
-    try:
-        future = pool.submit(fetch, None)
-        while True:
-            page, cursor = future.result()
-            if cursor is not None:
-                future = pool.submit(fetch, cursor)
-            yield page
-            if cursor is None:
-                return
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    future = _start(fetch, None)
+    while True:
+        page, cursor = future.result()
+        if cursor is not None:
+            future = _start(fetch, cursor)
+        yield page
+        if cursor is None:
+            return
+
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def _start(fetch: Callable[[A], R], argument: A) -> Future[R]:
+    """`fetch(argument)` in a daemon thread of its own; its outcome in the Future."""
+    future: Future[R] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fetch(argument))
+        except BaseException as exc:  # handed to whoever reads the page
+            future.set_exception(exc)
+
+    future.set_running_or_notify_cancel()
+    threading.Thread(target=run, name="page", daemon=True).start()
+    return future

@@ -58,8 +58,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reaper.engine.decide import guards_from
     from reaper.engine.explain import SweepState, explain_job
-    from reaper.engine.runtime import guards_from, utc_now
+    from reaper.engine.runtime import utc_now
 
     config, policies = load(args)
     if args.backend not in config.backends:

@@ -142,9 +142,8 @@ def _test(
     err: TextIO,
 ) -> int:
     from reaper.engine import testreport
-    from reaper.engine.decide import Guards
+    from reaper.engine.decide import Guards, guards_from
     from reaper.engine.policytest import run_tests
-    from reaper.engine.runtime import guards_from
     from reaper.policy.testfile import find_test_files, load_test_files
 
     policy_paths = args.policies or ([] if config is None else [config.policies_path])
@@ -184,8 +183,9 @@ def _record(
         return ExitCode.USAGE
     from datetime import UTC, datetime
 
+    from reaper.engine.decide import guards_from
     from reaper.engine.record import RecordOptions, record
-    from reaper.engine.runtime import guards_from, open_backends
+    from reaper.engine.runtime import open_backends
 
     opened = open_backends(config, [args.record])
     if args.record in opened.errors:

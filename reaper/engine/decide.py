@@ -28,9 +28,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from reaper.jobs import Job, SkipCause, kept_until
+
+if TYPE_CHECKING:
+    from reaper.policy.config import Config
 
 JobKey = tuple[str, str]  # (backend name, job id): job ids are unique only within a backend
 
@@ -151,6 +154,16 @@ class Guards:
     max_match_fraction: float | None = 0.5
     fraction_guard_floor: int = DEFAULT_FRACTION_GUARD_FLOOR
     dry_run: bool = True
+
+
+def guards_from(config: Config, *, force_dry_run: bool = False) -> Guards:
+    """The config's safety settings; `--dry-run` can only make a run drier, never wetter."""
+    return Guards(
+        protect_tag=config.protect_tag,
+        max_cancels_per_sweep=config.max_cancels_per_sweep,
+        max_match_fraction=config.max_match_fraction,
+        dry_run=config.dry_run or force_dry_run,
+    )
 
 
 @dataclass(frozen=True, slots=True)

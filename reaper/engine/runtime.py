@@ -13,7 +13,7 @@ from reaper.audit.writer import AuditLog
 from reaper.backends import create_backend
 from reaper.backends.base import Backend
 from reaper.backends.notify import NotifyError, read_url
-from reaper.engine.decide import Guards
+from reaper.engine.decide import guards_from
 from reaper.engine.notices import NotifierSpec, Routing
 from reaper.engine.scan import Progress
 from reaper.engine.sender import NoticeSender
@@ -87,16 +87,6 @@ def flush_budget_s(routing: Routing) -> float:
         default=0.0,
     )
     return min(MAX_FLUSH_S, 3 * slowest + 5)
-
-
-def guards_from(config: Config, *, force_dry_run: bool = False) -> Guards:
-    """The config's safety settings; `--dry-run` can only make a run drier, never wetter."""
-    return Guards(
-        protect_tag=config.protect_tag,
-        max_cancels_per_sweep=config.max_cancels_per_sweep,
-        max_match_fraction=config.max_match_fraction,
-        dry_run=config.dry_run or force_dry_run,
-    )
 
 
 @dataclass

@@ -10,13 +10,15 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
+from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from jsonschema import Draft7Validator, validators
-from jsonschema.exceptions import ValidationError, best_match
-
+from reaper.policy.schema.fast import conforms
 from reaper.policy.yamlsrc import NodePath, Problem, SourceMap, read_as_hint
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 SchemaName = Literal["policy", "config", "test"]
 SECRET_KEYS = frozenset({"token", "api_key", "password", "secret", "secret_access_key"})
@@ -48,6 +50,8 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> I
     """JSON Schema's `pattern` is ECMA 262, where `$` ends the string; Python's `$` also matches
     before a final newline, which let a policy named "cap\\n" pass. The schemas stay portable
     (editors read them); only the validator reads `$` as `\\Z`."""
+    from jsonschema.exceptions import ValidationError
+
     if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
@@ -62,12 +66,20 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return found
 
 
-_Validator: Any = validators.extend(Draft7Validator, {"pattern": _ecma_pattern})
+@cache
+def _validator_class() -> Any:
+    """Draft7Validator with ECMA `pattern`; jsonschema is imported only when a file does not
+    pass the quick check (`fast.conforms`)."""
+    from jsonschema import Draft7Validator, validators
+
+    return validators.extend(Draft7Validator, {"pattern": _ecma_pattern})
 
 
 def check_schema(data: Any, source: SourceMap, schema: Mapping[str, Any]) -> list[Problem]:
     """Every schema violation in `data`, at most one per node, with operator-friendly messages."""
-    validator = _Validator(schema)
+    if conforms(data, schema):  # the common case, decided without importing jsonschema
+        return []
+    validator = _validator_class()(schema)
     duration = schema.get("definitions", {}).get("duration")
     problems: dict[tuple[NodePath, bool], Problem] = {}
     for error in validator.iter_errors(data):
@@ -83,6 +95,8 @@ def _position_key(source: SourceMap, problem: Problem) -> tuple[int, int]:
 
 def _specific(error: ValidationError) -> ValidationError:
     """The sub-error that explains an anyOf/oneOf failure best (deepest, most relevant)."""
+    from jsonschema.exceptions import best_match
+
     while error.context:
         error = best_match(error.context)
     return error
@@ -219,7 +233,7 @@ def _explain_default(error: ValidationError, name: str, source: SourceMap, durat
     return f"{name}: {error.message}"
 
 
-_Explainer = Callable[[ValidationError, str, SourceMap, Any], str]
+_Explainer = Callable[["ValidationError", str, SourceMap, Any], str]
 _EXPLAINERS: Mapping[str, _Explainer] = {
     "type": _explain_type,
     "enum": _explain_enum,
