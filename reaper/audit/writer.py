@@ -138,6 +138,8 @@ def format_timestamp(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("audit timestamps need an aware datetime")
     utc = moment.astimezone(UTC)
+    if utc.year >= 1000:  # isoformat is quicker; strftime writes years before 1000 unpadded
+        return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -153,6 +155,10 @@ def _json_default(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# One encoder for every record (json.dumps with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
 def encode_record(record: Record) -> bytes:
     """The record as one line with its newline, in the documented key order. Raises
     AuditWriteError for a value JSON cannot represent (NaN, an arbitrary object)."""
@@ -161,7 +167,7 @@ def encode_record(record: Record) -> bytes:
     ordered.update(sorted(rest, key=lambda item: item[0]))
     ordered["prev"] = record["prev"]
     try:
-        text = json.dumps(ordered, separators=(",", ":"), allow_nan=False, default=_json_default)
+        text = _ENCODER.encode(ordered)
     except (TypeError, ValueError) as exc:
         raise AuditWriteError(f"audit record cannot be encoded: {exc}") from exc
     return text.encode("ascii") + b"\n"

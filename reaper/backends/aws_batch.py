@@ -474,9 +474,14 @@ def parent_key(record: Mapping[str, Any]) -> str | None:
     (`arrayProperties.size`, no `index`), `multiNodeJobId` for a multi-node parallel job's
     parent (`nodeProperties.numNodes`, no node index, an id without `#`); else None."""
     array = record.get("arrayProperties")
-    if isinstance(array, Mapping) and "size" in array and "index" not in array:
+    if (
+        array is not None and isinstance(array, Mapping)
+        and "size" in array and "index" not in array
+    ):  # fmt: skip
         return "arrayJobId"
     nodes = record.get("nodeProperties")
+    if nodes is None:  # most jobs: neither kind of parent
+        return None
     job_id = record.get("jobId")
     if (
         isinstance(nodes, Mapping) and "numNodes" in nodes and "nodeIndex" not in nodes

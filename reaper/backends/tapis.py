@@ -357,12 +357,16 @@ class TapisBackend:
         return text.replace(token, "[redacted]") if isinstance(token, str) and token else text
 
 
+_LEAVES = (str, int, float, bool, type(None))  # most fields of a job record: no call for them
+
+
 def to_plain(value: Any) -> Any:
     """tapipy's TapisResult objects (and lists of them) as plain dicts and lists."""
     if isinstance(value, TapisResult):
-        return {key: to_plain(item) for key, item in vars(value).items()}
+        return {key: item if isinstance(item, _LEAVES) else to_plain(item)
+                for key, item in vars(value).items()}  # fmt: skip
     if isinstance(value, list):
-        return [to_plain(item) for item in value]
+        return [item if isinstance(item, _LEAVES) else to_plain(item) for item in value]
     return value
 
 

@@ -23,7 +23,7 @@ def job_from_record(backend: str, queue: str, record: Mapping[str, Any], *, deta
     Raises RecordError (a ValueError) naming the field on a record without id, status or
     creation time, or with a field of the wrong type: a job whose age is unknown must never
     look old enough to match a policy."""
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):  # dict: no ABC check
         raise RecordError("record", record, "not an object")
     job_id, status = record.get("jobId"), record.get("status")
     if not isinstance(job_id, str) or not job_id:
@@ -34,7 +34,7 @@ def job_from_record(backend: str, queue: str, record: Mapping[str, Any], *, deta
     if created_at is None:
         raise RecordError("createdAt", None, f"job {job_id} has no createdAt")
     tags = record.get("tags") or {}
-    if not isinstance(tags, Mapping):
+    if type(tags) is not dict and not isinstance(tags, Mapping):
         raise RecordError("tags", tags, f"job {job_id} has tags that are not an object")
     return Job(
         backend=backend,

@@ -21,7 +21,7 @@ def job_from_record(backend: str, record: Mapping[str, Any]) -> Job:
     """The normalised Job of one Tapis job record (a plain dict). Raises RecordError (a
     ValueError), naming the job and the field, when a required field is missing or
     unreadable."""
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):  # dict: no ABC check
         raise RecordError("record", record, "not an object")
     uuid, status = record.get("uuid"), record.get("status")
     if not isinstance(uuid, str) or not uuid:
