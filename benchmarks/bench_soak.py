@@ -248,10 +248,25 @@ def run_daemon(world: World, churn: Churn, seconds: float) -> tuple[list[Sample]
     """Run `reaper daemon` for `seconds` while `churn` changes the table; its samples and the
     wall time it started at. Exits if the daemon fails."""
     command = common.reaper_command("daemon", "--config", str(world.config_path))
-    daemon = subprocess.Popen(
-        command, env=common.child_env(world), cwd=common.ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    # The daemon logs every cancel: its stderr goes to a file (a pipe nobody reads would fill
+    # and block the daemon's logging, and with it the sweep).
+    log_path = world.folder / "daemon.log"
+    with log_path.open("wb") as log_file:
+        daemon = subprocess.Popen(
+            command, env=common.child_env(world), cwd=common.ROOT,
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
+        samples, began = watch_daemon(daemon, churn, seconds)
+    if daemon.returncode not in (0, 3) or time.time() - began < seconds:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        sys.exit(f"reaper daemon exited {daemon.returncode}:\n{tail}")
+    return samples, began
+
+
+def watch_daemon(
+    daemon: subprocess.Popen[bytes], churn: Churn, seconds: float
+) -> tuple[list[Sample], float]:
+    """Sample the daemon for `seconds` while `churn` runs; then SIGTERM it and wait."""
     sampler = Sampler(daemon.pid)
     began = time.time()
     sampler.start()
@@ -265,12 +280,10 @@ def run_daemon(world: World, churn: Churn, seconds: float) -> tuple[list[Sample]
         sampler.join()
         daemon.send_signal(signal.SIGTERM)
         try:
-            _, err = daemon.communicate(timeout=60)
+            daemon.wait(timeout=60)
         except subprocess.TimeoutExpired:
             daemon.kill()
-            _, err = daemon.communicate()
-    if daemon.returncode not in (0, 3) or time.time() - began < seconds:
-        sys.exit(f"reaper daemon exited {daemon.returncode}:\n{err.decode()[-3000:]}")
+            daemon.wait()
     return sampler.samples, began
 
 
