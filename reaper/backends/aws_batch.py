@@ -301,7 +301,7 @@ class AwsBatchBackend:
     def _describe_service_job(self, ids: list[str]) -> dict[str, Mapping[str, Any]]:
         """{id: record} of one service job, {} when the service does not know it (a
         ClientException saying so: DescribeServiceJob takes one id and has no list to leave it
-        out of)."""
+        out of). Raises BackendError for an answer that names no job."""
         (job_id,) = ids
         try:
             response = self._call("DescribeServiceJob", jobId=job_id)
@@ -311,7 +311,11 @@ class AwsBatchBackend:
             raise
         record = {key: value for key, value in response.items() if key != "ResponseMetadata"}
         found = record.get("jobId")
-        return {found: record} if isinstance(found, str) else {}
+        if not isinstance(found, str):
+            # An answer without the job (botocore reads a garbled body as {}) says nothing: a
+            # job read as gone would be "not found", and a cancel "confirmed".
+            raise AwsCallError(self.name, "DescribeServiceJob", "malformed response: no 'jobId'")
+        return {found: record}
 
     def _detailed(self, job: Job, record: Mapping[str, Any]) -> Job:
         # JobDetail.jobQueue is an ARN; keep the queue name the job was listed under.
