@@ -54,7 +54,7 @@ def listed(backend: AwsBatchBackend) -> list[Job | BadRecord]:
     return [item for page in backend.list_active() for item in page]
 
 
-def seed(emulator: AwsBatchEmulator, queue: str, name: str, status: str, hours: float,
+def seed(emulator: AwsBatchEmulator, queue: str, name: str, status: str, hours: float, *,
          clock: FakeClock, **tags: str) -> str:  # fmt: skip
     started = clock.now - hours * HOUR if status in ("STARTING", "RUNNING") else None
     created = clock.now - hours * HOUR - 600
@@ -63,8 +63,8 @@ def seed(emulator: AwsBatchEmulator, queue: str, name: str, status: str, hours: 
 
 
 def test_each_queue_goes_to_the_calls_of_its_type(emulator, clock) -> None:
-    seed(emulator, "train", "svc-1", "RUNNING", 3, clock)
-    seed(emulator, "gpu", "ctr-1", "RUNNING", 3, clock)
+    seed(emulator, "train", "svc-1", "RUNNING", 3, clock=clock)
+    seed(emulator, "gpu", "ctr-1", "RUNNING", 3, clock=clock)
     jobs = {job.id: job for job in listed(backend_for(emulator)) if isinstance(job, Job)}
     assert {job_id: job.kind for job_id, job in jobs.items()} == {
         "svc-1": JobKind.SERVICE, "ctr-1": JobKind.CONTAINER,
@@ -76,7 +76,7 @@ def test_each_queue_goes_to_the_calls_of_its_type(emulator, clock) -> None:
 
 
 def test_configured_queues_are_classified_too(emulator, clock) -> None:
-    seed(emulator, "train", "svc-1", "RUNNABLE", 3, clock)
+    seed(emulator, "train", "svc-1", "RUNNABLE", 3, clock=clock)
     arn = "arn:aws:batch:us-east-1:123456789012:job-queue/train"
     jobs = [job for job in listed(backend_for(emulator, queues=[arn])) if isinstance(job, Job)]
     assert [(job.id, job.kind, job.queue) for job in jobs] == [("svc-1", JobKind.SERVICE, arn)]
@@ -86,10 +86,10 @@ def test_configured_queues_are_classified_too(emulator, clock) -> None:
 def test_every_active_service_status_is_listed_with_next_token(emulator, clock) -> None:
     for index, status in enumerate(("SUBMITTED", "PENDING", "RUNNABLE", "SCHEDULED")):
         for copy in range(4):  # more than a page (3) of each
-            seed(emulator, "train", f"p{index}-{copy}", status, 1, clock)
-    seed(emulator, "train", "run", "RUNNING", 1, clock)
-    seed(emulator, "train", "start", "STARTING", 1, clock)
-    seed(emulator, "train", "done", "SUCCEEDED", 1, clock)
+            seed(emulator, "train", f"p{index}-{copy}", status, 1, clock=clock)
+    seed(emulator, "train", "run", "RUNNING", 1, clock=clock)
+    seed(emulator, "train", "start", "STARTING", 1, clock=clock)
+    seed(emulator, "train", "done", "SUCCEEDED", 1, clock=clock)
     jobs = [job for job in listed(backend_for(emulator)) if isinstance(job, Job)]
     assert len(jobs) == 18 and "done" not in {job.id for job in jobs}
     scheduled = [job for job in jobs if job.status == "SCHEDULED"]
@@ -100,8 +100,8 @@ def test_every_active_service_status_is_listed_with_next_token(emulator, clock) 
 
 
 def test_job_kinds_container_never_lists_service_queues(emulator, clock) -> None:
-    seed(emulator, "train", "svc-1", "RUNNING", 3, clock)
-    seed(emulator, "gpu", "ctr-1", "RUNNING", 3, clock)
+    seed(emulator, "train", "svc-1", "RUNNING", 3, clock=clock)
+    seed(emulator, "gpu", "ctr-1", "RUNNING", 3, clock=clock)
     backend = backend_for(emulator, job_kinds=[JobKind.CONTAINER])
     assert [job.id for job in listed(backend) if isinstance(job, Job)] == ["ctr-1"]
     assert all(queue != "train" for _, queue in emulator.list_requests)
@@ -112,13 +112,13 @@ def test_job_kinds_container_never_lists_service_queues(emulator, clock) -> None
 
 def test_a_queue_of_an_unknown_type_is_not_listed(emulator, clock) -> None:
     emulator.add_queue("future", "SAGEMAKER_SOMETHING_NEW")
-    seed(emulator, "future", "odd-1", "RUNNING", 3, clock)
+    seed(emulator, "future", "odd-1", "RUNNING", 3, clock=clock)
     assert listed(backend_for(emulator)) == []
     assert all(queue != "future" for _, queue in emulator.list_requests)
 
 
 def test_enrich_reads_tags_with_describe_service_job(emulator, clock) -> None:
-    seed(emulator, "train", "svc-1", "RUNNING", 3, clock, team="ml")
+    seed(emulator, "train", "svc-1", "RUNNING", 3, clock=clock, team="ml")
     backend = backend_for(emulator)
     (job,) = listed(backend)
     assert isinstance(job, Job) and not job.detailed and job.tags == {}
@@ -131,17 +131,19 @@ def test_enrich_reads_tags_with_describe_service_job(emulator, clock) -> None:
 
 def test_enrich_of_many_service_jobs_reads_each_once(emulator, clock) -> None:
     for index in range(20):
-        seed(emulator, "train", f"svc-{index}", "RUNNING", 3, clock)
+        seed(emulator, "train", f"svc-{index}", "RUNNING", 3, clock=clock)
     backend = backend_for(emulator)
     jobs = [job for job in listed(backend) if isinstance(job, Job)]
     emulator.remove_job("svc-7")
     detailed = backend.enrich(jobs)
-    assert len(detailed) == 19 and "svc-7" not in {job.id for job in detailed if isinstance(job, Job)}
+    assert len(detailed) == 19 and "svc-7" not in {
+        job.id for job in detailed if isinstance(job, Job)
+    }
     assert emulator.calls["DescribeServiceJob"] == 20
 
 
 def test_cancel_terminates_a_service_job_with_the_reason(emulator, clock) -> None:
-    seed(emulator, "train", "svc-1", "RUNNING", 3, clock)
+    seed(emulator, "train", "svc-1", "RUNNING", 3, clock=clock)
     backend = backend_for(emulator)
     (job,) = listed(backend)
     assert isinstance(job, Job)
@@ -158,8 +160,8 @@ def test_cancel_terminates_a_service_job_with_the_reason(emulator, clock) -> Non
 
 def test_cancel_checked_sends_each_kind_to_its_bulk_call(emulator, clock) -> None:
     for index in range(3):
-        seed(emulator, "train", f"svc-{index}", "RUNNING", 3, clock)
-        seed(emulator, "gpu", f"ctr-{index}", "RUNNING", 3, clock)
+        seed(emulator, "train", f"svc-{index}", "RUNNING", 3, clock=clock)
+        seed(emulator, "gpu", f"ctr-{index}", "RUNNING", 3, clock=clock)
     backend = backend_for(emulator)
     jobs = [job for job in listed(backend) if isinstance(job, Job)]
     fresh = [job for job in backend.refresh_many(jobs) if job is not None]
@@ -172,7 +174,7 @@ def test_cancel_checked_sends_each_kind_to_its_bulk_call(emulator, clock) -> Non
 
 def test_terminate_service_jobs_errors_are_per_job(emulator, clock) -> None:
     for index in range(2):
-        seed(emulator, "train", f"svc-{index}", "RUNNING", 3, clock)
+        seed(emulator, "train", f"svc-{index}", "RUNNING", 3, clock=clock)
     emulator.job_errors["svc-1"] = ("AccessDenied", "not allowed")
     backend = backend_for(emulator)
     jobs = [job for job in listed(backend) if isinstance(job, Job)]
@@ -182,7 +184,7 @@ def test_terminate_service_jobs_errors_are_per_job(emulator, clock) -> None:
 
 
 def test_a_lost_terminate_answer_is_re_read_with_describe_service_job(emulator, clock) -> None:
-    seed(emulator, "train", "svc-0", "RUNNABLE", 3, clock)
+    seed(emulator, "train", "svc-0", "RUNNABLE", 3, clock=clock)
     emulator.knobs.lose_cancel_answers = 100  # every answer lost, also botocore's retries'
     emulator.knobs.lost_answer = LostAnswer.ERROR
     backend = backend_for(emulator)
@@ -196,14 +198,14 @@ def test_a_lost_terminate_answer_is_re_read_with_describe_service_job(emulator, 
 
 
 def test_read_job_finds_a_service_job_by_id(emulator, clock) -> None:
-    seed(emulator, "train", "svc-1", "RUNNING", 3, clock, team="ml")
+    seed(emulator, "train", "svc-1", "RUNNING", 3, clock=clock, team="ml")
     job = backend_for(emulator).read_job("svc-1")
     assert job is not None and job.kind is JobKind.SERVICE and job.queue == "train"
     assert backend_for(emulator).read_job("nope") is None
 
 
 def test_a_malformed_describe_service_job_answer_is_a_backend_error(emulator, clock) -> None:
-    seed(emulator, "train", "svc-1", "RUNNING", 3, clock)
+    seed(emulator, "train", "svc-1", "RUNNING", 3, clock=clock)
     backend = backend_for(emulator)
     (job,) = listed(backend)
     emulator.knobs.malformed = True

@@ -207,8 +207,9 @@ def explanation_json(e: JobExplanation) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "now": e.now.isoformat(),
         "job": {
-            "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
-            "queue": job.queue, "status": job.status, "phase": job.phase.value,
+            "backend": job.backend, "type": job.type, "kind": job.kind, "job_id": job.id,
+            "job_name": job.name, "queue": job.queue, "status": job.status,
+            "phase": job.phase.value,
             "created_at": job.created_at.isoformat(),
             "started_at": job.started_at and job.started_at.isoformat(), "tags": dict(job.tags),
         },

@@ -119,8 +119,8 @@ def plan_summary(scans: Sequence[Scan], plan: Plan[Match]) -> list[str]:
 def decision_json(decision: Decision[Match], now: datetime) -> dict[str, Any]:
     job, match = decision.job, decision.match
     return {
-        "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
-        "queue": job.queue, "status": job.status, "phase": str(job.phase),
+        "backend": job.backend, "type": job.type, "kind": job.kind, "job_id": job.id,
+        "job_name": job.name, "queue": job.queue, "status": job.status, "phase": str(job.phase),
         "runtime_s": match.runtime_s, "pending_s": match.pending_s, "age_s": match.age_s,
         "policy": decision.policy.name, "policy_file": match.policy.source.file,
         "action": str(decision.action), "cause": decision.cause and str(decision.cause),
