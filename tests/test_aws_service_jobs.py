@@ -94,7 +94,7 @@ def test_every_active_service_status_is_listed_with_next_token(emulator, clock) 
     assert len(jobs) == 18 and "done" not in {job.id for job in jobs}
     scheduled = [job for job in jobs if job.status == "SCHEDULED"]
     assert len(scheduled) == 4 and all(job.phase is Phase.PENDING for job in scheduled)
-    assert all(job.started_at is None for job in scheduled)  # startedAt 0 is no start
+    assert all(job.started_at is None for job in scheduled)
     statuses = {job.status for job in jobs}
     assert statuses == {"SUBMITTED", "PENDING", "RUNNABLE", "SCHEDULED", "STARTING", "RUNNING"}
 

@@ -470,8 +470,9 @@ class AwsBatchEmulator(EmulatorServer):
         return job_id
 
     def _add_service_job(self, spec: JobSpec, queue: str) -> str:
-        """A DescribeServiceJob record. `startedAt` is a required member there (botocore's
-        model), so a job that has not started carries 0 (reaper.backends.records.aws_batch)."""
+        """A DescribeServiceJob record. botocore's model calls `startedAt` required there, as in
+        JobDetail, where the service leaves it out until the job starts
+        (https://github.com/brendanhay/amazonka/pull/561): so does the emulator."""
         job_id = spec.id or str(uuid.uuid4())
         arn = f"arn:aws:batch:{self.region}:{self.account_id}"
         record: dict[str, Any] = {
@@ -482,12 +483,13 @@ class AwsBatchEmulator(EmulatorServer):
             "serviceJobType": "SAGEMAKER_TRAINING",
             "status": spec.status.upper(),
             "createdAt": _ms(spec.created_at),
-            "startedAt": 0 if spec.started_at is None else _ms(spec.started_at),
             "tags": dict(spec.tags),
             "attempts": [],
             "retryStrategy": {"attempts": 1},
             "serviceRequestPayload": json.dumps({"TrainingJobName": spec.name}),
         }
+        if spec.started_at is not None:
+            record["startedAt"] = _ms(spec.started_at)
         apply_extra(record, spec.extra)
         with self.lock:
             self.table.add(_Job(job_id, record, queue, service=True))
@@ -543,7 +545,7 @@ class AwsBatchEmulator(EmulatorServer):
             self.table.invalidate()
             job.record["status"] = status.upper()
             phase = phase_of("aws_batch", status)
-            if phase in (Phase.RUNNING, Phase.TERMINAL) and not job.record.get("startedAt"):
+            if phase in (Phase.RUNNING, Phase.TERMINAL) and "startedAt" not in job.record:
                 job.record["startedAt"] = _ms(self.clock())
             if phase == Phase.TERMINAL:
                 job.record["stoppedAt"] = _ms(self.clock())
@@ -564,11 +566,7 @@ def _summary(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _service_summary(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A ServiceJobSummary, which has no `startedAt` member before the job starts."""
-    summary = {k: record[k] for k in _SERVICE_SUMMARY_FIELDS if k in record}
-    if not summary.get("startedAt"):
-        summary.pop("startedAt", None)
-    return summary
+    return {k: record[k] for k in _SERVICE_SUMMARY_FIELDS if k in record}
 
 
 def _require_str(body: Mapping[str, Any], key: str) -> str:

@@ -90,10 +90,11 @@ def job_from_record(
 
 
 def _started_at(record: Mapping[str, Any], kind: JobKind) -> datetime | None:
-    """`startedAt`; for a service job, 0 is no start. DescribeServiceJob lists `startedAt` as
-    required even for a job that has not started, so a zero there must not read as a start in
-    1970, which would hide the job from `max_pending` (a start, however implausible, ends the
-    pending time)."""
+    """`startedAt`; for a service job, 0 is no start. botocore's model calls `startedAt` of
+    DescribeServiceJob required, as of JobDetail, which the service leaves out until the job
+    starts (https://github.com/brendanhay/amazonka/pull/561); should a service job carry a zero
+    there instead, it must not read as a start in 1970, which would hide the job from
+    `max_pending` (a start, however implausible, ends the pending time)."""
     value = record.get("startedAt")
     if kind is JobKind.SERVICE and value == 0 and not isinstance(value, bool):
         return None
