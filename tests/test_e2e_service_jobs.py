@@ -4,6 +4,7 @@ emulator with the real boto3 client (docs/backends.md, "Service jobs")."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,3 +132,17 @@ def test_a_kinds_selector_no_backend_sweeps_is_a_validation_error(tmp_path: Path
         assert result.code == ExitCode.CONFIG, result.out + result.err
         assert "policies.yaml:4:12: no backend it targets sweeps service jobs" in result.err
         assert batch_of(world).calls["ListServiceJobs"] == 0
+
+
+def test_explain_shows_the_kind_and_the_kinds_clause(tmp_path: Path) -> None:
+    with training_world(tmp_path, SERVICE_POLICY) as world:
+        config = str(world.config_path)
+        service = run_cli("explain", "batch", "train-long", "--config", config)
+        assert "status RUNNING (running), service job" in service.out, service.out + service.err
+        assert "MATCHES" in service.out
+        container = run_cli("explain", "batch", "sim-long", "--config", config, "--json")
+        data = json.loads(container.out)
+        assert data["job"]["kind"] == "container"
+        (policy,) = data["policies"]
+        assert policy["matches"] is False
+        assert batch_of(world).calls["TerminateServiceJob"] == 0  # explain never cancels

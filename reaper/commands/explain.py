@@ -134,7 +134,7 @@ def job_lines(job: Job, now: datetime) -> list[str]:
     tags = ", ".join(f"{k}={v}" for k, v in sorted(job.tags.items())) or "none"
     return [
         f"job {job.backend}/{job.id}: {job.name or '(no name)'}, queue {job.queue or '-'}, "
-        f"status {job.status} ({job.phase.value})",
+        f"status {job.status} ({job.phase.value})" + (f", {job.kind} job" if job.kind else ""),
         f"  created {_time(job.created_at)}, started {started}",
         f"  tags: {tags}",
     ]
