@@ -5,7 +5,6 @@ DescribeServiceJob for tags, TerminateServiceJob(s) with the reason, honest outc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,17 +15,9 @@ from reaper.emulators.aws_batch import SERVICE_QUEUE, AwsBatchEmulator
 from reaper.emulators.base import JobSpec, Knobs, LostAnswer
 from reaper.errors import BackendError
 from reaper.jobs import BadRecord, Job, JobKind, Phase
-from tests.harness_aws_batch import make_client
+from tests.harness_aws_batch import FakeClock, make_client
 
 HOUR = 3600.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
