@@ -193,6 +193,9 @@ def test_read_job_finds_a_service_job_by_id(emulator, clock) -> None:
     job = backend_for(emulator).read_job("svc-1")
     assert job is not None and job.kind is JobKind.SERVICE and job.queue == "train"
     assert backend_for(emulator).read_job("nope") is None
+    containers_only = backend_for(emulator, job_kinds=[JobKind.CONTAINER])
+    job = containers_only.read_job("svc-1")  # found, and then explained as not swept
+    assert job is not None and containers_only.why_unlisted(job) is not None
 
 
 def test_a_malformed_describe_service_job_answer_is_a_backend_error(emulator, clock) -> None:

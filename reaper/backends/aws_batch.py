@@ -236,14 +236,14 @@ class AwsBatchBackend:
         return None if record is None else self._detailed(job, record)
 
     def read_job(self, job_id: str) -> Job | None:
-        """One job by id, detailed, or None if neither DescribeJobs nor, where service jobs
-        are swept, DescribeServiceJob knows it (`reaper explain`). Its queue is named as a
-        listing names it: the configured `queues` entry when that is the job queue's ARN, else
-        the name in the ARN (JobDetail.jobQueue is an ARN,
+        """One job by id, detailed, or None if neither DescribeJobs nor DescribeServiceJob
+        knows it (`reaper explain`; a kind `job_kinds` leaves out is read too, so that
+        `why_unlisted` can say so). Its queue is named as a listing names it: the configured
+        `queues` entry when that is the job queue's ARN, else the name in the ARN
+        (JobDetail.jobQueue is an ARN,
         https://docs.aws.amazon.com/batch/latest/APIReference/API_JobDetail.html).
         Raises BackendError."""
-        kinds = [kind for kind in (JobKind.CONTAINER, JobKind.SERVICE) if kind in self._kinds]
-        for kind in kinds or [JobKind.CONTAINER]:
+        for kind in (JobKind.CONTAINER, JobKind.SERVICE):
             record = self._describe(kind, [job_id]).get(job_id)
             if record is not None:
                 arn = str(record.get("jobQueue") or "")
