@@ -122,6 +122,7 @@ def is_tapis_over(job: Any) -> bool:
 
 # -- Sutro ------------------------------------------------------------------------------------
 def sweep_sutro(session: requests.Session, url: str) -> tuple[int, int]:
+    url = url.rstrip("/") + "/v1"  # the API lives under the deployment's /v1 (docs.sutro.sh)
     listed, doomed, cursor = 0, [], None
     while True:
         params = {"limit": "100"} | ({"cursor": cursor} if cursor else {})
@@ -134,7 +135,8 @@ def sweep_sutro(session: requests.Session, url: str) -> tuple[int, int]:
         if not cursor:
             break
     for job_id in doomed:
-        session.post(f"{url}/job-cancel/{job_id}", timeout=30).raise_for_status()
+        # GET, as the SDK's cancel_job sends it
+        session.get(f"{url}/job-cancel/{job_id}", timeout=30).raise_for_status()
     return listed, len(doomed)
 
 

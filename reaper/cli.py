@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from reaper import __version__
-from reaper.errors import ConfigError, ExitCode, ReaperError, TemporaryError
+from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode, ReaperError, TemporaryError
 from reaper.service.logs import configure_logging
+from reaper.service.signals import Terminated, terminate_as_exception
 
 EXIT_SIGPIPE = 128 + signal.SIGPIPE
 
@@ -75,24 +76,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_command(args)
 
 
-def _run_command(args: argparse.Namespace) -> int:
+def _run_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per exit cause)
     """Run the chosen command, turning the errors every command shares into exit codes."""
     try:
-        code = int(_command_module(args.command).run(args))
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
-        return code
+        with terminate_as_exception():
+            code = int(_command_module(args.command).run(args))
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+            return code
     except BrokenPipeError:
         return _stdout_closed()
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
         return ExitCode.CONFIG
+    except ConfigNotFoundError as exc:
+        print(f"reaper {args.command}: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
     except ReaperError as exc:  # e.g. the audit log cannot be opened: nothing was done
         print(f"reaper: {exc}", file=sys.stderr)
         # Another reaper holds the audit log: EX_TEMPFAIL, try again later.
         return ExitCode.TEMPFAIL if isinstance(exc, TemporaryError) else ExitCode.FAILED
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling (loading the config)
+        print(f"reaper {args.command}: interrupted by SIGINT", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Terminated:
+        print(f"reaper {args.command}: interrupted by SIGTERM", file=sys.stderr)
+        return ExitCode.TERMINATED
 
 
 def _stdout_closed() -> int:

@@ -15,6 +15,10 @@ class ExitCode(IntEnum):
     REFUSED = 3  # a safety guard refused to act
     TEMPFAIL = 75  # EX_TEMPFAIL: another reaper holds the audit log's lock; try again later
     CONFIG = 78  # EX_CONFIG from sysexits.h; the unit sets RestartPreventExitStatus=78
+    # Ended by a signal, after recording the cancels in flight: 128 + the signal number, as a
+    # shell reports a process killed by it.
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,19 @@ class ConfigError(ReaperError):
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class ConfigNotFoundError(ReaperError):
+    """No config file where reaper looked (exit 78, as for an invalid config: the service
+    cannot start without one, and a restart would not help). `looked_at` names each place
+    and how it was chosen, in the order tried."""
+
+    def __init__(self, looked_at: list[str]) -> None:
+        self.looked_at = looked_at
+        super().__init__(
+            f"no config found; looked at {', '.join(looked_at)}; give --config FILE or set "
+            "$REAPER_CONFIG"
+        )
 
 
 class TemporaryError(ReaperError):

@@ -141,7 +141,7 @@ def test_without_file_the_config_names_the_log(
     """The config module is another helper's; this stands in for its two documented names."""
     seen: list[object] = []
 
-    def find_config_path(arg: str | None, env: object) -> Path:
+    def locate_config(arg: str | None, env: object, cwd: object) -> Path:
         seen.append(arg)
         return Path(arg or "reaper.yaml")
 
@@ -151,7 +151,7 @@ def test_without_file_the_config_names_the_log(
         return types.SimpleNamespace(audit_log=audit_file, audit_key_file=None)
 
     fake = types.ModuleType("reaper.policy.config")
-    fake.find_config_path = find_config_path  # type: ignore[attr-defined]
+    fake.locate_config = locate_config  # type: ignore[attr-defined]
     fake.load_config = load_config  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "reaper.policy.config", fake)
 

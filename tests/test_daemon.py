@@ -434,14 +434,33 @@ def test_stop_starts_no_new_cancel(make_rig: Any) -> None:
     assert len(events(rig.audit_path, "sweep_start")) == 1
 
 
-def test_stop_gives_up_on_a_hung_sweep_after_the_grace(make_rig: Any) -> None:
-    backend = GatedBackend("mem", "sutro", [running("young", 1)], gate_on="list")
+def test_stop_gives_up_on_a_hung_cancel_after_the_grace(make_rig: Any) -> None:
+    backend = GatedBackend("mem", "sutro", [running("old-1", 13)], gate_on="cancel")
     rig = make_rig(backend, options=DaemonOptions(stop_grace=timedelta(seconds=0.2)))
     rig.daemon.scheduler.start(run_now=True)
     assert backend.entered.wait(10)
     try:
         assert rig.daemon.shutdown() == ExitCode.FAILED
         assert rig.daemon.abandoned == ["mem"]
+    finally:
+        backend.gate.set()
+
+
+def test_stop_does_not_wait_for_a_hung_listing(make_rig: Any) -> None:
+    """Only cancels in flight are waited for: a listing that never returns is abandoned (its
+    thread ends with its call's timeout), the sweep records that, and the daemon exits 0."""
+    backend = GatedBackend("mem", "sutro", [running("old-1", 13)], gate_on="list")
+    rig = make_rig(backend, options=DaemonOptions(stop_grace=timedelta(seconds=60)))
+    rig.daemon.scheduler.start(run_now=True)
+    assert backend.entered.wait(10)
+    try:
+        started = time.monotonic()
+        assert rig.daemon.shutdown() == ExitCode.OK
+        assert time.monotonic() - started < 30  # far below the 60 s grace it used to wait out
+        assert rig.daemon.abandoned == []
+        (end,) = events(rig.audit_path, "sweep_end")
+        assert end["backends"]["mem"]["error"] == "listing abandoned: stopped (signal)"
+        assert backend.mutating_calls == 0
     finally:
         backend.gate.set()
 

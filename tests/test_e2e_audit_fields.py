@@ -188,3 +188,24 @@ def test_an_interrupted_cancel_is_reconciled_at_the_next_start(tmp_path: Path) -
         assert record["policy_sha256"] and record["reason"]
     assert added[len(reconciled)]["event"] == "sweep_start"  # reconciled before the sweep
     assert verified.code == ExitCode.OK, verified.out
+
+
+def test_an_open_intent_in_the_rotated_file_is_reconciled(tmp_path: Path) -> None:
+    """A crash after an `intent`, then logrotate moves the log to PATH.1 before the restart:
+    the next `run --once` still finds the open intent there and writes its result."""
+    with standard_world(tmp_path) as world:
+        assert run_once(world).code == ExitCode.OK
+        lines = world.audit_path.read_bytes().splitlines(keepends=True)
+        cut = next(i for i, line in enumerate(lines) if b'"event":"intent"' in line) + 1
+        rotated = world.audit_path.with_name(world.audit_path.name + ".1")
+        rotated.write_bytes(b"".join(lines[:cut]))
+        world.audit_path.unlink()
+        (intent,) = [json.loads(line) for line in lines[:cut] if b'"event":"intent"' in line]
+        calls = mutating_calls(world)
+        second = run_once(world)
+        assert second.code == ExitCode.OK, second.out + second.err
+        assert mutating_calls(world) == calls
+        added = audit_records(world)
+    results = [r for r in added if r["event"] == "result" and r["job_id"] == intent["job_id"]]
+    assert [r["outcome"] for r in results] == ["unconfirmed→cancelled"]
+    assert results[0]["sweep_id"] == intent["sweep_id"]

@@ -52,9 +52,9 @@ def matched(job: Job, reason: str | None = None, **selectors: Any) -> Match:
         ("{max_runtime}", "-", "-"),
         ("{max_pending}", "-", "-"),
         ("{max_age}", "1h", "1h"),
-        ("{tag:team}", "ml", ""),
-        ("{tag:reaper:owner}", "kim", ""),
-        ("{tag:absent}", "", ""),
+        ("{tag:team}", "ml", "<no tag team>"),
+        ("{tag:reaper:owner}", "kim", "<no tag reaper:owner>"),
+        ("{tag:absent}", "<no tag absent>", "<no tag absent>"),
     ],
 )
 def test_every_placeholder(template: str, running: str, queued: str | None) -> None:

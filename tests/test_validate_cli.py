@@ -171,7 +171,6 @@ def test_paths_with_config_are_checked_against_its_backends(
     ("args", "message"),
     [
         (["nowhere/"], "reaper validate: no such file or folder: nowhere"),
-        (["--config", "nowhere.yaml"], "reaper validate: no such file or folder: nowhere.yaml"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
@@ -181,17 +180,6 @@ def test_usage_errors_exit_2(
     code, _, err = validate(capsys, *args)
     assert code == 2
     assert message in err
-
-
-def test_no_config_anywhere_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    if Path("/etc/reaper/reaper.yaml").exists():
-        pytest.skip("this machine has /etc/reaper/reaper.yaml")
-    monkeypatch.chdir(tmp_path)
-    code, _, err = validate(capsys)
-    assert code == 2
-    assert "no config found" in err
 
 
 def test_a_real_process_reports_the_same(tmp_path: Path) -> None:

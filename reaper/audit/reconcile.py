@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from reaper.audit.reader import Record, rotated_files
 from reaper.audit.writer import AuditLog, read_audit, unconfirmed_outcome, unresolved_intents
 from reaper.backends.base import Backend
 from reaper.errors import BackendError
@@ -25,9 +27,8 @@ CARRIED = (
 def reconcile(audit: AuditLog, backends: Mapping[str, Backend]) -> int:
     """Write a `result` for every unresolved intent whose backend answers; returns how many.
     An intent whose backend is not configured or fails stays open for the next start."""
-    records = read_audit(audit.path, keep=lambda r: r.get("event") in ("intent", "result"))
     done = 0
-    for intent in unresolved_intents(records.records):
+    for intent in unresolved_intents(intents_and_results(audit.path)):
         backend = backends.get(str(intent.get("backend")))
         outcome = _look_up(backend, intent) if backend is not None else None
         if outcome is None:
@@ -38,6 +39,19 @@ def reconcile(audit: AuditLog, backends: Mapping[str, Backend]) -> int:
                     fields["job_id"], outcome)  # fmt: skip
         done += 1
     return done
+
+
+def intents_and_results(path: Path) -> list[Record]:
+    """The `intent` and `result` records of the log and of the file rotated away before it
+    (`PATH.1`), oldest first: a rotation between a crash and the next start must not hide the
+    open intent it left. Older files are not read: a start reconciles at once, so an intent
+    still open there was already tried at an earlier start. Raises OSError."""
+    records: list[Record] = []
+    for file in reversed(list(rotated_files(path))[:2]):
+        if file.exists():
+            kept = read_audit(file, keep=lambda r: r.get("event") in ("intent", "result"))
+            records += kept.records
+    return records
 
 
 def _look_up(backend: Backend, intent: Mapping[str, Any]) -> str | None:

@@ -5,6 +5,13 @@ Guarantees of `AuditLog.append`: the record is one line written by ONE `os.write
 `append` returned never cancels without a durable record. Any failure raises `AuditWriteError`
 and the caller must then not make the call the record announces.
 
+Group commit: lines are written under the writer's lock, in chain order, and `fsync` runs
+outside it; one `fsync` covers every line written before it, so concurrent appenders (a sweep's
+cancel lanes) share fsyncs instead of queueing one by one behind the lock. An appender returns
+once an `fsync` that began after its own write has succeeded; when that `fsync` fails, every
+appender it covered raises (Linux may drop the dirty pages of a failed fsync and report success
+next time, so a later success proves nothing about them).
+
 Line format (readers must not depend on it; the hash covers the exact bytes written):
 `ts event sweep_id host version` first, then the event's own fields sorted by key, `prev` last;
 compact separators; ASCII only (`\\uXXXX` escapes), so no job name can make encoding fail.
@@ -23,6 +30,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -233,11 +241,12 @@ class AuditLog:
         version: str = __version__,
         clock: Callable[[], datetime] = utc_now,
         key: bytes | None = None,
+        fsync: Callable[[int], None] = os.fsync,
     ) -> None:
         """Open (creating it and its folder) and recover the chain head. A torn last line gets
         its newline now. With `key`, every record carries an HMAC-SHA256 `mac`
-        (reaper/audit/seal.py). Raises AuditWriteError if the file cannot be opened or
-        repaired."""
+        (reaper/audit/seal.py). `fsync` makes the log's lines durable (tests count or fail
+        it). Raises AuditWriteError if the file cannot be opened or repaired."""
         self._path = Path(path)
         self._host = socket.gethostname() if host is None else host
         self._version = version
@@ -250,6 +259,14 @@ class AuditLog:
         self._regular = True  # a regular file (not a device, as in tests): it gets a head file
         self._fd: int | None = None
         self._needs_recovery = False
+        self._fsync = fsync
+        # Group commit (module docstring). Lines are numbered in the order written (under
+        # `_lock`); `_synced` is the last number an fsync has settled, durable or failed (under
+        # `_sync_lock`, which is also held to swap or close the descriptor, after `_lock`).
+        self._sync_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
+        self._failed: list[_FailedSync] = []
         self._fd = self._open_and_recover()
 
     @property
@@ -281,10 +298,13 @@ class AuditLog:
             if self._key is not None:
                 line = seal_line(self._key, line)
                 record = decode_line(line[:-1]) or record
-            self._write_line(fd, line)
+            self._write_only(fd, line)
             self._head = hash_line(line[:-1])
             self._records += 1
-            return record
+            self._written += 1
+            number = self._written
+        self._await_durable(number)
+        return record
 
     def reopen(self) -> None:
         """Reopen the path after log rotation by rename (SIGHUP). The next record chains to the
@@ -303,6 +323,7 @@ class AuditLog:
             self._follow()
             if not self._regular:
                 return
+            self._flush()  # the head must name a record that is on disk
             head = Head(self._records, self._head, format_timestamp(self._clock()))
             try:
                 write_head(head_path(self._path), head, self._key)
@@ -319,8 +340,10 @@ class AuditLog:
             log.error("%s", exc)
         with self._lock:
             if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+                self._flush()
+                with self._sync_lock:
+                    os.close(self._fd)
+                    self._fd = None
 
     def tail_records(self, since: datetime) -> list[Record]:
         """Records of the current file with `ts` >= `since`, read backwards from the end only as
@@ -381,12 +404,17 @@ class AuditLog:
             raise AuditWriteError("audit log is closed")
         old, old_state = self._fd, (self._identity, self._records)
         try:
-            self._fd = self._open_and_recover()
+            new = self._open_and_recover()
         except AuditWriteError:
             self._identity, self._records = old_state
             raise
         self._needs_recovery = False
-        os.close(old)
+        # The old file's lines are settled before its descriptor goes: no appender waits on a
+        # descriptor that is closed (or reused by another file).
+        self._flush()
+        with self._sync_lock:
+            self._fd = new
+            os.close(old)
 
     def _ready_fd(self) -> int:
         """The open descriptor; after a failed write, first re-reads the chain head from the
@@ -442,23 +470,84 @@ class AuditLog:
         self._head = head if head is not None else self._head
 
     def _write_line(self, fd: int, line: bytes) -> None:
-        """One write, then fsync. Raises AuditWriteError (and marks the file for recovery) on
-        an OS error or a short write."""
+        """One write, then fsync (the newline that ends a torn line: rare, under the lock).
+        Raises AuditWriteError (and marks the file for recovery) on an OS error or a short
+        write."""
+        self._write_only(fd, line)
+        try:
+            self._fsync(fd)
+        except OSError as exc:
+            self._needs_recovery = True
+            raise AuditWriteError(self._describe(exc, "write")) from exc
+
+    def _write_only(self, fd: int, line: bytes) -> None:
+        """One write, no fsync (lock held). Raises AuditWriteError (and marks the file for
+        recovery) on an OS error or a short write."""
         try:
             written = os.write(fd, line)
             if written != len(line):
                 raise AuditWriteError(
                     f"short write to audit log {self._path}: {written} of {len(line)} bytes"
                 )
-            os.fsync(fd)
         except (OSError, AuditWriteError) as exc:
             self._needs_recovery = True
             if isinstance(exc, AuditWriteError):
                 raise
             raise AuditWriteError(self._describe(exc, "write")) from exc
 
+    def _await_durable(self, number: int) -> None:
+        """Return once line `number` is on disk: settled by an fsync some other appender made
+        after it was written, or by one made here that covers every line written so far.
+        Raises AuditWriteError if the fsync that covered it failed."""
+        with self._sync_lock:
+            if number > self._synced:
+                self._sync_locked()
+            self._raise_if_failed(number)
+
+    def _flush(self) -> None:
+        """Settle every line written so far (`_lock` held: none is being written). A failed
+        fsync is reported to the appenders it covered, not here."""
+        with self._sync_lock:
+            if self._written > self._synced:
+                self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        """fsync the open file, settling every line written until now (`_sync_lock` held; the
+        descriptor cannot change meanwhile). A line written while the fsync runs waits for the
+        next one."""
+        first, last = self._synced + 1, self._written
+        try:
+            if self._fd is None:
+                raise AuditWriteError("audit log is closed")
+            self._fsync(self._fd)
+        except (OSError, AuditWriteError) as exc:
+            message = str(exc) if isinstance(exc, AuditWriteError) else self._describe(exc, "sync")
+            self._needs_recovery = True  # read the head from the file again, as after a write
+            self._failed.append(_FailedSync(first, last, last - first + 1, message))
+        self._synced = last
+
+    def _raise_if_failed(self, number: int) -> None:
+        """Raise AuditWriteError if line `number` was covered by a failed fsync (each appender
+        asks once: a failure is forgotten once everyone it covered has heard of it)."""
+        for failure in self._failed:
+            if failure.first <= number <= failure.last:
+                failure.unheard -= 1
+                if failure.unheard <= 0:
+                    self._failed.remove(failure)
+                raise AuditWriteError(failure.message)
+
     def _describe(self, exc: OSError, action: str) -> str:
         return f"cannot {action} audit log {self._path}: {exc.strerror or exc}"
+
+
+@dataclass
+class _FailedSync:
+    """Lines `first`..`last` whose fsync failed; `unheard` of their appenders not yet told."""
+
+    first: int
+    last: int
+    unheard: int
+    message: str
 
 
 def count_records(file: BinaryIO, head: Head | None) -> int:

@@ -32,6 +32,7 @@ from reaper.backends.base import (
     ListingGuard,
     Page,
     ServerClock,
+    call_timeouts,
     max_pages_of,
     page_ids,
     truncate_reason,
@@ -121,7 +122,7 @@ class AwsBatchBackend:
         queues, job_kinds). Credentials come from the SDK's own chain, never from the section.
         Raises BackendError when no client can be built (unknown profile, no region)."""
         try:
-            client = make_client(section, config or client_config())
+            client = make_client(section, config or client_config(*call_timeouts(section)))
         except BotoCoreError as exc:
             raise BackendError(name, f"cannot build an AWS client: {describe_error(exc)}") from None
         kinds = tuple(JobKind(kind) for kind in section.get("job_kinds") or JOB_KINDS)

@@ -21,6 +21,8 @@ Page = Sequence[Job | BadRecord]
 # (https://docs.aws.amazon.com/batch/latest/APIReference/API_TerminateJob.html).
 MAX_REASON_CHARS = 1024
 
+# Every call to a backend runs under both (docs/config.md, `timeout`): a backend that accepts
+# the connection and never answers fails the call after the read timeout instead of hanging it.
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 30.0
 # Connections each backend's HTTP client keeps open: a sweep has up to 8 re-check reads and 8
@@ -74,6 +76,16 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def call_timeouts(section: Mapping[str, Any]) -> tuple[float, float]:
+    """(connect, read) seconds for a backend section: `connect_timeout` / `read_timeout`, else
+    `timeout` for both, else the defaults. The config loader has turned the durations into
+    seconds. Raises BackendError-free ValueError only for a section that skipped the loader."""
+    both = section.get("timeout")
+    connect = section.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S if both is None else both)
+    read = section.get("read_timeout", DEFAULT_READ_TIMEOUT_S if both is None else both)
+    return float(connect), float(read)
 
 
 @runtime_checkable

@@ -61,6 +61,7 @@ from reaper.backends.base import (
     ListingGuard,
     Page,
     ServerClock,
+    call_timeouts,
     max_pages_of,
 )
 from reaper.backends.credentials import read_secret
@@ -144,7 +145,10 @@ class SutroBackend:
             raise BackendError(name, str(exc)) from None
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
         session = make_session(api_url)
-        return cls(name, session, api_url, api_key, max_pages=max_pages_of(name, section))
+        return cls(
+            name, session, api_url, api_key, timeout=call_timeouts(section),
+            max_pages=max_pages_of(name, section),
+        )  # fmt: skip
 
     # -- the Backend interface ------------------------------------------------------------------
     def list_active(self) -> Iterator[Page]:

@@ -57,6 +57,7 @@ from reaper.backends.base import (
     ListingGuard,
     Page,
     ServerClock,
+    call_timeouts,
     max_pages_of,
     truncate_reason,
 )
@@ -166,23 +167,23 @@ class TapisBackend:
         base_url, tenant = section.get("base_url"), section.get("tenant")
         if not isinstance(base_url, str) or not base_url:
             raise BackendError(name, "base_url is required")
-        token = read_token(name, section, base_dir)
+        token, timeout = read_token(name, section, base_dir), call_timeouts(section)
         credential: StaticToken | FileToken | LoginToken
         if token is not None:
-            client = client_with_token(name, base_url, token)
+            client = client_with_token(name, base_url, token, timeout)
             token_file = None if section.get("token_env") else section.get("token_file")
             credential = FileToken(base_dir / token_file, token) if token_file else StaticToken()
         else:
             username, password = read_login(name, section)
             register_secret(password)
-            client = client_with_login(name, base_url, username, password)
+            client = client_with_login(name, base_url, username, password, timeout)
             register_secret(client.get_access_jwt())
             credential = LoginToken()
         if tenant:
             client.tenant_id = str(tenant)
         list_type = ListType(section.get("list_type", ListType.ALL_JOBS))
         return cls(
-            name, client, list_type=list_type, credential=credential,
+            name, client, timeout=timeout, list_type=list_type, credential=credential,
             max_pages=max_pages_of(name, section),
         )  # fmt: skip
 
@@ -444,11 +445,13 @@ def make_client(
     return client
 
 
-def client_with_token(name: str, base_url: str, token: str) -> Any:
+def client_with_token(
+    name: str, base_url: str, token: str, timeout: tuple[float, float] = DEFAULT_TIMEOUT
+) -> Any:
     """A client that sends `token`. Raises BackendError when the token is not a JWT that
     carries an expiry (tapipy decodes it to read `exp`)."""
     try:
-        return make_client(base_url, access_token=token)
+        return make_client(base_url, access_token=token, timeout=timeout)
     except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError, OSError):
         # A DecodeError, or a missing or absurd `exp`: the details could quote the token.
         raise BackendError(
@@ -456,9 +459,15 @@ def client_with_token(name: str, base_url: str, token: str) -> Any:
         ) from None
 
 
-def client_with_login(name: str, base_url: str, username: str, password: str) -> Any:
+def client_with_login(
+    name: str,
+    base_url: str,
+    username: str,
+    password: str,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> Any:
     """A client holding a fresh token from the Authenticator's password grant."""
-    client = make_client(base_url, username=username, password=password)
+    client = make_client(base_url, username=username, password=password, timeout=timeout)
     try:
         client.get_tokens()
     except BaseTapyException as exc:

@@ -21,7 +21,7 @@ from reaper.audit.reader import AuditReadResult, Record, matches_filter, read_au
 from reaper.audit.seal import AuditKeyError, Head, head_path, load_key, read_head
 from reaper.audit.verify import verify_audit
 from reaper.commands.common import examples
-from reaper.errors import ConfigError, ExitCode
+from reaper.errors import ConfigError, ConfigNotFoundError, ExitCode
 from reaper.policy.durations import DurationError, parse_duration
 from reaper.untrusted import MAX_TEXT, clean
 
@@ -99,6 +99,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out, err = out or sys.stdout, err or sys.stderr
     try:
         files, key_file = _audit_files(args)
+    except ConfigNotFoundError as exc:
+        print(f"reaper audit: {exc}", file=err)
+        return ExitCode.CONFIG
     except ConfigError as exc:
         print(exc, file=err)
         return ExitCode.CONFIG
@@ -110,13 +113,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 def _audit_files(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
     """`--file`, else the config's `audit_log`; and the config's `audit_key_file` when the
-    config is read (without --file, or with --config). Raises ConfigError."""
+    config is read (without --file, or with --config). Raises ConfigError or
+    ConfigNotFoundError."""
     if args.files and not args.config:
         return list(args.files), None
     # Imported here: config loading is only needed without --file.
-    from reaper.policy.config import find_config_path, load_config
+    from reaper.policy.config import load_config, locate_config
 
-    config = load_config(find_config_path(args.config, os.environ))
+    config = load_config(locate_config(args.config, os.environ, Path.cwd()))
     return list(args.files or [config.audit_log]), config.audit_key_file
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -10,10 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reaper.policy.durations import DurationError, parse_duration
+
 if TYPE_CHECKING:
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
     from reaper.policy.shard import Shard
+    from reaper.service.interrupt import Interrupted
+
+# `plan` and `run --once`: a sweep's whole budget. Below the 10 minutes of reaper-once.service's
+# TimeoutStartSec=, so that a hung backend is reported by reaper, not killed by systemd.
+DEFAULT_DEADLINE = "5m"
 
 
 class ExamplesHelpFormatter(argparse.HelpFormatter):
@@ -66,17 +74,68 @@ def load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
     """The config named by --config / $REAPER_CONFIG / the defaults, and its policies, with
     `--shard` (when the command has it and it is given) in place of the config's `shard:`. The
     commands that call this go on to load credentials, so core dumps are forbidden first
-    (`reaper.redact.forbid_core_dumps`). Raises ConfigError (cli.main prints it and exits 78)."""
+    (`reaper.redact.forbid_core_dumps`). Raises ConfigNotFoundError or ConfigError (cli.main
+    prints either and exits 78)."""
     from dataclasses import replace
 
-    from reaper.policy.config import find_config_path, load_all
+    from reaper.policy.config import load_all, locate_config
     from reaper.redact import forbid_core_dumps
 
     forbid_core_dumps()
 
-    config, policies = load_all(find_config_path(args.config, os.environ, Path.cwd()))
+    config, policies = load_all(locate_config(args.config, os.environ, Path.cwd()))
     shard = getattr(args, "shard", None)
     return (config if shard is None else replace(config, shard=shard)), policies
+
+
+def add_deadline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deadline",
+        default=DEFAULT_DEADLINE,
+        metavar="DURATION",
+        help="give up on listings still running after this long, and start no cancel after "
+        f"it; those backends count as failed (default: {DEFAULT_DEADLINE})",
+    )
+
+
+def deadline_seconds(args: argparse.Namespace) -> float | None:
+    """`--deadline` in seconds, or None (after printing why) when it is not a duration."""
+    try:
+        deadline = parse_duration(args.deadline)
+    except DurationError as exc:
+        print(f"reaper {args.command}: --deadline: {exc}", file=sys.stderr)
+        return None
+    return deadline.total_seconds()
+
+
+def report_interrupted(
+    command: str,
+    interrupted: Interrupted[Any],
+    done: str,
+    left_behind: str = "an open intent is reconciled at the next start",
+) -> int:
+    """Say how a signal ended `command`; exit 130 (SIGINT) or 143 (SIGTERM). `done` says what
+    was recorded. A call still hanging after the grace is left behind: the process exits now
+    (`abandon`); `left_behind` says what becomes of it."""
+    code = interrupted.exit_code
+    if interrupted.finished:
+        print(f"reaper {command}: interrupted by {interrupted.signal_name}; {done}",
+              file=sys.stderr)  # fmt: skip
+        return code
+    print(f"reaper {command}: interrupted by {interrupted.signal_name}; a backend call was still "
+          f"in flight and is abandoned ({left_behind})", file=sys.stderr)  # fmt: skip
+    abandon(code)
+    return code  # not reached
+
+
+def abandon(code: int) -> None:
+    """Exit now although worker threads still run (a backend call that outlived the stop grace):
+    the interpreter would otherwise wait for them at exit. Not from a signal handler: from the
+    main thread, after everything was closed and flushed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def add_lock_wait_option(parser: argparse.ArgumentParser) -> None:

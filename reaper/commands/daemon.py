@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, add_shard_option, examples, load
+from reaper.commands.common import abandon, add_config_option, add_shard_option, examples, load
 from reaper.errors import ExitCode, ReaperError
 from reaper.policy.durations import DurationError, parse_duration
 
@@ -141,13 +140,3 @@ def start_metrics(metrics: Metrics, listen: str) -> MetricsServer:
         raise ReaperError(f"cannot serve metrics on {listen}: {reason}") from None
     log.info("metrics on http://%s/metrics", listen)
     return server
-
-
-def abandon(code: int) -> None:
-    """Exit now although sweep threads still run (a backend call that outlived the stop grace):
-    the interpreter would otherwise wait for them at exit until systemd's SIGKILL. Not from a
-    signal handler: from the main thread, after everything was closed and flushed."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

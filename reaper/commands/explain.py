@@ -9,11 +9,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reaper.commands.common import add_config_option, add_now_option, examples, load
+from reaper.commands.common import (
+    add_config_option,
+    add_now_option,
+    examples,
+    load,
+    report_interrupted,
+)
 from reaper.errors import BackendError, ExitCode
 from reaper.untrusted import clean
 
@@ -61,12 +67,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"reaper explain: unknown backend {args.backend!r} (configured: {known})",
               file=sys.stderr)  # fmt: skip
         return ExitCode.USAGE
+    from reaper.service.interrupt import Interrupted, run_interruptible
+
     now = args.now or utc_now()
-    job, error, unlisted = read_one(config, args.backend, args.job_id)
+    # A backend that never answers must not hold a Ctrl-C: the read runs interruptibly.
+    read = run_interruptible(lambda _stop: read_one(config, args.backend, args.job_id))
+    if isinstance(read, Interrupted):
+        return report_interrupted("explain", read, "nothing was changed (explain never cancels)",
+                                  "explain makes no mutating call")  # fmt: skip
+    job, error, unlisted = read
     if job is None:
         print(f"reaper explain: {clean(error, MAX_LINE)}", file=sys.stderr)
         return ExitCode.FAILED
-    audit, audit_error = read_state(config.audit_log, now, policies)
+    audit, audit_error = read_state(config.audit_log, now, policies, config.confirm_within)
     paused = config.pause_file is not None and config.pause_file.exists()
     state = SweepState(guards_from(config), paused, audit.recent_cancels, audit_error, unlisted,
                        warnings=audit.warnings)  # fmt: skip
@@ -100,14 +113,15 @@ def read_one(config: Config, backend: str, job_id: str) -> tuple[Job | None, str
 
 
 def read_state(
-    audit_path: Path, now: datetime, policies: PolicySet
+    audit_path: Path, now: datetime, policies: PolicySet, confirm_within: timedelta
 ) -> tuple[AuditState, str | None]:
-    """The re-cancel window's jobs and the open warnings from the audit log's tail, or none and
-    why it is unreadable."""
+    """The re-cancel window's jobs (with the cancels still awaiting confirmation within
+    `confirm_within`, as a sweep reads them) and the open warnings from the audit log's tail,
+    or none and why it is unreadable."""
     from reaper.engine.sweep import AuditState, read_audit_state
 
     try:
-        return read_audit_state(audit_path, now, policies), None
+        return read_audit_state(audit_path, now, policies, confirm_within), None
     except OSError as exc:
         return AuditState(), f"{audit_path}: {exc.strerror or exc}"
 

@@ -8,15 +8,18 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from reaper.commands.common import (
     add_config_option,
+    add_deadline_option,
     add_now_option,
     add_shard_option,
     add_wide_option,
+    deadline_seconds,
     examples,
     load,
+    report_interrupted,
     table_width,
 )
 from reaper.commands.progress import listing_progress
@@ -27,6 +30,12 @@ from reaper.errors import ExitCode
 from reaper.policy.model import Match
 from reaper.redact import redact
 from reaper.untrusted import clean
+
+if TYPE_CHECKING:
+    import threading
+
+    from reaper.policy.config import Config
+    from reaper.policy.model import PolicySet
 
 
 def add_parser(subparsers: Any) -> None:
@@ -51,12 +60,22 @@ def add_parser(subparsers: Any) -> None:
     add_now_option(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     add_wide_option(parser)
+    add_deadline_option(parser)
+
+
+class _Planned(NamedTuple):
+    scans: list[Scan]
+    plan: Plan[Match]
+    errors: dict[str, str]  # backends that could not be built
+    now: datetime
 
 
 def run(args: argparse.Namespace) -> int:
-    from reaper.engine.runtime import open_backends, sweep_env, utc_now
-    from reaper.engine.sweep import plan_sweep
+    from reaper.service.interrupt import Interrupted, run_interruptible
 
+    deadline_s = deadline_seconds(args)
+    if deadline_s is None:
+        return ExitCode.USAGE
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
     if unknown:
@@ -70,31 +89,49 @@ def run(args: argparse.Namespace) -> int:
     if args.policy and policies.by_name(args.policy) is None:
         print(f"reaper plan: unknown policy {args.policy!r}", file=sys.stderr)
         return ExitCode.USAGE
+    planned = run_interruptible(lambda stop: _plan(config, policies, args, stop, deadline_s))
+    if isinstance(planned, Interrupted):
+        return report_interrupted("plan", planned, "nothing was cancelled (plan never cancels)",
+                                  "plan makes no mutating call")  # fmt: skip
+    scans, plan, errors, now = planned
+    decisions = [d for d in plan.decisions if _involves(d, args.policy, args.job)]
+    if args.json:
+        body = report.plan_json(scans, plan, now)
+        body["decisions"] = [report.decision_json(d, now, plan) for d in decisions]
+        body["backend_errors"] = errors
+        print(redact(json.dumps(body, indent=2, default=str)))
+    else:
+        width = table_width(args.wide)
+        _print_human(scans, plan, decisions, errors, now,
+                     empty=_empty_text(scans, errors, args.job), width=width)  # fmt: skip
+    failed = errors or any(s.error for s in scans)
+    return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
+
+
+def _plan(
+    config: Config,
+    policies: PolicySet,
+    args: argparse.Namespace,
+    stop: threading.Event,
+    deadline_s: float,
+) -> _Planned:
+    """Build the backends, list and decide (in the interruptible work thread: building a Tapis
+    client with a password makes a call too)."""
+    from reaper.engine.runtime import open_backends, sweep_env, utc_now
+    from reaper.engine.sweep import plan_sweep
+
     opened = open_backends(config, args.backend)
     progress = listing_progress(sys.stderr)
     try:
         at = args.now or utc_now()
-        env = sweep_env(
-            config, policies, opened.backends, audit=None, clock=lambda: at, progress=progress
-        )
+        env = sweep_env(config, policies, opened.backends, audit=None, clock=lambda: at,
+                        progress=progress, stop=stop, deadline_s=deadline_s)  # fmt: skip
         scans, plan = plan_sweep(env)
     finally:
         if progress is not None:
             progress.done()
         opened.close()
-    now = env.clock()
-    decisions = [d for d in plan.decisions if _involves(d, args.policy, args.job)]
-    if args.json:
-        body = report.plan_json(scans, plan, now)
-        body["decisions"] = [report.decision_json(d, now) for d in decisions]
-        body["backend_errors"] = opened.errors
-        print(redact(json.dumps(body, indent=2, default=str)))
-    else:
-        width = table_width(args.wide)
-        _print_human(scans, plan, decisions, opened.errors, now, empty=_empty_text(args.job),
-                     width=width)  # fmt: skip
-    failed = opened.errors or any(s.error for s in scans)
-    return ExitCode.FAILED if failed else ExitCode.REFUSED if plan.refused else ExitCode.OK
+    return _Planned(scans, plan, opened.errors, env.clock())
 
 
 def _involves(decision: Decision[Match], policy: str | None, job: str | None) -> bool:
@@ -103,9 +140,10 @@ def _involves(decision: Decision[Match], policy: str | None, job: str | None) ->
     return policy is None or decision.policy.name == policy or policy in decision.also_matched
 
 
-def _empty_text(job: str | None) -> str:
-    if job is None:
-        return "no job matches any policy"
+def _empty_text(scans: Sequence[Scan], errors: dict[str, str], job: str | None) -> str:
+    """The line instead of an empty table: never "no job matches" about unlisted jobs."""
+    if job is None or errors or any(s.error for s in scans):
+        return report.plan_headline(scans, 0, list(errors))
     return f"job {job}: no policy matches it (`reaper explain BACKEND {job}` shows why)"
 
 
@@ -119,7 +157,7 @@ def _print_human(
     empty: str,
     width: int | None = None,
 ) -> None:
-    rows = [report.decision_row(d, now) for d in decisions]
+    rows = [report.decision_row(d, now, plan) for d in decisions]
     table = report.format_table(rows, width=width)
     # Output a person keeps (a terminal, a CI log) is masked as log lines are.
     print(redact(table or empty))

@@ -14,23 +14,32 @@ from typing import TYPE_CHECKING, Any
 
 from reaper.commands.common import (
     add_config_option,
+    add_deadline_option,
     add_lock_wait_option,
     add_shard_option,
+    deadline_seconds,
     examples,
     load,
     lock_wait_s,
+    report_interrupted,
 )
 from reaper.commands.progress import listing_progress
 from reaper.errors import ExitCode
 from reaper.redact import redact
 
 if TYPE_CHECKING:
+    import threading
+
     from reaper.engine.sender import NoticeSender
     from reaper.engine.sweep import SweepReport
     from reaper.policy.config import Config
     from reaper.policy.model import PolicySet
 
 log = logging.getLogger(__name__)
+INTERRUPTED_NOTE = (
+    "listings in progress were abandoned, no new cancel was started, cancels in flight were "
+    "recorded"
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -57,19 +66,22 @@ def add_parser(subparsers: Any) -> None:
         "--policy", metavar="NAME", help="only this policy: the others neither match nor cancel"
     )
     parser.add_argument("--json", action="store_true", help="the sweep summary as JSON on stdout")
+    add_deadline_option(parser)
     add_lock_wait_option(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per usage error)
     if not args.once:
         print(
             "reaper run: give --once (or use `reaper daemon` for scheduled sweeps)", file=sys.stderr
         )
         return ExitCode.USAGE
     from reaper.audit.lock import AuditLock
+    from reaper.engine.report import sweep_summary
+    from reaper.service.interrupt import Interrupted, run_interruptible
 
-    wait_s = lock_wait_s(args)
-    if wait_s is None:
+    deadline_s, wait_s = deadline_seconds(args), lock_wait_s(args)
+    if deadline_s is None or wait_s is None:
         return ExitCode.USAGE
     config, policies = load(args)
     unknown = set(args.backend or ()) - set(config.backends)
@@ -92,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     lock = AuditLock(config.audit_log)
     lock.acquire(wait_s)  # AuditLockedError: cli.main prints it and exits 75
     try:
-        result = _sweep_locked(args, config, policies)
+        result = run_interruptible(lambda stop: _sweep(config, policies, args, stop, deadline_s))
+        if isinstance(result, Interrupted):
+            if result.result is not None:
+                for line in sweep_summary(result.result):
+                    print(redact(line))
+            return report_interrupted("run", result, INTERRUPTED_NOTE)
     finally:
         lock.release()
     if config.metrics_textfile is not None:
@@ -101,8 +118,16 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _sweep_locked(args: argparse.Namespace, config: Config, policies: PolicySet) -> SweepReport:
-    """Reconcile and sweep, with the audit log's lock held by the caller."""
+def _sweep(
+    config: Config,
+    policies: PolicySet,
+    args: argparse.Namespace,
+    stop: threading.Event,
+    deadline_s: float,
+) -> SweepReport:
+    """Reconcile open intents and sweep once, with the audit log's lock held by the caller (in
+    the interruptible work thread). Raises AuditWriteError/ReaperError when the audit log
+    cannot be used."""
     from reaper.audit.reconcile import reconcile
     from reaper.engine.runtime import (
         flush_budget_s,
@@ -124,7 +149,7 @@ def _sweep_locked(args: argparse.Namespace, config: Config, policies: PolicySet)
             env = sweep_env(
                 config, policies, opened.backends, audit, force_dry_run=args.dry_run,
                 unreachable=opened.errors, routing=routing, sender=sender,
-                clock=runtime_clock(), progress=progress,
+                clock=runtime_clock(), progress=progress, stop=stop, deadline_s=deadline_s,
             )  # fmt: skip
             try:
                 return run_sweep(env)

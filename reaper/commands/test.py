@@ -104,8 +104,15 @@ class _UsageError(Exception):
 
 def _load(args: argparse.Namespace) -> tuple[Config | None, PolicySet]:
     """The config (None when only --policies are given and none is found) and the policies.
-    Raises ConfigError (exit 78) for invalid ones, _UsageError for missing ones."""
-    from reaper.policy.config import find_config_path, load_all, load_config, load_policies
+    Raises ConfigError (exit 78) for invalid ones, ConfigNotFoundError (78) for a missing
+    config, _UsageError for a missing policy path."""
+    from reaper.policy.config import (
+        find_config_path,
+        load_all,
+        load_config,
+        load_policies,
+        locate_config,
+    )
 
     for path in [*(args.policies or []), *args.paths]:
         if not path.exists():
@@ -114,12 +121,8 @@ def _load(args: argparse.Namespace) -> tuple[Config | None, PolicySet]:
     if args.policies:
         config = load_config(config_path) if args.config or config_path.exists() else None
         return config, load_policies(args.policies, config.backends if config else None)
-    if not config_path.exists():
-        raise _UsageError(
-            f"no config found ({config_path}); give --config FILE, or --policies PATH "
-            "with the backends' types in each test file"
-        )
-    return load_all(config_path)
+    # No config where it was looked for: ConfigNotFoundError, exit 78 as for every command.
+    return load_all(locate_config(args.config, os.environ, Path.cwd()))
 
 
 def default_test_paths(policy_paths: list[Path]) -> list[Path]:

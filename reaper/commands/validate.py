@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from reaper.commands.common import examples
-from reaper.errors import ConfigError, Diagnostic, ExitCode
+from reaper.errors import ConfigError, ConfigNotFoundError, Diagnostic, ExitCode
 from reaper.policy.config import (
-    CONFIG_ENV,
-    SYSTEM_CONFIG,
     Config,
     expand_policy_paths,
-    find_config_path,
     load_all,
     load_config,
     load_policies,
+    locate_config,
 )
 
 SCHEMA_VERSION = 1
@@ -78,13 +76,18 @@ def add_parser(subparsers: Any) -> None:
 def run(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    """Validate and report; returns 0, 78 (invalid) or 2 (a named path does not exist)."""
+    """Validate and report; returns 0, 78 (invalid, or no config found) or 2 (a named policy
+    path does not exist)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     fmt = OutputFormat(getattr(args, "format", OutputFormat.TEXT))
-    config_path = _config_path(args)
-    missing = [p for p in [*args.paths, *([config_path] if config_path else [])] if not p.exists()]
+    try:
+        config_path = _config_path(args)
+    except ConfigNotFoundError as exc:  # the same answer as every other command (exit 78)
+        _report_usage(fmt, f"reaper validate: {exc}", out, err)
+        return ExitCode.CONFIG
+    missing = [p for p in args.paths if not p.exists()]
     if missing:
-        message = f"reaper validate: {_missing_message(missing[0], args)}"
+        message = f"reaper validate: no such file or folder: {missing[0]}"
         _report_usage(fmt, message, out, err)
         return ExitCode.USAGE
     try:
@@ -150,19 +153,11 @@ def _escape_property(text: str) -> str:
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
-    """The config to check: --config always; otherwise only when no PATH is given."""
+    """The config to check: --config always; otherwise only when no PATH is given. Raises
+    ConfigNotFoundError."""
     if args.config or not args.paths:
-        return find_config_path(args.config, os.environ)
+        return locate_config(args.config, os.environ, Path.cwd())
     return None
-
-
-def _missing_message(path: Path, args: argparse.Namespace) -> str:
-    if args.config or args.paths:
-        return f"no such file or folder: {path}"
-    return (
-        f"no config found (looked at ${CONFIG_ENV}, ./reaper.yaml and {SYSTEM_CONFIG}); "
-        "give --config FILE or policy files and folders to check"
-    )
 
 
 @dataclass(frozen=True, slots=True)

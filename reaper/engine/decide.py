@@ -216,6 +216,11 @@ class FractionRefusal:
     active: int
     max_fraction: float
 
+    def describe(self) -> str:
+        """`matches 6 of 9 active on batch, limit 50%`."""
+        return (f"matches {self.matched} of {self.active} active on {self.backend}, "
+                f"limit {self.max_fraction:.0%}")  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class LimitHit:
@@ -226,6 +231,11 @@ class LimitHit:
     policy: str | None
     maximum: int
     skipped: int
+
+    def describe(self) -> str:
+        """`max_cancels 2 of policy gpu-cap` or `max_cancels_per_sweep 100`."""
+        scope = f" of policy {self.policy}" if self.policy else ""
+        return f"{self.limit} {self.maximum}{scope}"
 
 
 @dataclass(frozen=True, slots=True)

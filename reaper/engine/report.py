@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reaper.engine.decide import Action, Clearance, Decision, Plan
+from reaper.engine.decide import RECANCEL_WINDOW, Action, Clearance, Decision, Plan
 from reaper.engine.notices import format_due
 from reaper.engine.scan import Scan
 from reaper.engine.sweep import BackendReport, SweepReport
@@ -38,13 +38,44 @@ def _runtime(decision: Decision[Match], now: datetime) -> str:
     return f"pending {format_duration(pending)}" if pending is not None else "-"
 
 
-def decision_row(decision: Decision[Match], now: datetime) -> tuple[str, ...]:
+def decision_row(
+    decision: Decision[Match], now: datetime, plan: Plan[Match] | None = None
+) -> tuple[str, ...]:
     """The table row of one decision. Every string a backend provided (id, name, queue, status,
-    and the reason, which may quote them) is shown escaped and cut (reaper.untrusted.clean)."""
+    and the reason, which may quote them) is shown escaped and cut (reaper.untrusted.clean). A
+    skipped job's REASON is why it is skipped, not the cancel reason its policy would have
+    given: that would read as if it had been cancelled."""
     job = decision.job
+    reason = decision.reason if decision.action is Action.CANCEL else skip_detail(decision, plan)
     return (clean(job.backend), clean(job.id), clean(job.name), clean(job.queue or "-"),
             clean(job.status), _runtime(decision, now), clean(decision.policy.name),
-            decision_label(decision), clean(decision.reason, MAX_REASON))  # fmt: skip
+            decision_label(decision), clean(reason, MAX_REASON))  # fmt: skip
+
+
+def skip_detail(decision: Decision[Match], plan: Plan[Match] | None = None) -> str:
+    """Why a job is skipped, in words, with the guard's numbers where `plan` has them."""
+    cause, policy, backend = decision.cause, decision.policy.name, decision.job.backend
+    if cause is SkipCause.FRACTION_GUARD and plan is not None:
+        refusal = next((r for r in plan.fraction_refusals
+                        if (r.policy, r.backend) == (policy, backend)), None)  # fmt: skip
+        if refusal is not None:
+            return f"fraction guard: policy {policy} {refusal.describe()}"
+    if cause is SkipCause.LIMIT and plan is not None:
+        hits = [h for h in plan.limit_hits if h.policy in (policy, None)]
+        if hits:
+            return "held back by " + " and ".join(h.describe() for h in hits)
+    return _SKIP_TEXT.get(SkipCause(cause), f"skipped: {cause}") if cause else "skipped"
+
+
+_SKIP_TEXT: dict[SkipCause, str] = {
+    SkipCause.PROTECTED: "protected: the job carries the protect tag",
+    SkipCause.LISTING_INCOMPLETE: "the listing of this backend failed: no cancel here",
+    SkipCause.FRACTION_GUARD: "fraction guard refused this policy on this backend",
+    SkipCause.RECENTLY_CANCELLED: f"cancelled less than {format_duration(RECANCEL_WINDOW)} ago, "
+    "still winding down",
+    SkipCause.LIMIT: "held back by max_cancels / max_cancels_per_sweep",
+    SkipCause.PAUSED: "paused: the pause file exists",
+}
 
 
 def format_table(
@@ -68,6 +99,19 @@ def format_table(
     return "\n".join(lines)
 
 
+def plan_headline(scans: Sequence[Scan], shown: int, unreachable: Sequence[str] = ()) -> str:
+    """What to print instead of an empty table: never "no job matches" about a backend whose
+    jobs were not all seen."""
+    failed = [*unreachable, *(s.backend for s in scans if s.error)]
+    if shown:
+        return ""
+    if not failed:
+        return "no job matches any policy"
+    listed = [s.backend for s in scans if not s.error]
+    seen = f"no job matches any policy on {', '.join(listed)}; " if listed else ""
+    return f"{seen}LISTING FAILED on {', '.join(failed)}: its jobs are unknown (see below)"
+
+
 def fit_widths(widths: Sequence[int], shrinkable: Sequence[int], width: int) -> list[int]:
     """Column widths whose sum with two-space gaps is at most `width`, found by narrowing the
     `shrinkable` columns, the widest first, down to MIN_SHRUNK characters each."""
@@ -87,21 +131,21 @@ def fit_widths(widths: Sequence[int], shrinkable: Sequence[int], width: int) -> 
 
 
 def plan_summary(scans: Sequence[Scan], plan: Plan[Match]) -> list[str]:
-    """One line per backend, per guard refusal, and for the pause file."""
+    """One line per backend, per guard refusal, and for the pause file. "To cancel" counts the
+    cancels a run would make; dry-run cancels (config or policy `dry_run`) are counted apart."""
     lines = []
     if paused := len(plan.skips(SkipCause.PAUSED)):
         lines.append(f"PAUSED: the pause file exists; {paused} cancel(s) held back")
     for scan in scans:
         state = f"FAILED: {clean(scan.error, MAX_REASON)}" if scan.error else "ok"
-        cancels = sum(1 for d in plan.cancels() if d.job.backend == scan.backend)
-        lines.append(
-            f"{scan.backend}: {scan.active} active jobs, {cancels} to cancel, listing {state}"
-        )
+        cancels = [d for d in plan.cancels() if d.job.backend == scan.backend]
+        dry = sum(1 for d in cancels if d.dry_run)
+        skipped = sum(1 for d in plan.decisions
+                      if d.job.backend == scan.backend and d.action is Action.SKIP)  # fmt: skip
+        lines.append(f"{scan.backend}: {scan.active} active jobs, {len(cancels) - dry} to cancel, "
+                     f"{dry} dry run, {skipped} skipped, listing {state}")  # fmt: skip
     for r in plan.fraction_refusals:
-        lines.append(
-            f"REFUSED policy {r.policy} on {r.backend}: matches {r.matched} of {r.active} active "
-            f"jobs, more than max_match_fraction {r.max_fraction}"
-        )
+        lines.append(f"REFUSED policy {r.policy}: {r.describe()} (max_match_fraction)")
     for hit in plan.limit_hits:
         scope = f"policy {hit.policy}" if hit.policy else "this sweep"
         lines.append(
@@ -116,8 +160,13 @@ def plan_summary(scans: Sequence[Scan], plan: Plan[Match]) -> list[str]:
     return lines
 
 
-def decision_json(decision: Decision[Match], now: datetime) -> dict[str, Any]:
+def decision_json(
+    decision: Decision[Match], now: datetime, plan: Plan[Match] | None = None
+) -> dict[str, Any]:
+    """`reason` is what the policy says (and a cancel would send); `skip_detail` why a skipped
+    job is not cancelled."""
     job, match = decision.job, decision.match
+    skipped = decision.action is Action.SKIP
     return {
         "backend": job.backend, "type": job.type, "kind": job.kind, "job_id": job.id,
         "job_name": job.name, "queue": job.queue, "status": job.status, "phase": str(job.phase),
@@ -126,6 +175,7 @@ def decision_json(decision: Decision[Match], now: datetime) -> dict[str, Any]:
         "action": str(decision.action), "cause": decision.cause and str(decision.cause),
         "dry_run": decision.dry_run, "also_matched": list(decision.also_matched),
         "facts": [f.text for f in match.facts], "reason": decision.reason,
+        "skip_detail": skip_detail(decision, plan) if skipped else None,
         "due": None if decision.due is None else decision.due.isoformat(),
     }  # fmt: skip
 
@@ -137,7 +187,7 @@ def plan_json(scans: Sequence[Scan], plan: Plan[Match], now: datetime) -> dict[s
         "backends": {
             s.backend: {"active": s.active, "complete": s.complete, "error": s.error} for s in scans
         },
-        "decisions": [decision_json(d, now) for d in plan.decisions],
+        "decisions": [decision_json(d, now, plan) for d in plan.decisions],
         "fraction_refusals": [vars_of(r) for r in plan.fraction_refusals],
         "limit_hits": [vars_of(h) for h in plan.limit_hits],
         "cleared": [clearance_json(c) for c in plan.cleared],

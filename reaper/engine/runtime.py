@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,6 +137,8 @@ def sweep_env(
     force_dry_run: bool = False,
     clock: Callable[[], datetime] | None = None,
     unreachable: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    deadline_s: float | None = None,
     progress: Progress | None = None,
     routing: Routing | None = None,
     sender: NoticeSender | None = None,
@@ -150,6 +153,8 @@ def sweep_env(
         clock=clock or utc_now,
         pause_file=config.pause_file,
         unreachable=dict(unreachable or {}),
+        stop=stop,
+        deadline_s=deadline_s,
         confirm_within=config.confirm_within,
         max_clock_skew=config.max_clock_skew,
         host_clock=host_now,

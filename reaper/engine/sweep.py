@@ -41,6 +41,7 @@ from reaper.engine.decide import (
     decide,
     is_protected,
 )
+from reaper.engine.guardlog import log_guards, log_summary
 from reaper.engine.notices import (
     NoticeEvent,
     NoticeItem,
@@ -84,9 +85,14 @@ class SweepEnv:
     clock: Callable[[], datetime]
     pause_file: Path | None = None
     concurrency: int = DEFAULT_CONCURRENCY
-    # Set by the daemon on SIGTERM: cancels already in flight finish and are recorded, no new
-    # one starts (docs/systemd.md). Jobs left alone are evaluated afresh by the next sweep.
+    # Set on SIGTERM (the daemon) or SIGINT/SIGTERM (`plan`, `run --once`): listings still
+    # running are abandoned, cancels already in flight finish and are recorded, no new one
+    # starts (docs/systemd.md). Jobs left alone are evaluated afresh by the next sweep.
     stop: threading.Event | None = None
+    # The whole sweep's budget in seconds (`plan` and `run --deadline`): a listing still
+    # running then is abandoned (the backend has failed this sweep), and no cancel starts after
+    # it. None: no deadline (the daemon, whose watchdog covers a sweep that overruns).
+    deadline_s: float | None = None
     # Configured backends that could not even be built (missing credentials, say): reported in
     # the audit and the exit code like a failed listing, so the gap is never silent.
     unreachable: Mapping[str, str] = field(default_factory=dict)
@@ -129,6 +135,7 @@ class SweepReport:
     plan: Plan[Match]
     backends: dict[str, BackendReport]
     audit_error: str | None = None
+    paused: bool = False  # the pause file existed when the sweep decided
 
     @property
     def failed(self) -> bool:
@@ -148,25 +155,85 @@ def new_sweep_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
-    """Scan the named backends concurrently; never raises for a backend failure."""
+@dataclass(frozen=True)
+class _Limits:
+    """When a sweep must stop starting work: on `stop`, or at `ends_at` (monotonic seconds)."""
 
-    def scan(name: str) -> Scan:
-        started = monotonic()
-        backend, policies = env.backends[name], env.policies.for_backend(name)
+    stop: threading.Event | None
+    ends_at: float | None
+    deadline_s: float | None
+
+    @classmethod
+    def of(cls, env: SweepEnv) -> _Limits:
+        ends_at = None if env.deadline_s is None else monotonic() + env.deadline_s
+        return cls(env.stop, ends_at, env.deadline_s)
+
+    def why_stop(self) -> str | None:
+        """Why no new work may start now, or None."""
+        if self.stop is not None and self.stop.is_set():
+            return "stopped (signal)"
+        if self.ends_at is not None and monotonic() >= self.ends_at:
+            return f"sweep deadline of {self.deadline_s:g} s reached"
+        return None
+
+
+# How often a waiting sweep looks at its stop event and deadline.
+_POLL_S = 0.1
+
+
+def scan_all(env: SweepEnv, names: Sequence[str], now: datetime) -> list[Scan]:
+    """Scan the named backends concurrently; never raises for a backend failure. Returns when
+    every listing has ended, or at once when the sweep is stopped or past its deadline: the
+    listings still running are then abandoned (their daemon threads end with their call's
+    timeout) and reported as failed, so that nothing waits on a backend that never answers."""
+    return _scan_until(env, names, now, _Limits.of(env))
+
+
+def _scan_until(env: SweepEnv, names: Sequence[str], now: datetime, limits: _Limits) -> list[Scan]:
+    results: dict[str, Scan] = {}
+    lock, done = threading.Lock(), threading.Event()
+
+    def scan(name: str) -> None:
+        result = _scan_one(env, name, now)
+        with lock:
+            results[name] = result
+            if len(results) == len(names):
+                done.set()
+
+    for name in names:
+        threading.Thread(target=scan, args=(name,), name=f"scan-{name}", daemon=True).start()
+    why: str | None = None
+    while names and not done.wait(_POLL_S):
+        if (why := limits.why_stop()) is not None:
+            break
+    with lock:
+        finished = dict(results)
+    return [finished[name] if name in finished else _abandoned(name, why) for name in names]
+
+
+def _scan_one(env: SweepEnv, name: str, now: datetime) -> Scan:
+    started = monotonic()
+    backend, policies = env.backends[name], env.policies.for_backend(name)
+    try:
         result = scan_backend(
             backend, policies, now, env.progress,
             max_clock_skew=env.max_clock_skew, host_clock=env.host_clock,
         )  # fmt: skip
-        if result.error and result.blocked_by is SkipCause.CLOCK_SKEW:
-            log.error("not acting on %s: %s", name, result.error)
-        elif result.error:
-            log.error("listing %s failed: %s", name, result.error)
-        log.debug("scanned %s in %.2fs", name, monotonic() - started)
-        return result
+    except Exception as exc:  # a listing thread must always report: the sweep waits for it
+        log.exception("listing %s raised", name)
+        return Scan(name, complete=False, error=f"listing raised {type(exc).__name__}")
+    if result.error and result.blocked_by is SkipCause.CLOCK_SKEW:
+        log.error("not acting on %s: %s", name, result.error)
+    elif result.error:
+        log.error("listing %s failed: %s", name, result.error)
+    log.debug("scanned %s in %.2fs", name, monotonic() - started)
+    return result
 
-    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="scan") as pool:
-        return list(pool.map(scan, names))
+
+def _abandoned(name: str, why: str | None) -> Scan:
+    error = f"listing abandoned: {why or 'stopped'}"
+    log.error("listing %s did not finish: %s", name, error)
+    return Scan(name, complete=False, error=error)
 
 
 def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[Scan], Plan[Match]]:
@@ -174,7 +241,7 @@ def plan_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> tuple[list[
     call and writes no audit record."""
     now = env.clock()
     scans = scan_all(env, _names(env, names), now)
-    return scans, _decide(env, scans, now, _audit_state_for_plan(env, now))
+    return scans, _decide(env, scans, now, _audit_state_for_plan(env, now), _paused(env))
 
 
 def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
@@ -186,19 +253,22 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     now = env.clock()
     sweep_id = new_sweep_id(now)
     names = _names(env, names)
+    paused = _paused(env)  # looked at once: the audit, the decision and the logs agree
     audit.append(
         "sweep_start", sweep_id=sweep_id, backends=names, policies=len(env.policies.policies),
-        dry_run=env.guards.dry_run, paused=_paused(env), unreachable=dict(env.unreachable),
+        dry_run=env.guards.dry_run, paused=paused, unreachable=dict(env.unreachable),
     )  # fmt: skip
-    started = monotonic()
+    started, limits = monotonic(), _Limits.of(env)
     followed = _follow_up(env, audit, sweep_id, names, now)
-    scans = scan_all(env, names, now)
+    scans = _scan_until(env, names, now, limits)
     state = read_audit_state(env.audit_path, now, env.policies, env.confirm_within)
-    plan = _decide(env, scans, now, state)
-    report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans})
+    plan = _decide(env, scans, now, state, paused)
+    log_guards(plan, env.pause_file, paused)
+    report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans}, None,
+                         paused)  # fmt: skip
     for name, error in env.unreachable.items():
         report.backends[name] = BackendReport(name, error=f"not reachable: {error}")
-    act = _Actor(env, audit, sweep_id, report)
+    act = _Actor(env, audit, sweep_id, report, limits)
     _count_follow_ups(report, followed, act)
     for scan in scans:
         act.record_bad_records(scan.bad_records)
@@ -209,6 +279,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     _send_notices(env, sweep_id, act.outcome_items)
     for backend_report in report.backends.values():
         backend_report.duration_s = monotonic() - started
+        log_summary(sweep_id, backend_report)
     _write_sweep_end(audit, report)
     _write_head(audit)
     return report
@@ -386,9 +457,10 @@ def _audit_state_for_plan(env: SweepEnv, now: datetime) -> AuditState:
         return AuditState()
 
 
-def _decide(env: SweepEnv, scans: list[Scan], now: datetime, state: AuditState) -> Plan[Match]:
+def _decide(
+    env: SweepEnv, scans: list[Scan], now: datetime, state: AuditState, paused: bool
+) -> Plan[Match]:
     listings = [s.to_listing() for s in scans]
-    paused = _paused(env)
 
     def with_guards(guards: Guards) -> Plan[Match]:
         return decide(
@@ -545,8 +617,11 @@ class _Actor:
     the cancel call, `result`. Once an audit write fails, no further cancel call is made anywhere
     (docs/audit.md: if the record cannot be written, nothing is cancelled)."""
 
-    def __init__(self, env: SweepEnv, audit: AuditLog, sweep_id: str, report: SweepReport) -> None:
+    def __init__(
+        self, env: SweepEnv, audit: AuditLog, sweep_id: str, report: SweepReport, limits: _Limits
+    ) -> None:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
+        self.limits = limits
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
         self.outcome_items: list[NoticeDraft] = []  # `cancelled` / `failed` notice lines
@@ -612,11 +687,16 @@ class _Actor:
             self.cancel_batch(target, batch, lanes.cancels)
 
     def stopping(self, decisions: Sequence[Decision[Match]]) -> bool:
-        """True once the daemon asked to stop: announced cancels finish, no new one starts."""
-        if self.env.stop is None or not self.env.stop.is_set():
+        """True once asked to stop or past the deadline: announced cancels finish, no new one
+        starts. Past the deadline the backend has failed this sweep (exit 1): work was left."""
+        why = self.limits.why_stop()
+        if why is None:
             return False
         for decision in decisions:
-            log.info("stopping: not cancelling %s/%s", decision.job.backend, decision.job.id)
+            log.info("%s: not cancelling %s/%s", why, decision.job.backend, decision.job.id)
+        signalled = self.limits.stop is not None and self.limits.stop.is_set()
+        if decisions and not signalled:
+            self.fail_backend(decisions[0].job.backend, f"{why} before every cancel was made")
         return True
 
     def recheck(self, target: _Target, unit: list[Decision[Match]]) -> list[Checked]:

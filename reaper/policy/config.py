@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from reaper.errors import ConfigError, Diagnostic
+from reaper.errors import ConfigError, ConfigNotFoundError, Diagnostic
 from reaper.jobs import BACKEND_TYPES, JOB_KINDS
 from reaper.policy.durations import DurationError, parse_duration
 from reaper.policy.gitinfo import commit_of
@@ -39,6 +39,9 @@ POLICY_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # policy test files (docs/testing.md)
 DEFAULT_EVERY = timedelta(minutes=5)
 FILE_OPTIONS = frozenset({"token_file", "api_key_file"})  # backend options naming a file
+# Backend options that are durations, handed to the backend as seconds (float): the backends
+# sit below the policy language and do not parse durations.
+TIMEOUT_OPTIONS = frozenset({"timeout", "connect_timeout", "read_timeout"})
 URL_SOURCES = ("url", "url_env", "url_file")  # where a notifier's URL comes from: exactly one
 DEFAULT_NOTIFY_TIMEOUT = timedelta(seconds=10)
 DEFAULT_NOTIFY_RETRIES = 2
@@ -152,6 +155,21 @@ def find_config_path(arg: str | None, env: Mapping[str, str], cwd: Path | None =
         return Path(env[CONFIG_ENV])
     local = (cwd / LOCAL_CONFIG) if cwd else LOCAL_CONFIG
     return local if local.is_file() else SYSTEM_CONFIG
+
+
+def locate_config(arg: str | None, env: Mapping[str, str], cwd: Path | None = None) -> Path:
+    """`find_config_path`, when that file exists. Raises ConfigNotFoundError naming every place
+    looked at: only the named file when `--config` or `$REAPER_CONFIG` chose it (a typo there
+    must not fall back to another config), else `./reaper.yaml` and `/etc/reaper/reaper.yaml`."""
+    path = find_config_path(arg, env, cwd)
+    if path.exists():
+        return path
+    if arg:
+        raise ConfigNotFoundError([f"{path} (--config)"])
+    if env.get(CONFIG_ENV):
+        raise ConfigNotFoundError([f"{path} (${CONFIG_ENV})"])
+    local = (cwd / LOCAL_CONFIG) if cwd else LOCAL_CONFIG.absolute()
+    raise ConfigNotFoundError([f"${CONFIG_ENV} (unset)", str(local), str(SYSTEM_CONFIG)])
 
 
 def load_config(path: Path) -> Config:
@@ -299,6 +317,7 @@ def check_config_semantics(
     for name, section in (backends or {}).items():
         if intact("backends", name):
             problems.extend(_check_credentials(("backends", name), section))
+            problems.extend(_check_timeouts(("backends", name), section))
     if intact("notifiers") and intact("notify_defaults"):
         problems.extend(
             _check_notifiers(data.get("notifiers") or {}, data.get("notify_defaults") or {})
@@ -337,6 +356,13 @@ def _falls_back_to_itself(name: str, notifiers: Mapping[str, Any]) -> bool:
         seen.add(current)
         current = notifiers[current].get("fallback")
     return False
+
+
+def _check_timeouts(path: NodePath, section: Mapping[str, Any]) -> list[Problem]:
+    """Durations with units and above zero (parse_duration refuses 0s): a zero timeout would
+    fail every call at once."""
+    return [p for key in sorted(TIMEOUT_OPTIONS & set(section))
+            for p in _check_duration((*path, key), section[key])]  # fmt: skip
 
 
 def _check_schedule(schedule: Mapping[str, Any]) -> list[Problem]:
@@ -492,6 +518,8 @@ def _build_backend(name: str, section: Mapping[str, Any], base: Path) -> Backend
 def _freeze_option(key: str, value: Any, base: Path) -> Any:
     if key in FILE_OPTIONS:
         return str(_resolve(base, value))
+    if key in TIMEOUT_OPTIONS:
+        return parse_duration(value).total_seconds()
     return tuple(value) if isinstance(value, list) else value
 
 

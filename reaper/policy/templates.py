@@ -19,6 +19,9 @@ PLACEHOLDERS = (
 LIMITS = ("max_runtime", "max_pending", "max_age")
 TAG = "tag"  # `{tag:KEY}`: Formatter.parse reads it as field "tag" with format spec "KEY"
 NOT_APPLICABLE = "-"  # `{runtime}` of a job that never started, an unset `{max_age}`, ...
+# `{tag:KEY}` of a job without that tag: visible, so that a reason never silently loses a word
+# ("team " reads like a bug in the job; "team <no tag team>" says what happened).
+MISSING_TAG = "<no tag {key}>"
 _ALLOWED = ", ".join(f"{{{name}}}" for name in PLACEHOLDERS) + ", {tag:KEY}"
 
 
@@ -100,12 +103,12 @@ def _check_tag_key(shown: str, key: str | None) -> str | None:
 def render_template(
     template: ReasonTemplate, values: Mapping[str, str], tags: Mapping[str, str]
 ) -> str:
-    """Concatenate literal text and values; a missing tag renders empty."""
+    """Concatenate literal text and values; a tag the job lacks renders as `<no tag KEY>`."""
     parts: list[str] = []
     for piece in template.pieces:
         parts.append(piece.literal)
         if piece.name == TAG and piece.tag is not None:
-            parts.append(tags.get(piece.tag, ""))
+            parts.append(tags.get(piece.tag, MISSING_TAG.format(key=piece.tag)))
         elif piece.name is not None:
             parts.append(values[piece.name])
     return "".join(parts)

@@ -29,13 +29,15 @@ from pathlib import Path
 
 from reaper.audit.writer import AuditLog, AuditWriteError
 from reaper.engine.budget import CancelBudget
+from reaper.engine.decide import Plan
 from reaper.engine.pool import BackendPool
 from reaper.engine.runtime import routing_from, sweep_env, utc_now
 from reaper.engine.sender import NoticeSender
 from reaper.engine.sweep import BackendReport, run_sweep
 from reaper.errors import BackendError, ConfigError, Diagnostic, ExitCode
 from reaper.policy.config import Config, load_all
-from reaper.policy.model import PolicySet
+from reaper.policy.durations import format_duration
+from reaper.policy.model import Match, PolicySet
 from reaper.policy.shard import Shard
 from reaper.redact import redact
 from reaper.service.coordination import CoordinationError, Coordinator
@@ -76,11 +78,14 @@ class DaemonOptions:
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """One backend's finished sweep, as the main loop shows it."""
+    """One backend's finished sweep, as the main loop shows it. `guards` names what the
+    guards refused or held back (`REFUSED policy P (6 of 9 active > 50%)`)."""
 
     report: BackendReport
     audit_error: str | None
     finished_at: datetime
+    guards: tuple[str, ...] = ()
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,8 @@ class Daemon:
         self._elsewhere: set[str] = set()  # coordination: swept by another member last turn
         self.abandoned: list[str] = []  # backends whose sweep outlived the stop grace
         self._watchdog_held = False
+        self._status_sent: str | None = None
+        self._reload_failure: str | None = None  # STATUS shows it until a reload succeeds
         schedule = loaded.config.schedule
         self._scheduler = SweepScheduler(
             self.sweep_backend, loaded.backend_names, schedule.every, schedule.cron,
@@ -149,7 +156,7 @@ class Daemon:
         """Sweep on schedule until SIGTERM/SIGINT; returns the exit code. Every backend sweeps
         once at start-up; READY=1 follows as soon as the scheduler runs."""
         self._scheduler.start(run_now=True)
-        self._notifier.ready(self.status_line())
+        self._notifier.ready(self._status_now())
         log.info("reaper daemon ready: %d policies, backends %s", len(self._loaded.policies),
                  ", ".join(self._loaded.backend_names) or "none")  # fmt: skip
         while not self._flags.stop:
@@ -163,11 +170,24 @@ class Daemon:
         watchdog while healthy, close backends a reload retired."""
         if self._flags.take_reload():
             self.reload()
-        if self._drain_finished():
-            self._notifier.status(self.status_line())
+        self._drain_finished()
+        self.publish_status()
         self._scheduler.check_clock()
         self.ping_watchdog()
         self._pool.close_retired(busy=self._scheduler.in_flight())
+
+    def publish_status(self) -> bool:
+        """STATUS= when the line changed (a sweep finished, the pause file came or went, a
+        sweep went past max_sweep); True if sent."""
+        line = self.status_line()
+        if line == self._status_sent:
+            return False
+        return self._notifier.status(self._status_now())
+
+    def _status_now(self) -> str:
+        """The status line, remembered as the one systemd has."""
+        self._status_sent = self.status_line()
+        return self._status_sent
 
     def ping_watchdog(self) -> bool:
         """WATCHDOG=1 if the watchdog is on and the scheduler is healthy; True if sent."""
@@ -196,7 +216,7 @@ class Daemon:
         problems = self._try_reload(path)
         if problems:
             self._reject(path, problems)
-        self._notifier.ready(self.status_line())
+        self._notifier.ready(self._status_now())
         return not problems
 
     def _try_reload(self, path: Path) -> list[Diagnostic]:
@@ -282,9 +302,17 @@ class Daemon:
             log.critical("audit log not writable, sweep of %s not started: %s", name, exc)
             self._record(loaded, BackendReport(name), str(exc))
             return
-        self._record(loaded, result.backends[name], result.audit_error)
+        self._record(loaded, result.backends[name], result.audit_error, guard_notes(result.plan),
+                     result.paused)  # fmt: skip
 
-    def _record(self, loaded: Loaded, report: BackendReport, audit_error: str | None) -> None:
+    def _record(
+        self,
+        loaded: Loaded,
+        report: BackendReport,
+        audit_error: str | None,
+        guards: tuple[str, ...] = (),
+        paused: bool = False,
+    ) -> None:
         self._metrics.record_backend_sweep(report)
         textfile = loaded.config.metrics_textfile
         if textfile is not None:
@@ -292,7 +320,7 @@ class Daemon:
                 write_textfile(self._metrics.registry, textfile)
             except OSError as exc:
                 log.error("cannot write metrics textfile %s: %s", textfile, exc.strerror or exc)
-        self._finished.put(SweepOutcome(report, audit_error, self._clock()))
+        self._finished.put(SweepOutcome(report, audit_error, self._clock(), guards, paused))
         self._wakeup.poke()
 
     def _flush_notices(self, deadline: float) -> None:
@@ -338,6 +366,7 @@ class Daemon:
         self._pool.renew(config)
         self._budget.configure(config.max_cancels_per_sweep, self._scheduler.period)
         self._loaded = plan.new
+        self._reload_failure = None
         for setting in plan.restart_only:
             log.warning("%s changed; it takes effect at the next restart", setting)
         self._metrics.declare_backends(plan.new.backend_names)
@@ -352,6 +381,15 @@ class Daemon:
 
     def _reject(self, path: Path, diagnostics: list[Diagnostic]) -> None:
         kept = self._loaded
+        more = f" (+{len(diagnostics) - 1} more)" if len(diagnostics) > 1 else ""
+        first = "invalid"
+        if diagnostics:  # the location whole, the message cut
+            d = diagnostics[0]
+            first = f"{d.file}:{d.line}:{d.column}: {d.message[:MAX_STATUS_ERROR_CHARS]}"
+        self._reload_failure = (
+            f"RELOAD FAILED at {self._clock():%H:%M:%SZ}: {first}{more}; "
+            f"the {len(kept.policies)} policies loaded before stay active"
+        )
         for diagnostic in diagnostics:
             log.error("reload refused: %s", diagnostic)
         log.error("reload refused; the %d policies loaded before stay active", len(kept.policies))
@@ -365,15 +403,32 @@ class Daemon:
             log.error("cannot write the %s audit record: %s", event, exc)
 
     def status_line(self) -> str:
-        """One line for `systemctl status`: policies, then each backend's last sweep."""
-        parts = [f"{len(self._loaded.policies)} policies"]
+        """One line for `systemctl status`: PAUSED and a failed reload first, the policies, then
+        each backend's last sweep, with its refusals and caps, or STUCK while its sweep has been
+        in flight longer than max_sweep."""
+        parts = ["PAUSED: the pause file exists, nothing is cancelled"] if self._paused() else []
+        parts += [self._reload_failure] if self._reload_failure else []
+        parts.append(f"{len(self._loaded.policies)} policies")
+        stuck = self._stuck()
         for name in self._loaded.backend_names:
             outcome = self._last.get(name)
             if name in self._elsewhere:
                 parts.append(f"{name}: another member's")
-            else:
-                parts.append(f"{name}: " + ("waiting" if outcome is None else describe(outcome)))
+                continue
+            text = "waiting" if outcome is None else describe(outcome)
+            if name in stuck:
+                limit = format_duration(self._options.max_sweep)
+                text = f"STUCK: sweep in flight longer than max_sweep {limit}; last: {text}"
+            parts.append(f"{name}: {text}")
         return "; ".join(parts)
+
+    def _paused(self) -> bool:
+        pause_file = self._loaded.config.pause_file
+        return pause_file is not None and pause_file.exists()
+
+    def _stuck(self) -> set[str]:
+        limit = self._options.max_sweep.total_seconds()
+        return {name for name, age in self._scheduler.in_flight().items() if age > limit}
 
 
 def describe(outcome: SweepOutcome) -> str:
@@ -388,4 +443,12 @@ def describe(outcome: SweepOutcome) -> str:
     skipped = sum(report.skipped.values())
     if skipped:
         counts.append(f"{skipped} skipped")
-    return f"{', '.join(counts)} at {when}"
+    return f"{', '.join([*counts, *outcome.guards])} at {when}"
+
+
+def guard_notes(plan: Plan[Match]) -> tuple[str, ...]:
+    """What the guards refused or held back, as STATUS shows it."""
+    refused = [f"REFUSED policy {r.policy} ({r.matched} of {r.active} active > "
+               f"{r.max_fraction:.0%})" for r in plan.fraction_refusals]  # fmt: skip
+    held = [f"LIMIT {hit.describe()}: {hit.skipped} held back" for hit in plan.limit_hits]
+    return (*refused, *held)

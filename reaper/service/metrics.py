@@ -14,45 +14,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server, write_to_textfile
 
 from reaper import __version__
+from reaper.engine.guardlog import SweepStats
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 LOOPBACK = "127.0.0.1"
 # From a quiet backend (well under a second) to a sweep that pages through 100k jobs.
 SWEEP_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float("inf"))
 TEXTFILE_MODE = 0o644  # node_exporter runs as another user; the unit's UMask=0077 would hide it
-
-
-class SweepStats(Protocol):
-    """What metrics need from one backend's part of one sweep.
-
-    The sweep's own per-backend report can satisfy this directly: `active` is the number of
-    active jobs listed (jobs seen), `matched` maps policy → jobs it matched, `outcomes` maps a
-    cancel outcome (`cancelled`, `dry_run`, `failed`, …) → count, `skipped` maps a skip cause →
-    count, `error` is set when the backend failed (listing, auth, network)."""
-
-    @property
-    def backend(self) -> str: ...
-    @property
-    def active(self) -> int: ...
-    @property
-    def matched(self) -> Mapping[str, int]: ...
-    @property
-    def outcomes(self) -> Mapping[str, int]: ...
-    @property
-    def skipped(self) -> Mapping[str, int]: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def duration_s(self) -> float: ...
-    @property
-    def followups(self) -> Mapping[str, int]: ...  # earlier cancels `confirmed` / `stuck`
 
 
 @dataclass(frozen=True)

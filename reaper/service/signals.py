@@ -11,6 +11,7 @@ import contextlib
 import os
 import select
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -59,6 +60,7 @@ class SignalFlags:
     def __init__(self, wakeup: Wakeup) -> None:
         self.reload = False
         self.stop = False
+        self.signum: int | None = None  # the first stop signal, for the exit code
         self.wakeup = wakeup
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
@@ -67,6 +69,7 @@ class SignalFlags:
             self.reload = True
         else:
             self.stop = True
+            self.signum = self.signum or signum
         self.wakeup.poke()
 
     def take_reload(self) -> bool:
@@ -77,14 +80,16 @@ class SignalFlags:
 
 
 @contextlib.contextmanager
-def handling_signals(flags: SignalFlags) -> Iterator[None]:
-    """Route SIGHUP, SIGTERM and SIGINT to `flags` (main thread only); restore the previous
-    handlers afterwards.
+def handling_signals(
+    flags: SignalFlags, signals: tuple[int, ...] = RELOAD_SIGNALS + STOP_SIGNALS
+) -> Iterator[None]:
+    """Route `signals` (default SIGHUP, SIGTERM and SIGINT) to `flags` (main thread only);
+    restore the previous handlers afterwards.
 
     The C-level handler also writes to the wakeup pipe (`signal.set_wakeup_fd`): a signal that
     the kernel delivers to a sweep thread would otherwise leave the main thread asleep in
     `select` until its timeout, since Python runs handlers only in the main thread."""
-    previous = {sig: signal.signal(sig, flags.handle) for sig in RELOAD_SIGNALS + STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, flags.handle) for sig in signals}
     previous_fd = signal.set_wakeup_fd(flags.wakeup.signal_fd, warn_on_full_buffer=False)
     try:
         yield
@@ -92,3 +97,26 @@ def handling_signals(flags: SignalFlags) -> Iterator[None]:
         signal.set_wakeup_fd(previous_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class Terminated(BaseException):
+    """SIGTERM while a command has no handling of its own (loading the config, printing): it
+    unwinds like KeyboardInterrupt does for SIGINT, so that the command can say why it ends."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """SIGTERM raises Terminated inside the block (main thread only; elsewhere a no-op); the
+    previous handler is restored afterwards. `handling_signals` inside it takes precedence."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
