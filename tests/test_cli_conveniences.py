@@ -169,10 +169,13 @@ def test_fish_script_follows_the_parser_it_is_given() -> None:
     sub.add_argument("--out", type=Path, help="where")
     sub.add_argument("--quiet", action="store_true")
     lines = fish_script(parser).splitlines()
-    assert "complete -c tool -n 'not __fish_seen_subcommand_from go' -l mode -x -a 'a b' " \
+    assert (
+        "complete -c tool -n 'not __fish_seen_subcommand_from go' -l mode -x -a 'a b' "
         "-d 'the mode'" in lines
-    assert "complete -c tool -n 'not __fish_seen_subcommand_from go' -a go -d 'it\\'s going'" \
-        in lines
+    )
+    assert (
+        "complete -c tool -n 'not __fish_seen_subcommand_from go' -a go -d 'it\\'s going'" in lines
+    )
     assert "complete -c tool -n '__fish_seen_subcommand_from go' -l out -r -F -d 'where'" in lines
     assert "complete -c tool -n '__fish_seen_subcommand_from go' -l quiet" in lines
 
