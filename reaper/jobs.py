@@ -30,14 +30,28 @@ STARTED_PHASES = frozenset((Phase.RUNNING, Phase.FINISHING))
 
 BACKEND_TYPES = ("aws_batch", "tapis", "sutro")
 
+
+class JobKind(StrEnum):
+    """The kinds of AWS Batch job (docs/backends.md, "Service jobs"): container jobs on
+    EC2/ECS/Fargate/EKS queues (ListJobs), and service jobs, SageMaker Training through Batch, on
+    SAGEMAKER_TRAINING queues (ListServiceJobs). Other backends have one kind of job: None."""
+
+    CONTAINER = "container"
+    SERVICE = "service"
+
+
+JOB_KINDS = tuple(JobKind)
+
 _P, _R, _F, _T = Phase.PENDING, Phase.RUNNING, Phase.FINISHING, Phase.TERMINAL
 
-# Native status → phase, keyed by upper-case status. Sources: AWS Batch JobSummary.status,
-# Tapis Jobs v3 JobStatusEnum (tapipy/resources/openapi_v3-jobs.yml), Sutro's job statuses.
+# Native status → phase, keyed by upper-case status. Sources: AWS Batch JobSummary.status and
+# ServiceJobSummary.status (botocore's batch service model, JobStatus and ServiceJobStatus: service
+# jobs add SCHEDULED, "scheduled for execution", before STARTING), Tapis Jobs v3 JobStatusEnum
+# (tapipy/resources/openapi_v3-jobs.yml), Sutro's job statuses.
 PHASES: Mapping[str, Mapping[str, Phase]] = MappingProxyType(
     {
         "aws_batch": {
-            "SUBMITTED": _P, "PENDING": _P, "RUNNABLE": _P,
+            "SUBMITTED": _P, "PENDING": _P, "RUNNABLE": _P, "SCHEDULED": _P,
             "STARTING": _R, "RUNNING": _R,
             "SUCCEEDED": _T, "FAILED": _T,
         },
@@ -103,7 +117,8 @@ class Job:
     """One job as every backend reports it. Times are timezone-aware UTC.
 
     `detailed` is False when the listing did not carry everything (AWS ListJobs has no tags);
-    the backend's `enrich` returns detailed copies."""
+    the backend's `enrich` returns detailed copies. `kind` says which AWS Batch kind of job it
+    is (`JobKind`); None on backends with one kind."""
 
     backend: str
     type: str
@@ -118,6 +133,7 @@ class Job:
     owner: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
     detailed: bool = True
+    kind: JobKind | None = None
 
     # Every time selector reads its time through these, so that a fact the record cannot
     # support (a RUNNING job without a start, a start in 1970) never holds, on any backend.

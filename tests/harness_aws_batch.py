@@ -3,6 +3,7 @@ to it through a real boto3 client."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import boto3
@@ -27,6 +28,16 @@ STATUSES = {
 }
 HAS_TAGS = True
 REASON_REACHES_JOB = True
+
+
+class FakeClock:
+    """A clock for an emulator that a test moves on by hand (`clock.now += 3600`)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def start_emulator(knobs: Knobs) -> AwsBatchEmulator:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,15 +18,7 @@ from reaper.emulators.aws_batch import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY,
 from reaper.emulators.base import JobSpec, Knobs
 from reaper.errors import BackendError
 from reaper.jobs import BadRecord, Job, Phase
-from tests.harness_aws_batch import make_backend, make_client
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.harness_aws_batch import FakeClock, make_backend, make_client
 
 
 @pytest.fixture

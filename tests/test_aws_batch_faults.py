@@ -56,14 +56,20 @@ def list_all(backend: AwsBatchBackend) -> list:
 def test_throttling_then_success_is_retried_by_botocore(emulator) -> None:
     emulator.knobs.throttle_first = 1
     assert len(list_all(backend_for(emulator))) == 5
-    assert emulator.calls["ListJobs"] == 5 + 1  # one per active status, plus the throttled one
+    # The first call (DescribeJobQueues, which tells the queue's kind) is throttled and retried;
+    # then one ListJobs per active status.
+    assert emulator.calls["DescribeJobQueues"] == 1 + 1
+    assert emulator.calls["ListJobs"] == 5
 
 
 def test_5xx_beyond_the_retry_budget_is_a_backend_error(emulator) -> None:
     emulator.knobs.fail_first = 100
-    with pytest.raises(BackendError, match=r"ListJobs failed: ServerException \(HTTP 500\)"):
+    # The listing's first call tells the queue's kind (DescribeJobQueues).
+    match = r"DescribeJobQueues failed: ServerException \(HTTP 500\)"
+    with pytest.raises(BackendError, match=match):
         list_all(backend_for(emulator))
-    assert emulator.calls["ListJobs"] == 6  # botocore's 1 + 5 retries, and no second layer
+    assert emulator.calls["DescribeJobQueues"] == 6  # botocore's 1 + 5 retries, no second layer
+    assert emulator.calls["ListJobs"] == 0
 
 
 def test_a_listing_that_fails_part_way_raises_after_the_good_pages(emulator) -> None:
@@ -83,9 +89,10 @@ def test_a_read_timeout_is_a_backend_error(emulator) -> None:
         list_all(backend)
     assert_no_secret(str(caught.value))
     # The client gave up on the second attempt's answer, not on its arrival: on a loaded machine
-    # the emulator may count that request a moment after the error was raised.
-    wait_for(lambda: emulator.calls["ListJobs"] >= 2 or None, 15, "the retried ListJobs")
-    assert emulator.calls["ListJobs"] == 2
+    # the emulator may count that request a moment after the error was raised. The listing's
+    # first call is DescribeJobQueues (it tells the queue's kind).
+    wait_for(lambda: emulator.calls["DescribeJobQueues"] >= 2 or None, 15, "the retried call")
+    assert emulator.calls["DescribeJobQueues"] == 2
 
 
 def test_a_refused_connection_is_a_backend_error() -> None:

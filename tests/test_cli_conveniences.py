@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -117,9 +118,66 @@ def test_completion_scripts_know_every_command_and_option(
         assert word in script, word
 
 
-def test_completion_for_fish_says_it_is_not_supported() -> None:
+FISH = shutil.which("fish")
+needs_fish = pytest.mark.skipif(
+    FISH is None and not os.environ.get("REAPER_CI_TOOLS"), reason="fish is not installed"
+)  # .ci/run installs fish and sets REAPER_CI_TOOLS=1: there, a missing fish fails
+
+
+def fish_complete(script: Path, *lines: str) -> list[list[str]]:
+    """What fish offers for each command line, after sourcing `script` (first words only)."""
+    probe = "; ".join(f"complete -C {json.dumps(line)}; echo '<end>'" for line in lines)
+    done = subprocess.run([FISH or "fish", "--no-config", "-c", f"source {script}; {probe}"],
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert done.stderr == ""
+    answers = done.stdout.split("<end>\n")[: len(lines)]
+    return [[row.split("\t")[0] for row in answer.splitlines()] for answer in answers]
+
+
+@needs_fish
+def test_fish_completes_every_command_and_its_options(tmp_path: Path) -> None:
     result = run_cli("completion", "fish")
-    assert result.code == 2 and "no fish support" in result.err and result.out == ""
+    assert result.code == 0, result.err
+    script = tmp_path / "reaper.fish"
+    script.write_text(result.out, encoding="utf-8")
+    commands = subcommands(build_parser())
+    top = [name for name in commands if " " not in name]
+    offered, *per_command = fish_complete(script, "reaper ", *(f"reaper {c} --" for c in commands))
+    assert sorted(offered) == sorted(top)
+    for (name, parser), options in zip(commands.items(), per_command, strict=True):
+        wanted = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+        if name == "audit":  # its options, before `verify`
+            assert set(options) == wanted, name
+        else:
+            assert wanted <= set(options), name
+        assert "--log-level" not in options, name  # the top level's options come first
+    shells, formats, after_verify = fish_complete(
+        script, "reaper completion ", "reaper validate --format ", "reaper audit verify --"
+    )
+    assert sorted(shells) == ["bash", "fish", "tcsh", "zsh"]
+    assert sorted(formats) == ["github", "json", "text"]
+    assert "--new-chain-ok" in after_verify and "--since" not in after_verify
+
+
+def test_fish_script_follows_the_parser_it_is_given() -> None:
+    from reaper.commands.fish import fish_script
+
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--mode", choices=["a", "b"], help="the mode; more words")
+    commands = parser.add_subparsers(dest="command")
+    sub = commands.add_parser("go", help="it's going")
+    sub.add_argument("--out", type=Path, help="where")
+    sub.add_argument("--quiet", action="store_true")
+    lines = fish_script(parser).splitlines()
+    assert (
+        "complete -c tool -n 'not __fish_seen_subcommand_from go' -l mode -x -a 'a b' "
+        "-d 'the mode'" in lines
+    )
+    assert (
+        "complete -c tool -n 'not __fish_seen_subcommand_from go' -a go -d 'it\\'s going'" in lines
+    )
+    assert "complete -c tool -n '__fish_seen_subcommand_from go' -l out -r -F -d 'where'" in lines
+    assert "complete -c tool -n '__fish_seen_subcommand_from go' -l quiet" in lines
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

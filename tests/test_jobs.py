@@ -19,7 +19,7 @@ NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 # Transcribed from docs/backends.mdindependently of reaper/jobs.py.
 EXPECTED = {
     "aws_batch": {
-        Phase.PENDING: "SUBMITTED PENDING RUNNABLE",
+        Phase.PENDING: "SUBMITTED PENDING RUNNABLE SCHEDULED",  # SCHEDULED: service jobs only
         Phase.RUNNING: "STARTING RUNNING",
         Phase.TERMINAL: "SUCCEEDED FAILED",
     },

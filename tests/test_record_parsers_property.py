@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reaper.backends.records import read_record
-from reaper.jobs import BAD_VALUE_CHARS, BadRecord, Job
+from reaper.jobs import BAD_VALUE_CHARS, BadRecord, Job, JobKind
 from reaper.policy.model import PolicySource, compile_policy, evaluate
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -28,6 +28,7 @@ POLICIES = [
         {"name": "pending", "max_pending": "1h", "statuses": ["pending"]},
         {"name": "age", "max_age": "1d", "names": ["*"], "tags": {"team": "*"}},
         {"name": "where", "where": {"job_cost": {"gt": 1}}, "statuses": ["ARCHIVING"]},
+        {"name": "service", "kinds": ["service"], "statuses": ["SCHEDULED"], "max_age": "1h"},
     )
 ]
 
@@ -56,7 +57,18 @@ epoch_numbers = (
 times = iso_times | near_times | epoch_numbers | json_values | st.just("yesterday")
 statuses = (
     st.sampled_from(
-        ["RUNNING", "running", "RUNNABLE", "ARCHIVING", "QUEUED", "SUCCEEDED", "UNKNOWN", "", "x"]
+        [
+            "RUNNING",
+            "running",
+            "RUNNABLE",
+            "SCHEDULED",
+            "ARCHIVING",
+            "QUEUED",
+            "SUCCEEDED",
+            "UNKNOWN",
+            "",
+            "x",
+        ]
     )
     | json_values
 )
@@ -75,6 +87,14 @@ AWS = record({
     "jobId": ids, "status": statuses, "jobName": json_values, "createdAt": times,
     "startedAt": times, "tags": st.dictionaries(st.text(max_size=6), json_values) | json_values,
     "arrayProperties": json_values,
+})  # fmt: skip
+# A ListServiceJobs ServiceJobSummary or a DescribeServiceJob answer (botocore's batch model).
+AWS_SERVICE = record({
+    "jobId": ids, "status": statuses, "jobName": json_values, "createdAt": times,
+    "startedAt": times | st.just(0), "scheduledAt": times,
+    "tags": st.dictionaries(st.text(max_size=6), json_values) | json_values,
+    "serviceJobType": st.just("SAGEMAKER_TRAINING") | json_values,
+    "latestAttempt": json_values, "jobQueue": json_values,
 })  # fmt: skip
 TAPIS = record({
     "uuid": ids, "status": statuses, "name": json_values, "created": times,
@@ -109,6 +129,17 @@ def test_aws_batch_records_give_a_job_or_a_bad_record(raw: Any, detailed: bool) 
 
 
 @EXAMPLES
+@given(AWS_SERVICE, st.booleans(), st.sampled_from([JobKind.SERVICE, None]))
+def test_aws_batch_service_job_records_give_a_job_or_a_bad_record(
+    raw: Any, detailed: bool, kind: JobKind | None
+) -> None:
+    result = read_record("aws_batch", "b", raw, queue="q", detailed=detailed, kind=kind)
+    check(result)
+    if isinstance(result, Job) and kind is JobKind.SERVICE:
+        assert result.kind is JobKind.SERVICE
+
+
+@EXAMPLES
 @given(TAPIS)
 def test_tapis_records_give_a_job_or_a_bad_record(raw: Any) -> None:
     check(read_record("tapis", "b", raw))
@@ -127,6 +158,10 @@ def test_the_examples_of_the_issue_are_bad_records_naming_the_field() -> None:
         ("sutro", {"job_id": "s", "status": "RUNNING", "datetime_created": NOW.isoformat(),
                    "datetime_started": 1e20}, "datetime_started"),
         ("aws_batch", {"jobId": "a", "status": "RUNNING"}, "createdAt"),
+        ("aws_batch", {"jobId": "a", "status": "SCHEDULED", "createdAt": 1.7e12,
+                       "serviceJobType": "SAGEMAKER_TRAINING", "tags": ["team"]}, "tags"),
+        ("aws_batch", {"jobId": "a", "status": "RUNNING", "createdAt": 1.7e12,
+                       "serviceJobType": "SAGEMAKER_TRAINING", "startedAt": "soon"}, "startedAt"),
         ("tapis", {"uuid": "t", "status": "RUNNING", "created": NOW.isoformat(),
                    "tags": [1, 2]}, "tags"),
     ]  # fmt: skip
@@ -134,3 +169,19 @@ def test_the_examples_of_the_issue_are_bad_records_naming_the_field() -> None:
         bad = read_record(backend_type, "b", raw, queue="q")
         assert isinstance(bad, BadRecord) and bad.field == field, (backend_type, bad)
         assert bad.job_id == next(iter(raw.values()))
+
+
+def test_a_service_job_record_is_a_service_job_and_a_zero_start_is_no_start() -> None:
+    created = int((NOW - timedelta(hours=3)).timestamp() * 1000)
+    raw = {"jobId": "s", "status": "SCHEDULED", "createdAt": created, "startedAt": 0,
+           "serviceJobType": "SAGEMAKER_TRAINING"}  # fmt: skip
+    job = read_record("aws_batch", "b", raw, queue="train")
+    assert isinstance(job, Job) and job.kind is JobKind.SERVICE
+    assert job.started_at is None and job.pending(NOW) == timedelta(hours=3)
+    container = read_record("aws_batch", "b", {**raw, "serviceJobType": None} | {"startedAt": 0})
+    assert isinstance(container, Job)
+    assert container.kind is JobKind.SERVICE  # the field is there, whatever its value
+    plain = {k: v for k, v in raw.items() if k != "serviceJobType"}
+    job = read_record("aws_batch", "b", plain, queue="gpu")
+    assert isinstance(job, Job) and job.kind is JobKind.CONTAINER
+    assert job.started_at is not None  # a container job's 0 is a (1970, implausible) start

@@ -13,13 +13,14 @@ from reaper.audit.reader import Record, rotated_files
 from reaper.audit.writer import AuditLog, read_audit, unconfirmed_outcome, unresolved_intents
 from reaper.backends.base import Backend
 from reaper.errors import BackendError
-from reaper.jobs import Job, Phase, phase_of
+from reaper.jobs import JOB_KINDS, Job, JobKind, Phase, phase_of
 
 log = logging.getLogger(__name__)
 
 CARRIED = (
     "sweep_id", "policy", "policy_file", "policy_sha256", "policy_commit", "backend", "type",
-    "job_id", "job_name", "queue", "status", "runtime_s", "pending_s", "reason", "dry_run",
+    "kind", "job_id", "job_name", "queue", "status", "runtime_s", "pending_s", "reason",
+    "dry_run",
 )  # fmt: skip
 
 
@@ -69,11 +70,14 @@ def _look_up(backend: Backend, intent: Mapping[str, Any]) -> str | None:
 
 
 def job_stub(backend: Backend, intent: Mapping[str, Any]) -> Job:
-    """A Job holding what an audit record knows of it, for `Backend.refresh`."""
+    """A Job holding what an audit record knows of it, for `Backend.refresh` (its `kind` tells
+    AWS Batch which describe call reads it; records written before kinds name none)."""
     status = str(intent.get("status") or "")
+    kind = intent.get("kind")
     return Job(
         backend=backend.name, type=backend.type, id=str(intent["job_id"]),
         name=str(intent.get("job_name") or ""), queue=str(intent.get("queue") or ""),
         status=status, phase=phase_of(backend.type, status) if status else Phase.UNKNOWN,
         created_at=datetime.fromtimestamp(0, UTC), detailed=False,
+        kind=JobKind(kind) if kind in JOB_KINDS else None,
     )  # fmt: skip

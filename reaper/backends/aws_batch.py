@@ -1,5 +1,7 @@
 """AWS Batch backend on boto3: ListJobs per queue and non-terminal status, DescribeJobs for tags,
-TerminateJob(s) to cancel (docs/backends.md, docs/architecture.md, sweep step 5).
+TerminateJob(s) to cancel; service jobs on SAGEMAKER_TRAINING queues through ListServiceJobs,
+DescribeServiceJob and TerminateServiceJob(s) (reaper.backends.aws_kinds; docs/backends.md,
+docs/architecture.md, sweep step 5).
 
 Retries and timeouts are botocore's alone (standard retry mode, explicit connect/read timeouts):
 no second retry layer is stacked on top. This module is imported only when an `aws_batch`
@@ -8,8 +10,9 @@ in reaper.backends.aws_client."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
@@ -21,6 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reaper.backends.aws_client import client_config, describe_error, make_client, redact
+from reaper.backends.aws_kinds import API, job_kind, queue_kind
 from reaper.backends.base import (
     DEFAULT_MAX_PAGES,
     CancelOutcome,
@@ -34,15 +38,18 @@ from reaper.backends.base import (
     truncate_reason,
 )
 from reaper.backends.records import read_record
-from reaper.backends.records.aws_batch import TYPE, job_from_record, ms_to_utc
+from reaper.backends.records.aws_batch import TYPE, active_statuses_of, job_from_record, ms_to_utc
 from reaper.errors import BackendError
-from reaper.jobs import BadRecord, Job, Phase, active_statuses, phase_of
+from reaper.jobs import JOB_KINDS, BadRecord, Job, JobKind, Phase, phase_of
 
-LIST_PAGE_SIZE = 1000  # ListJobs maximum with jobStatus (API_ListJobs.html, maxResults)
-QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum
+log = logging.getLogger(__name__)
+
+LIST_PAGE_SIZE = API[JobKind.CONTAINER].page_size  # ListJobs maximum with jobStatus
+QUEUE_PAGE_SIZE = 100  # DescribeJobQueues maximum, also of the queues one call names
 DESCRIBE_CHUNK = 100  # DescribeJobs takes "a list of up to 100 job IDs"
 TERMINATE_CHUNK = 50  # TerminateJobs takes "an array of up to 50 Batch job IDs"
-# DescribeJobs calls in flight when enriching many jobs (docs/architecture.md)
+# DescribeJobs (DescribeServiceJob, one job each) calls in flight when enriching many jobs
+# (docs/architecture.md)
 DESCRIBE_CONCURRENCY = 8
 # Codes a service answers with when it does not know an operation (moto answers a bare 404).
 _UNKNOWN_OPERATION = frozenset({"UnknownOperationException", "UnknownOperation", "404"})
@@ -73,7 +80,8 @@ class AwsCallError(BackendError):
 
 
 class AwsBatchBackend:
-    """Lists and terminates AWS Batch jobs through a ready boto3 `batch` client."""
+    """Lists and terminates AWS Batch jobs through a ready boto3 `batch` client: the container
+    jobs and the service jobs of its queues, or only the `job_kinds` given."""
 
     type = TYPE
 
@@ -83,14 +91,18 @@ class AwsBatchBackend:
         client: Any,
         queues: Sequence[str] | None = None,
         max_pages: int = DEFAULT_MAX_PAGES,
+        job_kinds: Collection[JobKind] = JOB_KINDS,
     ) -> None:
         self.name = name
         self._client = client
         self._queues = list(queues) if queues else None
         self._max_pages = max_pages
+        self._kinds = frozenset(job_kinds)
         self.server_clock = ServerClock()
-        # Older botocore releases lack TerminateJobs: then there is no bulk call to make.
-        self._bulk = "TerminateJobs" in client.meta.service_model.operation_names
+        # Older botocore releases lack TerminateJobs (TerminateServiceJobs): then there is no
+        # bulk call to make for that kind.
+        operations = client.meta.service_model.operation_names
+        self._bulk = {kind: api.terminate_many in operations for kind, api in API.items()}
 
     @property
     def client(self) -> Any:
@@ -107,46 +119,80 @@ class AwsBatchBackend:
         config: Config | None = None,
     ) -> AwsBatchBackend:
         """Build from a `reaper.yaml` backend section (region, profile, role_arn, endpoint_url,
-        queues). Credentials come from the SDK's own chain, never from the section.
+        queues, job_kinds). Credentials come from the SDK's own chain, never from the section.
         Raises BackendError when no client can be built (unknown profile, no region)."""
         try:
             client = make_client(section, config or client_config(*call_timeouts(section)))
         except BotoCoreError as exc:
             raise BackendError(name, f"cannot build an AWS client: {describe_error(exc)}") from None
-        return cls(name, client, section.get("queues"), max_pages_of(name, section))
+        kinds = tuple(JobKind(kind) for kind in section.get("job_kinds") or JOB_KINDS)
+        return cls(name, client, section.get("queues"), max_pages_of(name, section), kinds)
 
     # -- listing --------------------------------------------------------------------------------
     def list_active(self) -> Iterator[Page]:
-        """Yield each ListJobs page of every queue and non-terminal status, as undetailed Jobs.
-        Statuses are walked in lifecycle order, so a job that moves on between two calls is
-        listed again rather than missed; the sweep keeps its last record (reaper.engine.scan).
-        Raises BackendError, also when the paging does not end (`ListingGuard`)."""
+        """Yield each list page of every queue and non-terminal status, as undetailed Jobs: a
+        container queue's through ListJobs, a SAGEMAKER_TRAINING queue's through
+        ListServiceJobs only, each kind only if `job_kinds` has it. Statuses are walked in
+        lifecycle order, so a job that moves on between two calls is listed again rather than
+        missed; the sweep keeps its last record (reaper.engine.scan). Raises BackendError, also
+        when the paging does not end (`ListingGuard`)."""
         # ListJobs may answer an empty page with a nextToken: only max_pages ends such paging.
         guard = ListingGuard(self.name, self._max_pages, empty_pages=True)
-        for queue in self._queue_names():
-            for status in active_statuses(TYPE):
+        for queue, kind in self._queue_kinds():
+            if kind not in self._kinds:
+                continue
+            for status in active_statuses_of(kind):
                 guard.new_stream()
-                for summaries in self._list_pages(queue, status, guard):
-                    jobs = [self._job_or_bad(queue, record, False) for record in summaries]
-                    guard.page(page_ids(jobs), f"ListJobs {queue} {status}")
+                for summaries in self._list_pages(kind, queue, status, guard):
+                    jobs = [self._job_or_bad(queue, record, False, kind) for record in summaries]
+                    guard.page(page_ids(jobs), f"{API[kind].list_op} {queue} {status}")
                     yield [self._resolved(job) for job in jobs]
 
-    def _queue_names(self) -> list[str]:
-        if self._queues is not None:
-            return self._queues
-        params: dict[str, Any] = {"maxResults": QUEUE_PAGE_SIZE}
-        names: list[str] = []
-        for page in self._pages("DescribeJobQueues", "jobQueues", params):
-            names.extend(
-                str(queue["jobQueueName"])
-                for queue in page
-                if isinstance(queue, Mapping) and "jobQueueName" in queue
-            )
-        return names
+    def _queue_kinds(self) -> list[tuple[str, JobKind]]:
+        """Each queue to list with the kind of job it holds (`aws_kinds.queue_kind`). Configured
+        `queues` are described as well, keeping their spelling (a name or an ARN); one that
+        DescribeJobQueues leaves out is a container queue, listed as before queue types
+        existed (ListJobs then says whether it exists). A queue of a type reaper does not know
+        is left out, with a warning."""
+        if self._queues is None:
+            details = self._queue_details(None)
+            named = [(str(d["jobQueueName"]), d) for d in details]
+        else:
+            known = {}
+            for start in range(0, len(self._queues), QUEUE_PAGE_SIZE):
+                for detail in self._queue_details(self._queues[start : start + QUEUE_PAGE_SIZE]):
+                    known[str(detail["jobQueueName"])] = known[str(detail.get("jobQueueArn"))] = (
+                        detail
+                    )
+            named = [(queue, known.get(queue, {})) for queue in self._queues]
+        plan = []
+        for queue, detail in named:
+            kind = queue_kind(detail)
+            if kind is None:
+                log.warning("%s: queue %s has jobQueueType %r, which reaper does not know; it is "
+                            "not listed", self.name, queue, detail.get("jobQueueType"))  # fmt: skip
+            else:
+                plan.append((queue, kind))
+        return plan
 
-    def _list_pages(self, queue: str, status: str, guard: ListingGuard) -> Iterator[list[Any]]:
-        params = {"jobQueue": queue, "jobStatus": status, "maxResults": LIST_PAGE_SIZE}
-        return self._pages("ListJobs", "jobSummaryList", params, guard)
+    def _queue_details(self, names: list[str] | None) -> list[Mapping[str, Any]]:
+        """The JobQueueDetails DescribeJobQueues returns (of `names`, or of every queue)."""
+        params: dict[str, Any] = {"maxResults": QUEUE_PAGE_SIZE}
+        if names is not None:
+            params = {"jobQueues": names}  # "a list of up to 100 queue names or ... ARN entries"
+        return [
+            queue
+            for page in self._pages("DescribeJobQueues", "jobQueues", params)
+            for queue in page
+            if isinstance(queue, Mapping) and "jobQueueName" in queue
+        ]
+
+    def _list_pages(
+        self, kind: JobKind, queue: str, status: str, guard: ListingGuard
+    ) -> Iterator[list[Any]]:
+        api = API[kind]
+        params = {"jobQueue": queue, "jobStatus": status, "maxResults": api.page_size}
+        return self._pages(api.list_op, "jobSummaryList", params, guard)
 
     def _pages(
         self,
@@ -173,52 +219,76 @@ class AwsBatchBackend:
     # -- details --------------------------------------------------------------------------------
     def enrich(self, jobs: Sequence[Job]) -> list[Job | BadRecord]:
         """Detailed copies (tags, full record, current status) in order; vanished jobs are left
-        out, an unreadable JobDetail is a BadRecord. One DescribeJobs call per 100 jobs. Raises
-        BackendError."""
-        records = self._describe([job.id for job in jobs])
+        out, an unreadable JobDetail is a BadRecord. One DescribeJobs call per 100 container
+        jobs, one DescribeServiceJob per service job. Raises BackendError."""
+        records = self._records(jobs)
         return [
-            self._resolved(self._job_or_bad(job.queue, records[job.id], True))
+            self._resolved(
+                self._job_or_bad(job.queue, records[_key(job)], True, job_kind(job.kind))
+            )
             for job in jobs
-            if job.id in records
+            if _key(job) in records
         ]
 
     def refresh(self, job: Job) -> Job | None:
-        """The job's current detailed state, or None if DescribeJobs no longer knows it."""
-        record = self._describe([job.id]).get(job.id)
+        """The job's current detailed state, or None if DescribeJobs (DescribeServiceJob for a
+        service job) no longer knows it."""
+        record = self._records([job]).get(_key(job))
         return None if record is None else self._detailed(job, record)
 
     def read_job(self, job_id: str) -> Job | None:
-        """One job by id, detailed, or None if DescribeJobs does not know it (`reaper explain`).
-        Its queue is named as a listing names it: the configured `queues` entry when that is
-        the job queue's ARN, else the name in the ARN (JobDetail.jobQueue is an ARN,
+        """One job by id, detailed, or None if neither DescribeJobs nor DescribeServiceJob
+        knows it (`reaper explain`; a kind `job_kinds` leaves out is read too, so that
+        `why_unlisted` can say so). Its queue is named as a listing names it: the configured
+        `queues` entry when that is the job queue's ARN, else the name in the ARN
+        (JobDetail.jobQueue is an ARN,
         https://docs.aws.amazon.com/batch/latest/APIReference/API_JobDetail.html).
         Raises BackendError."""
-        record = self._describe([job_id]).get(job_id)
-        if record is None:
-            return None
-        arn = str(record.get("jobQueue") or "")
-        queue = arn if self._queues and arn in self._queues else arn.rsplit("/", 1)[-1]
-        (job,) = self._parse("DescribeJobs", queue, [record], detailed=True)
-        return job
+        for kind in (JobKind.CONTAINER, JobKind.SERVICE):
+            record = self._describe(kind, [job_id]).get(job_id)
+            if record is not None:
+                arn = str(record.get("jobQueue") or "")
+                queue = arn if self._queues and arn in self._queues else arn.rsplit("/", 1)[-1]
+                (job,) = self._parse(API[kind].describe_op, queue, [record], True, kind)
+                return job
+        return None
 
     def why_unlisted(self, job: Job) -> str | None:
-        """With `queues:` configured, only those queues are listed."""
+        """With `queues:` configured, only those queues are listed; with `job_kinds:`, only
+        those kinds of job."""
+        kind = job_kind(job.kind)
+        if kind not in self._kinds:
+            return f"this backend's job_kinds leaves out {kind} jobs"
         if self._queues is None or job.queue in self._queues:
             return None
         return f"queue {job.queue} is not in this backend's queues ({', '.join(self._queues)})"
 
-    def _describe(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-        """Records by job id, 100 ids per DescribeJobs, up to DESCRIBE_CONCURRENCY calls in
-        flight (the calls are independent; botocore clients are thread-safe). Raises
-        BackendError if any call fails."""
+    def _records(self, jobs: Sequence[Job]) -> dict[tuple[JobKind, str], Mapping[str, Any]]:
+        """Current records by (kind, job id), each kind read through its own describe call."""
+        found: dict[tuple[JobKind, str], Mapping[str, Any]] = {}
+        for kind in JobKind:
+            ids = [job.id for job in jobs if job_kind(job.kind) is kind]
+            if ids:
+                found.update(((kind, i), r) for i, r in self._describe(kind, ids).items())
+        return found
+
+    def _describe(self, kind: JobKind, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """Records by job id: 100 ids per DescribeJobs, or one DescribeServiceJob per service
+        job, up to DESCRIBE_CONCURRENCY calls in flight (the calls are independent; botocore
+        clients are thread-safe). Raises BackendError if any call fails."""
         unique = list(dict.fromkeys(ids))
-        chunks = [unique[i : i + DESCRIBE_CHUNK] for i in range(0, len(unique), DESCRIBE_CHUNK)]
+        if kind is JobKind.SERVICE:
+            chunks = [[job_id] for job_id in unique]
+            read = self._describe_service_job
+        else:
+            chunks = [unique[i : i + DESCRIBE_CHUNK] for i in range(0, len(unique), DESCRIBE_CHUNK)]
+            read = self._describe_chunk
         if len(chunks) <= 1:
-            pages = [self._describe_chunk(chunk) for chunk in chunks]
+            pages = [read(chunk) for chunk in chunks]
         else:
             workers = min(DESCRIBE_CONCURRENCY, len(chunks))
             with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-describe") as pool:
-                pages = list(pool.map(self._describe_chunk, chunks))
+                pages = list(pool.map(read, chunks))
         return {job_id: record for page in pages for job_id, record in page.items()}
 
     def _describe_chunk(self, ids: list[str]) -> dict[str, Mapping[str, Any]]:
@@ -229,9 +299,29 @@ class AwsBatchBackend:
             if isinstance(record, Mapping) and isinstance(record.get("jobId"), str)
         }
 
+    def _describe_service_job(self, ids: list[str]) -> dict[str, Mapping[str, Any]]:
+        """{id: record} of one service job, {} when the service does not know it (a
+        ClientException saying so: DescribeServiceJob takes one id and has no list to leave it
+        out of). Raises BackendError for an answer that names no job."""
+        (job_id,) = ids
+        try:
+            response = self._call("DescribeServiceJob", jobId=job_id)
+        except AwsCallError as exc:
+            if exc.code == "ClientException" and _NOT_FOUND_MESSAGE.search(str(exc)):
+                return {}
+            raise
+        record = {key: value for key, value in response.items() if key != "ResponseMetadata"}
+        found = record.get("jobId")
+        if not isinstance(found, str):
+            # An answer without the job (botocore reads a garbled body as {}) says nothing: a
+            # job read as gone would be "not found", and a cancel "confirmed".
+            raise AwsCallError(self.name, "DescribeServiceJob", "malformed response: no 'jobId'")
+        return {found: record}
+
     def _detailed(self, job: Job, record: Mapping[str, Any]) -> Job:
         # JobDetail.jobQueue is an ARN; keep the queue name the job was listed under.
-        (detailed,) = self._parse("DescribeJobs", job.queue, [record], detailed=True)
+        kind = job_kind(job.kind)
+        (detailed,) = self._parse(API[kind].describe_op, job.queue, [record], True, kind)
         return self._with_children(detailed)
 
     # -- array and multi-node parents ----------------------------------------------------------
@@ -273,22 +363,24 @@ class AwsBatchBackend:
         (https://docs.aws.amazon.com/batch/latest/APIReference/API_CancelJob.html).
         TerminateJob also succeeds on finished and unknown jobs
         (https://github.com/aws/aws-cli/issues/2551), so a DescribeJobs right before decides
-        `already_terminal` and `not_found`. Never raises for a per-job problem."""
+        `already_terminal` and `not_found`. A service job goes the same way through
+        DescribeServiceJob and TerminateServiceJob. Never raises for a per-job problem."""
         try:
-            outcome = self._precheck(self._describe([job.id]).get(job.id))
+            outcome = self._precheck(self._records([job]).get(_key(job)))
         except BackendError as exc:
             return CancelResult(CancelOutcome.FAILED, str(exc))
-        return outcome or self._terminate(job.id, truncate_reason(reason))
+        return outcome or self._terminate(job_kind(job.kind), job.id, truncate_reason(reason))
 
     def cancel_many(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]:
         """Cancel several jobs with one reason: one DescribeJobs per 100, one TerminateJobs per
-        50 (TerminateJob one by one where the service lacks TerminateJobs). Results are in the
-        order of `jobs`; never raises for a per-job problem."""
+        50 (TerminateJob one by one where the service lacks TerminateJobs); service jobs
+        through DescribeServiceJob and TerminateServiceJobs. Results are in the order of
+        `jobs`; never raises for a per-job problem."""
         try:
-            records = self._describe([job.id for job in jobs])
+            records = self._records(jobs)
         except BackendError as exc:
             return [CancelResult(CancelOutcome.FAILED, str(exc)) for _ in jobs]
-        decided = {job.id: self._precheck(records.get(job.id)) for job in jobs}
+        decided = {_key(job): self._precheck(records.get(_key(job))) for job in jobs}
         return self._terminate_undecided(jobs, decided, reason)
 
     # -- the sweep's bulk path (reaper.engine.sweep.BulkBackend) ------------------------------
@@ -299,15 +391,19 @@ class AwsBatchBackend:
 
     @property
     def cancel_batch(self) -> int:
-        """The most jobs one `cancel_checked` call carries in one API call: TerminateJobs takes
-        50 ids, or 1 once the service turned out to lack TerminateJobs."""
-        return TERMINATE_CHUNK if self._bulk else 1
+        """The most jobs one `cancel_checked` call carries in one API call: TerminateJobs (and
+        TerminateServiceJobs) take 50 ids, or 1 once the service turned out to lack both."""
+        return TERMINATE_CHUNK if any(self._bulk.values()) else 1
 
     def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]:
-        """The current detailed state of each job, in order (None for a job DescribeJobs no
-        longer knows): one DescribeJobs per 100 jobs. Raises BackendError."""
-        records = self._describe([job.id for job in jobs])
-        return [self._detailed(job, records[job.id]) if job.id in records else None for job in jobs]
+        """The current detailed state of each job, in order (None for a job the service no
+        longer knows): one DescribeJobs per 100 container jobs, one DescribeServiceJob per
+        service job. Raises BackendError."""
+        records = self._records(jobs)
+        return [
+            self._detailed(job, records[_key(job)]) if _key(job) in records else None
+            for job in jobs
+        ]
 
     def cancel_checked(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]:
         """Terminate jobs whose state the caller has just read (`refresh`/`refresh_many`, the
@@ -315,21 +411,29 @@ class AwsBatchBackend:
         go out in TerminateJobs calls of up to 50 ids, without the DescribeJobs that `cancel`
         makes first. Results are in the order of `jobs`; never raises for a per-job problem."""
         decided = {
-            job.id: CancelResult(CancelOutcome.ALREADY_TERMINAL) if job.phase == Phase.TERMINAL
-            else None
+            _key(job): CancelResult(CancelOutcome.ALREADY_TERMINAL)
+            if job.phase == Phase.TERMINAL else None
             for job in jobs
         }  # fmt: skip
         return self._terminate_undecided(jobs, decided, reason)
 
     def _terminate_undecided(
-        self, jobs: Sequence[Job], decided: Mapping[str, CancelResult | None], reason: str
+        self,
+        jobs: Sequence[Job],
+        decided: Mapping[tuple[JobKind, str], CancelResult | None],
+        reason: str,
     ) -> list[CancelResult]:
         reason = truncate_reason(reason)
-        results = {job_id: result for job_id, result in decided.items() if result is not None}
-        pending = list(dict.fromkeys(job.id for job in jobs if job.id not in results))
-        for start in range(0, len(pending), TERMINATE_CHUNK):
-            results.update(self._terminate_chunk(pending[start : start + TERMINATE_CHUNK], reason))
-        return [results[job.id] for job in jobs]
+        results = {key: result for key, result in decided.items() if result is not None}
+        for kind in JobKind:
+            pending = list(dict.fromkeys(
+                job.id for job in jobs if job_kind(job.kind) is kind and _key(job) not in results
+            ))  # fmt: skip
+            for start in range(0, len(pending), TERMINATE_CHUNK):
+                chunk = pending[start : start + TERMINATE_CHUNK]
+                done = self._terminate_chunk(kind, chunk, reason)
+                results.update(((kind, job_id), result) for job_id, result in done.items())
+        return [results[_key(job)] for job in jobs]
 
     def _precheck(self, record: Mapping[str, Any] | None) -> CancelResult | None:
         """The outcome decided without a cancel call, or None when the job is still active."""
@@ -339,27 +443,29 @@ class AwsBatchBackend:
             return CancelResult(CancelOutcome.ALREADY_TERMINAL)
         return None
 
-    def _terminate(self, job_id: str, reason: str) -> CancelResult:
+    def _terminate(self, kind: JobKind, job_id: str, reason: str) -> CancelResult:
         try:
-            self._call("TerminateJob", jobId=job_id, reason=reason)
+            self._call(API[kind].terminate_one, jobId=job_id, reason=reason)
         except AwsCallError as exc:
             if exc.code == "ClientException" and _NOT_FOUND_MESSAGE.search(str(exc)):
                 return CancelResult(CancelOutcome.NOT_FOUND, str(exc))
             if exc.answer_lost:
-                return self._after_lost_answers([job_id], str(exc))[job_id]
+                return self._after_lost_answers(kind, [job_id], str(exc))[job_id]
             return CancelResult(CancelOutcome.FAILED, str(exc))
         return CancelResult(CancelOutcome.CANCELLED)
 
-    def _after_lost_answers(self, ids: list[str], lost: str) -> dict[str, CancelResult]:
+    def _after_lost_answers(
+        self, kind: JobKind, ids: list[str], lost: str
+    ) -> dict[str, CancelResult]:
         """Terminate calls whose answer was lost after botocore's retries (which repeat the
         call: TerminateJob answers 200 for a finished job, so a retry never reports "already
         terminal"). One DescribeJobs tells what is known: terminal now is `cancelled`, gone is
         `not_found`; a job still active is `failed`, and the next sweep terminates it again
         (TerminateJob is idempotent). A job terminated in RUNNABLE may stay RUNNABLE until it
         reaches the head of its queue, so `failed` can be pessimistic there, never
-        optimistic."""
+        optimistic. Service jobs are re-read the same way, through DescribeServiceJob."""
         try:
-            records = self._describe(ids)
+            records = self._describe(kind, ids)
         except BackendError as exc:
             error = f"{lost}; the job could not be re-read to tell: {exc}"
             return {job_id: CancelResult(CancelOutcome.FAILED, error) for job_id in ids}
@@ -379,25 +485,31 @@ class AwsBatchBackend:
                 results[job_id] = CancelResult(CancelOutcome.FAILED, f"{lost}; still {status}")
         return results
 
-    def _terminate_chunk(self, ids: list[str], reason: str) -> dict[str, CancelResult]:
-        if not self._bulk:
-            return {job_id: self._terminate(job_id, reason) for job_id in ids}
+    def _terminate_chunk(
+        self, kind: JobKind, ids: list[str], reason: str
+    ) -> dict[str, CancelResult]:
+        if not self._bulk[kind]:
+            return {job_id: self._terminate(kind, job_id, reason) for job_id in ids}
+        operation = API[kind].terminate_many
         try:
-            response = self._call("TerminateJobs", jobs=ids, reason=reason)
+            response = self._call(operation, jobs=ids, reason=reason)
         except AwsCallError as exc:
             if exc.code in _UNKNOWN_OPERATION or exc.http_status == 404:
-                self._bulk = False  # the endpoint predates TerminateJobs: one by one from now on
-                return self._terminate_chunk(ids, reason)
+                # The endpoint predates the bulk call: one by one from now on.
+                self._bulk[kind] = False
+                return self._terminate_chunk(kind, ids, reason)
             if exc.answer_lost:
-                return self._after_lost_answers(ids, str(exc))
+                return self._after_lost_answers(kind, ids, str(exc))
             return {job_id: CancelResult(CancelOutcome.FAILED, str(exc)) for job_id in ids}
-        return self._bulk_outcomes(ids, response, reason)
+        return self._bulk_outcomes(kind, ids, response, reason)
 
     def _bulk_outcomes(
-        self, ids: list[str], response: Mapping[str, Any], reason: str
+        self, kind: JobKind, ids: list[str], response: Mapping[str, Any], reason: str
     ) -> dict[str, CancelResult]:
-        """Per-job outcomes of a TerminateJobs answer: `successful` ids were accepted, `errors`
-        failed (throttled or 5xx ones get one more try through TerminateJob)."""
+        """Per-job outcomes of a TerminateJobs (TerminateServiceJobs) answer: `successful` ids
+        were accepted, `errors` failed (throttled or 5xx ones get one more try through
+        TerminateJob, TerminateServiceJob)."""
+        operation = API[kind].terminate_many
         results = {
             job_id: CancelResult(CancelOutcome.CANCELLED)
             for job_id in _list_of(response.get("successful"))
@@ -412,11 +524,11 @@ class AwsBatchBackend:
             if job_id not in ids:
                 continue
             if code in _TRANSIENT_JOB_ERRORS:
-                results[job_id] = self._terminate(job_id, reason)
+                results[job_id] = self._terminate(kind, job_id, reason)
             else:
-                message = f"TerminateJobs: {code}: {redact(str(error.get('message')))}"
+                message = f"{operation}: {code}: {redact(str(error.get('message')))}"
                 results[job_id] = CancelResult(CancelOutcome.FAILED, message)
-        unreported = CancelResult(CancelOutcome.FAILED, "TerminateJobs did not report this job")
+        unreported = CancelResult(CancelOutcome.FAILED, f"{operation} did not report this job")
         return {job_id: results.get(job_id, unreported) for job_id in ids}
 
     def close(self) -> None:
@@ -451,17 +563,26 @@ class AwsBatchBackend:
             raise AwsCallError(self.name, operation, f"malformed response: no '{key}' list")
         return value
 
-    def _job_or_bad(self, queue: str, record: Any, detailed: bool) -> Job | BadRecord:
+    def _job_or_bad(
+        self, queue: str, record: Any, detailed: bool, kind: JobKind
+    ) -> Job | BadRecord:
         """One bad record is one skipped job: it never ends the listing."""
-        return read_record(TYPE, self.name, record, queue=queue, detailed=detailed)
+        return read_record(TYPE, self.name, record, queue=queue, detailed=detailed, kind=kind)
 
     def _parse(
-        self, operation: str, queue: str, records: Sequence[Any], *, detailed: bool
+        self, operation: str, queue: str, records: Sequence[Any], detailed: bool, kind: JobKind
     ) -> list[Job]:
         try:
-            return [job_from_record(self.name, queue, r, detailed=detailed) for r in records]
+            return [
+                job_from_record(self.name, queue, r, detailed=detailed, kind=kind) for r in records
+            ]
         except (ValueError, TypeError, KeyError) as exc:
             raise AwsCallError(self.name, operation, f"malformed response: {exc}") from None
+
+
+def _key(job: Job) -> tuple[JobKind, str]:
+    """A job's key among the records read: its kind and id (each kind has its own ids)."""
+    return job_kind(job.kind), job.id
 
 
 # Child statuses whose jobs have started or may have: a SUCCEEDED or FAILED child counts only

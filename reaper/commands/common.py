@@ -98,16 +98,6 @@ def add_deadline_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def deadline_seconds(args: argparse.Namespace) -> float | None:
-    """`--deadline` in seconds, or None (after printing why) when it is not a duration."""
-    try:
-        deadline = parse_duration(args.deadline)
-    except DurationError as exc:
-        print(f"reaper {args.command}: --deadline: {exc}", file=sys.stderr)
-        return None
-    return deadline.total_seconds()
-
-
 def report_interrupted(
     command: str,
     interrupted: Interrupted[Any],
@@ -148,16 +138,18 @@ def add_lock_wait_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def lock_wait_s(args: argparse.Namespace) -> float | None:
-    """--lock-wait in seconds, or None (after printing why) when it is not a duration."""
-    from reaper.policy.durations import DurationError, parse_duration
-
-    if args.lock_wait.strip() in ("0", "0s"):  # parse_duration refuses zero, which means "no wait"
+def option_seconds(args: argparse.Namespace, dest: str, *, zero_ok: bool = False) -> float | None:
+    """A duration option (`--deadline`, `--lock-wait`) in seconds, or None (after printing why)
+    when it is not a duration. `zero_ok`: "0" is allowed and means none (parse_duration refuses
+    zero)."""
+    text = str(getattr(args, dest))
+    if zero_ok and text.strip() in ("0", "0s"):
         return 0.0
     try:
-        return parse_duration(args.lock_wait).total_seconds()
+        return parse_duration(text).total_seconds()
     except DurationError as exc:
-        print(f"reaper {args.command}: --lock-wait: {exc}", file=sys.stderr)
+        option = "--" + dest.replace("_", "-")
+        print(f"reaper {args.command}: {option}: {exc}", file=sys.stderr)
         return None
 
 

@@ -1,7 +1,7 @@
-"""`reaper completion bash|zsh|tcsh`: a shell completion script generated from the argparse
-parser by shtab (docs/commands.md), so it never drifts from the options. shtab has no fish
-generator (github.com/tqdm/shtab issue 134), so `fish` says so rather than print a hand-written
-script."""
+"""`reaper completion bash|zsh|tcsh|fish`: a shell completion script generated from the argparse
+parser (docs/commands.md), so it never drifts from the options: by shtab for bash, zsh and tcsh;
+for fish, which shtab does not generate (github.com/tqdm/shtab issue 134), by
+`reaper.commands.fish` from the same parser."""
 
 from __future__ import annotations
 
@@ -12,34 +12,35 @@ from typing import Any, TextIO
 from reaper.commands.common import examples
 from reaper.errors import ExitCode
 
-SHELLS = ("bash", "zsh", "tcsh")
-UNSUPPORTED = {"fish": "shtab, which generates reaper's completion, has no fish support yet"}
+SHELLS = ("bash", "zsh", "tcsh", "fish")
 
 
 def add_parser(subparsers: Any) -> None:
     """Register `completion`."""
     parser = subparsers.add_parser(
         "completion",
-        help="print a shell completion script (bash, zsh, tcsh)",
-        description="Print a completion script for bash, zsh or tcsh, generated from reaper's "
-        "own option parser (shtab). fish is not supported: shtab has no fish generator.",
+        help="print a shell completion script (bash, zsh, tcsh, fish)",
+        description="Print a completion script for bash, zsh, tcsh or fish, generated from "
+        "reaper's own option parser (shtab; fish by reaper from the same parser).",
         **examples(
             "reaper completion bash > /etc/bash_completion.d/reaper",
             'reaper completion zsh > "${fpath[1]}/_reaper"',
+            "reaper completion fish > ~/.config/fish/completions/reaper.fish",
             'eval "$(reaper completion bash)"     # this shell only',
         ),
     )
-    parser.add_argument("shell", choices=[*SHELLS, *UNSUPPORTED], help="the shell")
+    parser.add_argument("shell", choices=SHELLS, help="the shell")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
-    if args.shell in UNSUPPORTED:
-        supported = ", ".join(SHELLS)
-        print(f"reaper completion: {UNSUPPORTED[args.shell]}; use {supported}", file=err)
-        return ExitCode.USAGE
+    out = out or sys.stdout
+    parser: argparse.ArgumentParser = args.build_parser()
+    if args.shell == "fish":
+        from reaper.commands.fish import fish_script
+
+        out.write(fish_script(parser))
+        return ExitCode.OK
     import shtab  # only this command needs it
 
-    parser: argparse.ArgumentParser = args.build_parser()
     out.write(shtab.complete(parser, shell=args.shell))
     return ExitCode.OK

@@ -149,7 +149,7 @@ def job_lines(job: Job, now: datetime) -> list[str]:
     tags = ", ".join(f"{k}={v}" for k, v in sorted(job.tags.items())) or "none"
     return [
         f"job {job.backend}/{job.id}: {job.name or '(no name)'}, queue {job.queue or '-'}, "
-        f"status {job.status} ({job.phase.value})",
+        f"status {job.status} ({job.phase.value})" + (f", {job.kind} job" if job.kind else ""),
         f"  created {_time(job.created_at)}, started {started}",
         f"  tags: {tags}",
     ]
@@ -222,8 +222,9 @@ def explanation_json(e: JobExplanation) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "now": e.now.isoformat(),
         "job": {
-            "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
-            "queue": job.queue, "status": job.status, "phase": job.phase.value,
+            "backend": job.backend, "type": job.type, "kind": job.kind, "job_id": job.id,
+            "job_name": job.name, "queue": job.queue, "status": job.status,
+            "phase": job.phase.value,
             "created_at": job.created_at.isoformat(),
             "started_at": job.started_at and job.started_at.isoformat(), "tags": dict(job.tags),
         },

@@ -16,9 +16,9 @@ from reaper.commands.common import (
     add_now_option,
     add_shard_option,
     add_wide_option,
-    deadline_seconds,
     examples,
     load,
+    option_seconds,
     report_interrupted,
     table_width,
 )
@@ -73,7 +73,7 @@ class _Planned(NamedTuple):
 def run(args: argparse.Namespace) -> int:
     from reaper.service.interrupt import Interrupted, run_interruptible
 
-    deadline_s = deadline_seconds(args)
+    deadline_s = option_seconds(args, "deadline")
     if deadline_s is None:
         return ExitCode.USAGE
     config, policies = load(args)

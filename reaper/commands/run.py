@@ -17,10 +17,9 @@ from reaper.commands.common import (
     add_deadline_option,
     add_lock_wait_option,
     add_shard_option,
-    deadline_seconds,
     examples,
     load,
-    lock_wait_s,
+    option_seconds,
     report_interrupted,
 )
 from reaper.commands.progress import listing_progress
@@ -80,7 +79,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one return per usage
     from reaper.engine.report import sweep_summary
     from reaper.service.interrupt import Interrupted, run_interruptible
 
-    deadline_s, wait_s = deadline_seconds(args), lock_wait_s(args)
+    deadline_s = option_seconds(args, "deadline")
+    wait_s = option_seconds(args, "lock_wait", zero_ok=True)
     if deadline_s is None or wait_s is None:
         return ExitCode.USAGE
     config, policies = load(args)

@@ -1,6 +1,8 @@
 """Loopback emulator of the AWS Batch job API, speaking the REST-JSON protocol botocore uses
 (botocore/data/batch/2016-08-10/service-2.json): POST /v1/listjobs, /v1/describejobs,
-/v1/terminatejob, /v1/terminatejobs, /v1/canceljob, /v1/describejobqueues.
+/v1/terminatejob, /v1/terminatejobs, /v1/canceljob, /v1/describejobqueues, and for service jobs
+(SageMaker Training through Batch) /v1/listservicejobs, /v1/describeservicejob,
+/v1/terminateservicejob, /v1/terminateservicejobs.
 
 Requests must carry a valid SigV4 `Authorization` header for a known access key. Errors are
 JSON `{"__type", "message"}` with the `x-amzn-ErrorType` header, as botocore's rest-json parser
@@ -11,7 +13,18 @@ reads them. Behaviour copied from the real service, with sources:
   (https://docs.aws.amazon.com/batch/latest/APIReference/API_CancelJob.html).
 - TerminateJobs treats unknown ids as successful and reports per-job errors in `errors`
   (service-2.json, TerminateJobs documentation).
-- ListJobs without `jobStatus` lists RUNNING jobs only; pages hold at most 1000 summaries."""
+- ListJobs without `jobStatus` lists RUNNING jobs only; pages hold at most 1000 summaries.
+- Queues have a `jobQueueType` (JobQueueDetail); jobs on a SAGEMAKER_TRAINING queue are service
+  jobs, listed by ListServiceJobs (at most 100 per page, RUNNING without `jobStatus`) and read
+  one at a time by DescribeServiceJob. TerminateServiceJobs treats unknown ids as successful
+  (its documentation: "Service jobs that can't be found are treated as successfully
+  processed").
+Assumptions where the documentation is silent, chosen so that a client's mistake shows:
+ListJobs on a SAGEMAKER_TRAINING queue and ListServiceJobs on a container queue answer a
+ClientException; DescribeServiceJob of an unknown id answers a ClientException "... not
+found"; the container calls do not know service job ids, nor the service calls container ones.
+`list_requests` records (operation, queue) of every list call, for tests of which call a
+client made for which queue."""
 
 from __future__ import annotations
 
@@ -47,10 +60,15 @@ REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 
 MAX_PAGE = 1000  # ListJobs returns at most 1000 summaries per page
+MAX_SERVICE_PAGE = 100  # ListServiceJobs: maxResults "between 1 and 100"
 MAX_DESCRIBE_IDS = 100
 MAX_BULK_IDS = 50
 MAX_REASON = 1024
-MUTATING_OPERATIONS = ("TerminateJob", "CancelJob", "TerminateJobs")
+MUTATING_OPERATIONS = (
+    "TerminateJob", "CancelJob", "TerminateJobs", "TerminateServiceJob", "TerminateServiceJobs",
+)  # fmt: skip
+CONTAINER_QUEUE = "ECS"
+SERVICE_QUEUE = "SAGEMAKER_TRAINING"
 
 _ROUTES = {
     "/v1/listjobs": "ListJobs",
@@ -59,6 +77,10 @@ _ROUTES = {
     "/v1/terminatejobs": "TerminateJobs",
     "/v1/canceljob": "CancelJob",
     "/v1/describejobqueues": "DescribeJobQueues",
+    "/v1/listservicejobs": "ListServiceJobs",
+    "/v1/describeservicejob": "DescribeServiceJob",
+    "/v1/terminateservicejob": "TerminateServiceJob",
+    "/v1/terminateservicejobs": "TerminateServiceJobs",
 }
 _SUMMARY_FIELDS = (
     "jobArn",
@@ -76,6 +98,22 @@ _SUMMARY_FIELDS = (
     "arrayProperties",
     "nodeProperties",
     "shareIdentifier",
+)
+# ServiceJobSummary members (botocore's batch model) the emulator's records hold.
+_SERVICE_SUMMARY_FIELDS = (
+    "latestAttempt",
+    "createdAt",
+    "jobArn",
+    "jobId",
+    "jobName",
+    "scheduledAt",
+    "serviceJobType",
+    "shareIdentifier",
+    "status",
+    "statusReason",
+    "startedAt",
+    "stoppedAt",
+    "isTerminated",
 )
 
 
@@ -99,6 +137,7 @@ class _Job(TableJob):
 
     queue: str
     parent: str | None = None  # the array (or multi-node) job this child (node) belongs to
+    service: bool = False  # a service job (on a SAGEMAKER_TRAINING queue)
 
     def reason(self) -> str | None:
         return self.record.get("statusReason")
@@ -128,7 +167,8 @@ class AwsBatchEmulator(EmulatorServer):
     """AWS Batch job API on 127.0.0.1. `credentials` maps access key id → secret key.
     `bulk_terminate = False` makes /v1/terminatejobs unknown (a service without TerminateJobs);
     `job_errors` maps a job id → (code, message) that TerminateJobs reports for it;
-    `raw_terminate_errors` are added to every TerminateJobs `errors` list as they are."""
+    `raw_terminate_errors` are added to every TerminateJobs `errors` list as they are.
+    `add_queue(name, SERVICE_QUEUE)` declares a queue of service jobs (before its jobs)."""
 
     mutating_operations = MUTATING_OPERATIONS
     cancel_operations = MUTATING_OPERATIONS
@@ -150,7 +190,8 @@ class AwsBatchEmulator(EmulatorServer):
         # Entries appended verbatim to every TerminateJobs `errors` list (a careless service:
         # strings where {job, code, message} objects belong).
         self.raw_terminate_errors: list[Any] = []
-        self._queues: dict[str, None] = {}  # insertion-ordered set of queue names
+        self._queues: dict[str, str] = {}  # queue name → jobQueueType, in insertion order
+        self.list_requests: list[tuple[str, str]] = []  # (ListJobs | ListServiceJobs, queue)
 
     # -- protocol hooks -------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -176,7 +217,7 @@ class AwsBatchEmulator(EmulatorServer):
         return error_response(500, "ServerException", "Internal server error")
 
     def is_list_operation(self, operation: str) -> bool:
-        return operation == "ListJobs"
+        return operation in ("ListJobs", "ListServiceJobs")
 
     def list_page_number(self, request: Request) -> int:
         try:
@@ -204,17 +245,61 @@ class AwsBatchEmulator(EmulatorServer):
         if isinstance(parent, str) and parent:
             matching = self._children(parent, status)
         else:
-            matching = self._listing(self._queue_name(_require_str(body, "jobQueue")), status)
+            queue = self._listed_queue(body, "ListJobs", service=False)
+            matching = self._listing(queue, status, service=False)
         chunk, more = self.page_at(matching, page.offset, limit)
         result: dict[str, Any] = {"jobSummaryList": [_summary(job.record) for job in chunk]}
         if more:
             result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
         return result
 
+    def _op_ListServiceJobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        status = body.get("jobStatus") or "RUNNING"
+        limit = min(int(body.get("maxResults") or MAX_SERVICE_PAGE), MAX_SERVICE_PAGE,
+                    self.knobs.page_size)  # fmt: skip
+        page = _Page.parse(body.get("nextToken"))
+        queue = self._listed_queue(body, "ListServiceJobs", service=True)
+        chunk, more = self.page_at(self._listing(queue, status, service=True), page.offset, limit)
+        result: dict[str, Any] = {"jobSummaryList": [_service_summary(job.record) for job in chunk]}
+        if more:
+            result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
+        return result
+
+    def _listed_queue(self, body: Mapping[str, Any], operation: str, *, service: bool) -> str:
+        """The queue a list call names, recorded in `list_requests`; a queue of the other kind
+        is a ClientException."""
+        queue = self._queue_name(_require_str(body, "jobQueue"))
+        self.list_requests.append((operation, queue))
+        if queue in self._queues and (self._queues[queue] == SERVICE_QUEUE) != service:
+            raise ApiError(400, "ClientException",
+                           f"{operation} does not list the jobs of {self._queues[queue]} queue "
+                           f"{queue}")  # fmt: skip
+        return queue
+
     def _op_DescribeJobs(self, body: dict[str, Any]) -> dict[str, Any]:
         ids = _require_ids(body, MAX_DESCRIBE_IDS)
-        found = [self.table.settle(self.table[i]) for i in ids if i in self.table]
+        found = [self.table.settle(self.table[i]) for i in ids if self._is(i, service=False)]
         return {"jobs": [self._detail(job) for job in found]}
+
+    def _op_DescribeServiceJob(self, body: dict[str, Any]) -> dict[str, Any]:
+        job_id = _require_str(body, "jobId")
+        if not self._is(job_id, service=True):
+            raise ApiError(400, "ClientException", f"Service job {job_id} not found")
+        return dict(self.table.settle(self.table[job_id]).record)
+
+    def _op_TerminateServiceJob(self, body: dict[str, Any]) -> dict[str, Any]:
+        job_id, reason = _require_str(body, "jobId"), _require_reason(body)
+        if self._is(job_id, service=True):
+            self._terminate(self.table[job_id], reason)
+        return {}
+
+    def _op_TerminateServiceJobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._terminate_many(body, service=True)
+
+    def _is(self, job_id: str, *, service: bool) -> bool:
+        """A job of that kind: the container calls do not know service jobs, and back."""
+        job = self.table.get(job_id)
+        return job is not None and job.service == service
 
     def _detail(self, job: _Job) -> dict[str, Any]:
         """A JobDetail; an array parent's `arrayProperties` gains its children's
@@ -233,18 +318,23 @@ class AwsBatchEmulator(EmulatorServer):
 
     def _op_TerminateJob(self, body: dict[str, Any]) -> dict[str, Any]:
         job_id, reason = _require_str(body, "jobId"), _require_reason(body)
-        if job_id in self.table:
+        if self._is(job_id, service=False):
             self._terminate(self.table[job_id], reason)
         return {}
 
     def _op_CancelJob(self, body: dict[str, Any]) -> dict[str, Any]:
         job_id, reason = _require_str(body, "jobId"), _require_reason(body)
-        job = self.table.get(job_id)
+        job = self.table.get(job_id) if self._is(job_id, service=False) else None
         if job is not None and phase_of("aws_batch", self._status(job)) == Phase.PENDING:
             self._terminate(job, reason)  # STARTING/RUNNING: success, and nothing happens
         return {}
 
     def _op_TerminateJobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._terminate_many(body, service=False)
+
+    def _terminate_many(self, body: dict[str, Any], *, service: bool) -> dict[str, Any]:
+        """TerminateJobs / TerminateServiceJobs: per-job errors from `job_errors`, unknown ids
+        successful."""
         ids, reason = _require_ids(body, MAX_BULK_IDS), _require_reason(body)
         successful, errors = [], []
         for job_id in ids:
@@ -252,7 +342,7 @@ class AwsBatchEmulator(EmulatorServer):
                 code, message = self.job_errors[job_id]
                 errors.append({"job": job_id, "code": code, "message": message})
                 continue
-            if job_id in self.table:
+            if self._is(job_id, service=service):
                 self._terminate(self.table[job_id], reason)
             successful.append(job_id)  # unknown ids count as processed, as documented
         return {"successful": successful, "errors": [*errors, *self.raw_terminate_errors]}
@@ -269,8 +359,8 @@ class AwsBatchEmulator(EmulatorServer):
             result["nextToken"] = _Page(page.offset + limit, page.number + 1).token()
         return result
 
-    def _listing(self, queue: str, status: str) -> list[_Job]:
-        """The jobs of one queue and status, in table order."""
+    def _listing(self, queue: str, status: str, *, service: bool) -> list[_Job]:
+        """The jobs (service jobs) of one queue and status, in table order."""
 
         def select() -> list[_Job]:
             # Array children and multi-node nodes are listed through their parent's id only.
@@ -278,9 +368,11 @@ class AwsBatchEmulator(EmulatorServer):
                 job
                 for job in self.table.values()
                 if job.queue == queue and job.record["status"] == status and job.parent is None
-            ]
+                and job.service == service
+            ]  # fmt: skip
 
-        return self.table.listing(("ListJobs", queue, status), select)  # type: ignore[no-any-return]
+        key = ("ListServiceJobs" if service else "ListJobs", queue, status)
+        return self.table.listing(key, select)  # type: ignore[no-any-return]
 
     def _children(self, parent: str, status: str | None) -> list[_Job]:
         """The children (nodes) of `parent` in `status` (None: any), in table order."""
@@ -324,24 +416,38 @@ class AwsBatchEmulator(EmulatorServer):
         return f"arn:aws:batch:{self.region}:{self.account_id}:job-queue/{name}"
 
     def _queue_detail(self, name: str) -> dict[str, Any]:
-        return {
+        queue_type = self._queues[name]
+        detail: dict[str, Any] = {
             "jobQueueName": name,
             "jobQueueArn": self._queue_arn(name),
             "state": "ENABLED",
             "status": "VALID",
             "priority": 1,
-            "computeEnvironmentOrder": [],
+            "computeEnvironmentOrder": [],  # required, also of a service queue
+            "jobQueueType": queue_type,
         }
+        if queue_type == SERVICE_QUEUE:
+            detail["serviceEnvironmentOrder"] = [
+                {"order": 1, "serviceEnvironment": f"arn:aws:batch:{self.region}:"
+                 f"{self.account_id}:service-environment/{name}"}
+            ]  # fmt: skip
+        return detail
 
     # -- job table ------------------------------------------------------------------------------
-    def add_queue(self, name: str) -> None:
-        """Declare a queue (queues of seeded jobs are declared automatically)."""
+    def add_queue(self, name: str, queue_type: str = CONTAINER_QUEUE) -> None:
+        """Declare a queue of `queue_type` (a JobQueueType; SERVICE_QUEUE holds service jobs).
+        Queues of seeded jobs are declared automatically, as container queues."""
         with self.lock:
-            self._queues[name] = None
+            self._queues[name] = queue_type
 
     def add_job(self, spec: JobSpec) -> str:
-        job_id = spec.id or str(uuid.uuid4())
+        """A container job, or a service job when its queue was declared SERVICE_QUEUE."""
         queue = spec.queue or "default"
+        with self.lock:
+            service = self._queues.get(queue) == SERVICE_QUEUE
+        if service:
+            return self._add_service_job(spec, queue)
+        job_id = spec.id or str(uuid.uuid4())
         record: dict[str, Any] = {
             "jobArn": f"arn:aws:batch:{self.region}:{self.account_id}:job/{job_id}",
             "jobId": job_id,
@@ -359,8 +465,34 @@ class AwsBatchEmulator(EmulatorServer):
             record["startedAt"] = _ms(spec.started_at)
         apply_extra(record, spec.extra)
         with self.lock:
-            self._queues[queue] = None
+            self._queues.setdefault(queue, CONTAINER_QUEUE)
             self.table.add(_Job(job_id, record, queue))
+        return job_id
+
+    def _add_service_job(self, spec: JobSpec, queue: str) -> str:
+        """A DescribeServiceJob record. botocore's model calls `startedAt` required there, as in
+        JobDetail, where the service leaves it out until the job starts
+        (https://github.com/brendanhay/amazonka/pull/561): so does the emulator."""
+        job_id = spec.id or str(uuid.uuid4())
+        arn = f"arn:aws:batch:{self.region}:{self.account_id}"
+        record: dict[str, Any] = {
+            "jobArn": f"{arn}:service-job/{job_id}",
+            "jobId": job_id,
+            "jobName": spec.name,
+            "jobQueue": self._queue_arn(queue),
+            "serviceJobType": "SAGEMAKER_TRAINING",
+            "status": spec.status.upper(),
+            "createdAt": _ms(spec.created_at),
+            "tags": dict(spec.tags),
+            "attempts": [],
+            "retryStrategy": {"attempts": 1},
+            "serviceRequestPayload": json.dumps({"TrainingJobName": spec.name}),
+        }
+        if spec.started_at is not None:
+            record["startedAt"] = _ms(spec.started_at)
+        apply_extra(record, spec.extra)
+        with self.lock:
+            self.table.add(_Job(job_id, record, queue, service=True))
         return job_id
 
     def add_array(self, parent: JobSpec, children: Iterable[tuple[str, float | None]]) -> str:
@@ -431,6 +563,10 @@ def _ms(epoch_s: float) -> int:
 
 def _summary(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in _SUMMARY_FIELDS if k in record}
+
+
+def _service_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in _SERVICE_SUMMARY_FIELDS if k in record}
 
 
 def _require_str(body: Mapping[str, Any], key: str) -> str:

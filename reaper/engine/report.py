@@ -168,8 +168,8 @@ def decision_json(
     job, match = decision.job, decision.match
     skipped = decision.action is Action.SKIP
     return {
-        "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
-        "queue": job.queue, "status": job.status, "phase": str(job.phase),
+        "backend": job.backend, "type": job.type, "kind": job.kind, "job_id": job.id,
+        "job_name": job.name, "queue": job.queue, "status": job.status, "phase": str(job.phase),
         "runtime_s": match.runtime_s, "pending_s": match.pending_s, "age_s": match.age_s,
         "policy": decision.policy.name, "policy_file": match.policy.source.file,
         "action": str(decision.action), "cause": decision.cause and str(decision.cause),

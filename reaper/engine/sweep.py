@@ -523,8 +523,9 @@ def job_fields(decision: Decision[Match]) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "policy": decision.policy.name, "policy_file": source.file,
         "policy_sha256": source.sha256, "policy_commit": source.commit,
-        "backend": job.backend, "type": job.type, "job_id": job.id, "job_name": job.name,
-        "queue": job.queue, "status": job.status, "runtime_s": _seconds(match.runtime_s),
+        "backend": job.backend, "type": job.type, "kind": job.kind, "job_id": job.id,
+        "job_name": job.name, "queue": job.queue, "status": job.status,
+        "runtime_s": _seconds(match.runtime_s),
         "pending_s": _seconds(match.pending_s), "facts": [f.text for f in match.facts],
         "also_matched": list(decision.also_matched), "reason": decision.reason,
         "dry_run": decision.dry_run,

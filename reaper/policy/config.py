@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reaper.errors import ConfigError, ConfigNotFoundError, Diagnostic
-from reaper.jobs import BACKEND_TYPES
+from reaper.jobs import BACKEND_TYPES, JOB_KINDS
 from reaper.policy.durations import DurationError, parse_duration
 from reaper.policy.gitinfo import commit_of
 from reaper.policy.model import (
@@ -577,6 +577,7 @@ def _load_policy_file(
     raw_policies = result.doc.data.get("policies")
     if isinstance(raw_policies, list):
         problems.extend(_check_backend_names(raw_policies, backends))
+        problems.extend(_check_kinds(raw_policies, backends))
         problems.extend(_check_notifier_names(raw_policies, notices))
         source = _PolicySourceFactory(path, raw)
         for position, policy in enumerate(raw_policies):
@@ -657,6 +658,36 @@ def _check_backend_names(
                 path = ("policies", position, "backends", index)
                 problems.append(Problem(path, _unknown_backend_message(name, backends)))
     return problems
+
+
+def _check_kinds(
+    raw_policies: Sequence[Any], backends: Mapping[str, BackendConfig] | None
+) -> list[Problem]:
+    """A policy's `kinds` must name a kind that one of the AWS Batch backends it targets sweeps
+    (their `job_kinds`, default both): otherwise it could never match."""
+    problems = []
+    for position, policy in enumerate(raw_policies):
+        kinds = policy.get("kinds") if isinstance(policy, Mapping) else None
+        if not isinstance(kinds, list) or not backends or not set(kinds) <= set(JOB_KINDS):
+            continue  # the schema reports a kinds value that is not a list of kinds
+        names = policy.get("backends")
+        targeted = [
+            backends[name]
+            for name in (names if isinstance(names, list) and names else backends)
+            if isinstance(name, str) and name in backends and backends[name].type == "aws_batch"
+        ]
+        if not targeted or any(kind in _swept_kinds(b) for b in targeted for kind in kinds):
+            continue
+        swept = "; ".join(f"{b.name}: {', '.join(_swept_kinds(b))}" for b in targeted)
+        message = (
+            f"no backend it targets sweeps {' or '.join(map(str, kinds))} jobs (job_kinds {swept})"
+        )
+        problems.append(Problem(("policies", position, "kinds"), message))
+    return problems
+
+
+def _swept_kinds(backend: BackendConfig) -> tuple[str, ...]:
+    return tuple(backend.options.get("job_kinds") or JOB_KINDS)
 
 
 def _check_notifier_names(

@@ -33,7 +33,7 @@ from reaper.policy.selectors import GlobSelector, Selector, SelectorBlock, Test
 __all__ = ["PolicyIndex"]
 
 # What `_key` holds. A selector that reads only these fields is decided once per key.
-KEY_FIELDS = frozenset(("backend", "queue", "status", "phase", "detailed"))
+KEY_FIELDS = frozenset(("backend", "queue", "status", "phase", "detailed", "kind"))
 
 Key = tuple[object, ...]
 # A name lookup (one per distinct start length) costs about what testing four plans costs
@@ -42,7 +42,7 @@ _PLANS_PER_LOOKUP = 4
 
 
 def _key(job: Job) -> Key:
-    return (job.backend, job.queue, job.status, job.phase, job.detailed)
+    return (job.backend, job.queue, job.status, job.phase, job.detailed, job.kind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,15 +23,27 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar, Protocol
 
-from reaper.jobs import ACTIVE_PHASES, PHASES, STARTED_PHASES, Job, Phase, active_statuses
+from reaper.jobs import (
+    ACTIVE_PHASES,
+    JOB_KINDS,
+    PHASES,
+    STARTED_PHASES,
+    Job,
+    JobKind,
+    Phase,
+    active_statuses,
+)
 from reaper.policy.durations import DurationError, format_duration, parse_duration
 from reaper.policy.globs import Pattern, PatternError, compile_glob
 from reaper.policy.where import PathPart, Problems, WhereClause, compile_where
 
 # Canonical order: facts (and so generated reasons) list the numbers first.
 SELECTOR_KEYS = (
-    "max_runtime", "max_pending", "max_age", "queues", "names", "statuses", "tags", "where",
+    "max_runtime", "max_pending", "max_age", "queues", "names", "statuses", "kinds", "tags",
+    "where",
 )  # fmt: skip
+# The backend types whose jobs have a kind (reaper.jobs.JobKind).
+KIND_TYPES = frozenset(("aws_batch",))
 GROUPS = (Phase.PENDING.value, Phase.RUNNING.value)
 GROUP_WORDS = ", ".join(GROUPS)
 
@@ -161,6 +173,38 @@ class StatusSelector:
 
     def compile_test(self, now: datetime) -> Test:
         return partial(self.holds, now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class KindSelector:
+    """`kinds`: the job's kind (AWS Batch `container` or `service`) is one of those named; a job
+    of a backend without kinds (Tapis, Sutro) never matches."""
+
+    kinds: frozenset[JobKind]
+    key: ClassVar[str] = "kinds"
+    needs_detail: ClassVar[bool] = False
+    reads: ClassVar[frozenset[str]] = frozenset(("kind",))
+    cost: ClassVar[int] = 1
+
+    def explain(self, job: Job, now: datetime) -> tuple[Fact, ...] | None:
+        if job.kind not in self.kinds:
+            return None
+        return (Fact(self.key, f"kind {job.kind} in {self._named()}"),)
+
+    def holds(self, job: Job, now: datetime) -> bool:
+        return job.kind in self.kinds
+
+    def checks(self, job: Job, now: datetime) -> tuple[Check, ...]:
+        """One check; holds exactly when `holds` does."""
+        observed = str(job.kind) if job.kind is not None else "none (the backend has no kinds)"
+        return (Check(self.key, observed, f"one of {self._named()}", self.holds(job, now)),)
+
+    def compile_test(self, now: datetime) -> Test:
+        kinds = self.kinds
+        return lambda job: job.kind in kinds
+
+    def _named(self) -> str:
+        return ", ".join(kind for kind in JOB_KINDS if kind in self.kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +486,8 @@ def _compile_one(
         return GlobSelector(key, key[:-1], patterns) if patterns else None
     if key == "statuses":
         return _compile_statuses(value, path, target_types, problems)
+    if key == "kinds":
+        return _compile_kinds(value, path, target_types, problems)
     if key == "tags":
         return _compile_tags(value, path, problems)
     clauses = compile_where(value, path, problems)
@@ -536,6 +582,29 @@ def _status_suggestion(status: str, target_types: Collection[str]) -> str:
     close = difflib.get_close_matches(status.upper(), list(by_upper), n=1, cutoff=0.6)
     guess = f"; did you mean {by_upper[close[0]]!r}?" if close else ";"
     return f"{guess} valid: {', '.join(valid)}"
+
+
+def _compile_kinds(
+    value: Any, path: tuple[PathPart, ...], target_types: Collection[str], problems: Problems
+) -> KindSelector | None:
+    """`kinds: [container, service]`; only AWS Batch jobs have a kind, so a policy that can
+    reach no AWS Batch backend could never match."""
+    before = len(problems)
+    kinds: set[JobKind] = set()
+    valid = [str(kind) for kind in JOB_KINDS]
+    for index, name in enumerate(_string_list(value, path, problems)):
+        if name in valid:
+            kinds.add(JobKind(name))
+            continue
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        guess = f"; did you mean {close[0]!r}?" if close else ";"
+        problems.append(((*path, index), f"unknown kind {name!r}{guess} valid: {', '.join(valid)}"))
+    if not KIND_TYPES & set(target_types):
+        types = ", ".join(sorted(target_types)) or "(no backend)"
+        message = (f"only AWS Batch jobs have a kind, and this policy reaches {types} only: it "
+                   "could never match")  # fmt: skip
+        problems.append((path, message))
+    return KindSelector(frozenset(kinds)) if len(problems) == before else None
 
 
 def _compile_tags(value: Any, path: tuple[PathPart, ...], problems: Problems) -> TagSelector | None:

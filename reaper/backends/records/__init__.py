@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reaper.backends.records import aws_batch, sutro, tapis
-from reaper.jobs import BadRecord, Job
+from reaper.jobs import BadRecord, Job, JobKind
 
 # The field that holds a record's job id, per backend type.
 ID_FIELDS = {aws_batch.TYPE: "jobId", tapis.TYPE: "uuid", sutro.TYPE: "job_id"}
@@ -37,13 +37,16 @@ def parse_record(
     *,
     queue: str = "",
     detailed: bool = True,
+    kind: JobKind | None = None,
 ) -> Job:
     """The Job a live backend of `backend_type` makes of `record`: for AWS Batch a JobSummary
-    (`detailed=False`, as ListJobs answers) or a JobDetail (as DescribeJobs answers), listed
-    under `queue`; for Tapis a job record of the search; for Sutro a list-jobs record.
-    Raises ValueError for a record the backend would refuse, KeyError for an unknown type."""
+    (`detailed=False`, as ListJobs answers) or a JobDetail (as DescribeJobs answers), or their
+    service-job twins (ListServiceJobs, DescribeServiceJob) for `kind` SERVICE (None: told by
+    the record), listed under `queue`; for Tapis a job record of the search; for Sutro a
+    list-jobs record. Raises ValueError for a record the backend would refuse, KeyError for an
+    unknown type."""
     if backend_type == aws_batch.TYPE:
-        return aws_batch.job_from_record(backend, queue, record, detailed=detailed)
+        return aws_batch.job_from_record(backend, queue, record, detailed=detailed, kind=kind)
     if backend_type == tapis.TYPE:
         return tapis.job_from_record(backend, record)
     if backend_type == sutro.TYPE:
@@ -64,12 +67,15 @@ def read_record(
     *,
     queue: str = "",
     detailed: bool = True,
+    kind: JobKind | None = None,
 ) -> Job | BadRecord:
     """`parse_record` that never raises past the record: a record the parser refuses (a
     RecordError names the field) or trips on is a BadRecord, one skipped job (docs/backends.md,
     "Bad records"). Raises KeyError for an unknown type only."""
     ID_FIELDS[backend_type]  # an unknown type is a programming error, not a bad record
     try:
-        return parse_record(backend_type, backend, record, queue=queue, detailed=detailed)
+        return parse_record(
+            backend_type, backend, record, queue=queue, detailed=detailed, kind=kind
+        )
     except Exception as exc:  # whatever a parser lets through stops at the record
         return BadRecord.from_error(backend, record_id(backend_type, record), exc)

@@ -229,6 +229,12 @@ def _explain_size(error: ValidationError, name: str, source: SourceMap, duration
     return f"{name} must have {bound} {error.validator_value} {unit}".rstrip()
 
 
+def _explain_unique(error: ValidationError, name: str, source: SourceMap, duration: Any) -> str:
+    items = list(error.instance)
+    twice = next((item for index, item in enumerate(items) if item in items[:index]), None)
+    return f"{name} names {twice!r} more than once"
+
+
 def _explain_default(error: ValidationError, name: str, source: SourceMap, duration: Any) -> str:
     return f"{name}: {error.message}"
 
@@ -249,4 +255,5 @@ _EXPLAINERS: Mapping[str, _Explainer] = {
     "minProperties": _explain_size,
     "minLength": _explain_size,
     "maxLength": _explain_size,
+    "uniqueItems": _explain_unique,
 }
