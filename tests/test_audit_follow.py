@@ -65,8 +65,11 @@ class Saboteur:
             if self.old_fd is None and self.calls == TRIGGER_AT:
                 path = self.world.audit_path
                 self.old_fd = os.open(path, os.O_RDONLY)
-                self.old_size = os.fstat(self.old_fd).st_size
                 self.action(path)
+                # Measured once the path is gone: appends that landed before, while the file
+                # was still at the path, were right to (group commit makes them quick enough
+                # to fit between an earlier measurement and the action).
+                self.old_size = os.fstat(self.old_fd).st_size
                 return
             if self.old_fd is None:
                 return
