@@ -144,9 +144,7 @@ class LoginToken:
         try:
             client.get_tokens()
         except BaseTapyException as exc:
-            response = getattr(exc, "response", None)
-            status = f"HTTP {response.status_code}" if response is not None else "no answer"
-            logger.warning("logging in to Tapis again failed (%s)", status)
+            logger.warning("logging in to Tapis again failed (%s)", _answer_of(exc))
             return False
         token = client.get_access_jwt()
         if isinstance(token, str) and token:
@@ -160,15 +158,20 @@ class LoginToken:
         try:
             client.refresh_user_tokens()
         except BaseTapyException as exc:
-            response = getattr(exc, "response", None)
-            status = f"HTTP {response.status_code}" if response is not None else "no answer"
-            logger.warning("refreshing the Tapis token failed (%s); logging in again", status)
+            logger.warning("refreshing the Tapis token failed (%s); logging in again",
+                           _answer_of(exc))  # fmt: skip
             return False
         token = client.get_access_jwt()
         if not isinstance(token, str) or not token or token == before:
             return False
         register_tokens(client)
         return True
+
+
+def _answer_of(exc: BaseTapyException) -> str:
+    """`HTTP 401`, or `no answer`: what a failed token request got, never its text."""
+    response = getattr(exc, "response", None)
+    return f"HTTP {response.status_code}" if response is not None else "no answer"
 
 
 def _can_refresh(client: Any) -> bool:
