@@ -31,7 +31,7 @@ _SECRET_KEYS = (
     r"authorization|proxy-authorization|x-tapis-token|x-amz-security-token|x-amz-signature|"
     r"x-amz-credential|aws_secret_access_key|aws_session_token|secret_?access_?key|"
     r"session_?token|access_token|refresh_token|id_token|token|x-auth-token|api[-_]?key|"
-    r"x-api-key|client_secret|password|passwd|secret"
+    r"x-api-key|client_secret|client_key|password|passwd|secret"
 )
 
 

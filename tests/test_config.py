@@ -164,6 +164,37 @@ def test_cron_schedule_and_zero_jitter(tmp_path: Path) -> None:
             "backends:\n  b: {type: sutro, api_key: sk-123, api_url: https://s.example}\n",
             "4:20: unknown key 'api_key'; secrets never go in YAML",
         ),
+        (
+            "backends:\n  b: {type: aws_batch, job_kinds: [container, servce]}\n",
+            "4:47: job kind must be one of container, service; got 'servce'; did you mean",
+        ),
+        (
+            "backends:\n  b: {type: aws_batch, job_kinds: [service, service]}\n",
+            "4:35: 'job_kinds' names 'service' more than once",
+        ),
+        (
+            "backends:\n  b: {type: aws_batch, job_kinds: []}\n",
+            "4:35: 'job_kinds' must not be empty",
+        ),
+        (
+            "backends:\n  b: {type: tapis, base_url: 'https://x', username_env: U,"
+            " password_env: P, client_id: c}\n",
+            "4:77: client_id needs client_key_env or client_key_file",
+        ),
+        (
+            "backends:\n  b: {type: tapis, base_url: 'https://x', token_env: T,"
+            " client_id: c, client_key_env: K}\n",
+            "4:57: client_id needs username_env and password_env",
+        ),
+        (
+            "backends:\n  b: {type: tapis, base_url: 'https://x', username_env: U,"
+            " password_env: P, client_key_file: k}\n",
+            "4:77: client_key_file needs client_id as well",
+        ),
+        (
+            "backends:\n  b: {type: tapis, base_url: 'https://x', client_key: abc123}\n",
+            "4:43: unknown key 'client_key'; secrets never go in YAML",
+        ),
     ],
 )
 def test_config_problems_are_located(tmp_path: Path, extra: str, expected: str) -> None:

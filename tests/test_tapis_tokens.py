@@ -131,6 +131,70 @@ def test_a_password_login_renews_before_exp(
     assert all(e.response.status != 401 for e in emulator.exchanges)
 
 
+def client_backend(
+    emulator: TapisEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    folder: Path,
+    key: str = "k3y-0f-the-client",
+) -> TapisBackend:
+    """A password login with the OAuth client `reaper-client`, its key in a file."""
+    emulator.client_id, emulator.client_key = "reaper-client", "k3y-0f-the-client"
+    monkeypatch.setenv("TAPIS_USER", emulator.username)
+    monkeypatch.setenv("TAPIS_PASSWORD", emulator.password)
+    (folder / "client-key").write_text(key + "\n", encoding="utf-8")
+    section = {"type": "tapis", "base_url": emulator.url, "username_env": "TAPIS_USER",
+               "password_env": "TAPIS_PASSWORD", "client_id": "reaper-client",
+               "client_key_file": "client-key"}  # fmt: skip
+    return TapisBackend.from_config("hpc", section, folder)
+
+
+def test_client_credentials_let_tapipy_refresh_instead_of_logging_in(
+    emulator: TapisEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    emulator.token_ttl_s = 30  # under the 60 s renewal margin: every call renews first
+    emulator.expire_token()
+    backend = client_backend(emulator, monkeypatch, tmp_path)
+    assert emulator.grants == ["password"]  # the login, which also gave a refresh token
+    emulator.record_exchanges = True
+    assert listed(backend) == ["job-1"]
+    assert emulator.grants[0] == "password" and set(emulator.grants[1:]) == {"refresh_token"}
+    assert all(e.response.status != 401 for e in emulator.exchanges)
+    emulator.token_ttl_s = 3600
+    emulator.expire_token()  # a 401: renewed through the refresh token, not the password
+    grants = len(emulator.grants)
+    assert listed(backend) == ["job-1"]
+    assert emulator.grants[grants:] == ["refresh_token"]
+
+
+def test_a_refused_refresh_falls_back_to_the_password_login(
+    emulator: TapisEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    backend = client_backend(emulator, monkeypatch, tmp_path)
+    emulator.refresh_tokens.clear()  # revoked
+    emulator.expire_token()
+    assert listed(backend) == ["job-1"]
+    assert emulator.grants == ["password", "refresh_token", "password"]
+
+
+def test_wrong_client_credentials_fail_the_backend_without_quoting_the_key(
+    emulator: TapisEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(BackendError, match="HTTP 401") as caught:
+        client_backend(emulator, monkeypatch, tmp_path, key="not-the-client-key")
+    assert "not-the-client-key" not in str(caught.value)
+
+
+def test_the_client_key_and_the_refresh_token_are_registered_for_redaction(
+    emulator: TapisEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    registered: list[str] = []
+    for module in ("reaper.backends.credentials", "reaper.backends.tapis_tokens"):
+        monkeypatch.setattr(f"{module}.register_secret", registered.append)
+    client_backend(emulator, monkeypatch, tmp_path)
+    assert "k3y-0f-the-client" in registered
+    assert set(emulator.refresh_tokens) <= set(registered) and emulator.refresh_tokens
+
+
 class RecordingAdapter(TimeoutAdapter):
     def __init__(self) -> None:
         super().__init__((2.0, 5.0))

@@ -158,11 +158,12 @@ class AwsBatchBackend:
             details = self._queue_details(None)
             named = [(str(d["jobQueueName"]), d) for d in details]
         else:
-            known = {}
+            known: dict[str, Mapping[str, Any]] = {}
             for start in range(0, len(self._queues), QUEUE_PAGE_SIZE):
                 for detail in self._queue_details(self._queues[start : start + QUEUE_PAGE_SIZE]):
-                    known[str(detail["jobQueueName"])] = known[str(detail.get("jobQueueArn"))] = (
-                        detail
+                    # A configured entry is a queue's name or its ARN.
+                    known.update(
+                        (str(detail.get(k)), detail) for k in ("jobQueueName", "jobQueueArn")
                     )
             named = [(queue, known.get(queue, {})) for queue in self._queues]
         plan = []

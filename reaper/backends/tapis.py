@@ -77,7 +77,7 @@ from reaper.backends.retry import (
     call_with_retries,
     cancel_honestly,
 )
-from reaper.backends.tapis_tokens import FileToken, LoginToken, StaticToken
+from reaper.backends.tapis_tokens import FileToken, LoginToken, StaticToken, register_tokens
 from reaper.errors import BackendError
 from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, active_statuses
 from reaper.redact import register_secret
@@ -166,8 +166,10 @@ class TapisBackend:
     def from_config(cls, name: str, section: Mapping[str, Any], base_dir: Path) -> TapisBackend:
         """Build from a `reaper.yaml` section: `base_url`, optional `tenant`, and a token from
         `token_env` or `token_file` (read now, whitespace stripped), else `username_env` and
-        `password_env` traded for a token through the Authenticator. Raises BackendError, never
-        with a secret in its message."""
+        `password_env` traded for a token through the Authenticator, with the OAuth client
+        `client_id` and its key (`client_key_env` / `client_key_file`) when given, so that the
+        token is renewed through a refresh token. Raises BackendError, never with a secret in
+        its message."""
         base_url, tenant = section.get("base_url"), section.get("tenant")
         if not isinstance(base_url, str) or not base_url:
             raise BackendError(name, "base_url is required")
@@ -180,8 +182,11 @@ class TapisBackend:
         else:
             username, password = read_login(name, section)
             register_secret(password)
-            client = client_with_login(name, base_url, username, password, timeout)
-            register_secret(client.get_access_jwt())
+            oauth_client = read_oauth_client(name, section, base_dir)
+            client = client_with_login(
+                name, base_url, username, password, timeout, oauth_client=oauth_client
+            )
+            register_tokens(client)
             credential = LoginToken()
         if tenant:
             client.tenant_id = str(tenant)
@@ -426,16 +431,23 @@ def make_client(
     access_token: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    *,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    oauth_client: tuple[str, str] | None = None,
 ) -> Any:
     """A tapipy client that works offline until called: the specs bundled with tapipy, no
-    Tenants lookup, tapipy's own retries off, a timeout on every request. Raises whatever
-    tapipy raises for an unreadable token (callers wrap it)."""
+    Tenants lookup, tapipy's own retries off, a timeout on every request; `oauth_client` is
+    (client_id, client_key), which tapipy sends as HTTP Basic authorization with a token
+    request and needs to use a refresh token. Raises whatever tapipy raises for an unreadable
+    token (callers wrap it)."""
+    client_id, client_key = oauth_client or (None, None)
     client = Tapis(
         base_url=base_url.rstrip("/"),
         access_token=access_token,
         username=username,
         password=password,
+        client_id=client_id,
+        client_key=client_key,
         tenants=_OfflineTenants(),
         download_latest_specs=False,
         debug_prints=False,
@@ -473,15 +485,23 @@ def client_with_login(
     username: str,
     password: str,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    *,
+    oauth_client: tuple[str, str] | None = None,
 ) -> Any:
-    """A client holding a fresh token from the Authenticator's password grant."""
-    client = make_client(base_url, username=username, password=password, timeout=timeout)
+    """A client holding a fresh token from the Authenticator's password grant (and, with
+    `oauth_client`, a refresh token)."""
+    client = make_client(
+        base_url, username=username, password=password, timeout=timeout, oauth_client=oauth_client
+    )
     try:
         client.get_tokens()
     except BaseTapyException as exc:
         response = getattr(exc, "response", None)
         status = f"HTTP {response.status_code}" if response is not None else "no answer"
-        detail = _text(exc.message).replace(password, "[redacted]")[:MAX_DETAIL_CHARS]
+        detail = _text(exc.message).replace(password, "[redacted]")
+        if oauth_client:
+            detail = detail.replace(oauth_client[1], "[redacted]")
+        detail = detail[:MAX_DETAIL_CHARS]
         raise BackendError(name, f"login as {username} failed ({status}): {detail}") from None
     if not isinstance(client.get_access_jwt(), str):
         raise BackendError(name, f"login as {username} returned no access token")
@@ -494,6 +514,23 @@ def read_token(name: str, section: Mapping[str, Any], base_dir: Path) -> str | N
     return read_secret(
         name, section, base_dir, os.environ, env_key="token_env", file_key="token_file"
     )
+
+
+def read_oauth_client(
+    name: str, section: Mapping[str, Any], base_dir: Path
+) -> tuple[str, str] | None:
+    """(client_id, client_key) from `client_id` and `client_key_env` / `client_key_file`, the
+    key registered for redaction; None when no `client_id` is configured. Raises BackendError
+    when the key's source is unset, unreadable or empty (never quoting it)."""
+    client_id = section.get("client_id")
+    if not client_id:
+        return None
+    key = read_secret(
+        name, section, base_dir, os.environ, env_key="client_key_env", file_key="client_key_file"
+    )
+    if key is None:
+        raise BackendError(name, "client_id needs client_key_env or client_key_file")
+    return str(client_id), key
 
 
 def read_login(name: str, section: Mapping[str, Any]) -> tuple[str, str]:

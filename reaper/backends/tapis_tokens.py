@@ -11,7 +11,9 @@ tried once before the call fails:
   external agent rotates is picked up without a reload; on a 401, re-read regardless.
 - `username`/`password`: log in again (the Authenticator's password grant) once the token is
   within `RENEW_BEFORE_S` of its `exp` (read from the JWT payload; no signature check), and on
-  a 401.
+  a 401. With `client_id`/`client_key`, the login also gave a refresh token, and the renewal
+  is tapipy's own (`refresh_user_tokens`, the refresh-token grant); the password grant is the
+  fallback when that fails (a refresh token expired or revoked).
 - `token_env`: nothing to renew; the process environment does not change.
 """
 
@@ -41,6 +43,13 @@ def install_token(client: Any, token: str) -> None:
     """Make `client` send `token` (a JWT string). Raises jwt/KeyError for an unreadable one."""
     client.access_token = client.add_claims_to_token(TapisResult(access_token=token))
     register_secret(token)
+
+
+def register_tokens(client: Any) -> None:
+    """Mask the client's access token and refresh token (if any) in every log line."""
+    for token in (client.get_access_jwt(), getattr(client.refresh_token, "refresh_token", None)):
+        if isinstance(token, str) and token:
+            register_secret(token)
 
 
 def token_exp(token: str) -> float | None:
@@ -130,15 +139,41 @@ class LoginToken:
             return self._login(client)
 
     def _login(self, client: Any) -> bool:
+        if _can_refresh(client) and self._refresh(client):
+            return True
         try:
             client.get_tokens()
         except BaseTapyException as exc:
-            response = getattr(exc, "response", None)
-            status = f"HTTP {response.status_code}" if response is not None else "no answer"
-            logger.warning("logging in to Tapis again failed (%s)", status)
+            logger.warning("logging in to Tapis again failed (%s)", _answer_of(exc))
             return False
         token = client.get_access_jwt()
         if isinstance(token, str) and token:
-            register_secret(token)
+            register_tokens(client)
             return True
         return False
+
+    def _refresh(self, client: Any) -> bool:
+        """tapipy's refresh-token grant; True when it gave a new access token."""
+        before = client.get_access_jwt()
+        try:
+            client.refresh_user_tokens()
+        except BaseTapyException as exc:
+            logger.warning("refreshing the Tapis token failed (%s); logging in again",
+                           _answer_of(exc))  # fmt: skip
+            return False
+        token = client.get_access_jwt()
+        if not isinstance(token, str) or not token or token == before:
+            return False
+        register_tokens(client)
+        return True
+
+
+def _answer_of(exc: BaseTapyException) -> str:
+    """`HTTP 401`, or `no answer`: what a failed token request got, never its text."""
+    response = getattr(exc, "response", None)
+    return f"HTTP {response.status_code}" if response is not None else "no answer"
+
+
+def _can_refresh(client: Any) -> bool:
+    """tapipy can refresh: client credentials and a refresh token from the last login."""
+    return bool(client.client_id and client.client_key and client.refresh_token)

@@ -28,7 +28,14 @@ Tokens: the service accepts `emulator.token` until its `exp` passes or `expire_t
 called; an expired or unknown JWT answers 401 with the Tapis envelope (status "error",
 `TAPIS_SECURITY_JWT_EXPIRED` / `TAPIS_SECURITY_JWT_INVALID`, as the services' JWT filter does).
 `issue_token()` makes a new one current (an agent rotating the credential); the password grant
-hands out the current token, or a new one when it has expired."""
+hands out the current token, or a new one when it has expired.
+
+Client credentials, as tapipy uses them (tapipy/tapis.py `get_user_tokens`,
+`refresh_user_tokens`): with `client_id`/`client_key` set on the emulator, a token request
+that carries them as HTTP Basic authorization gets a refresh token beside the access token
+(password grant), and a `refresh_token` grant with them and a refresh token the emulator handed
+out gets a new pair; wrong client credentials answer 401. `grants` lists the grant type of
+every token request."""
 
 from __future__ import annotations
 
@@ -207,6 +214,10 @@ class TapisEmulator(EmulatorServer):
         self.exchanges: list[Exchange] = []
         self.shares: dict[str, set[str]] = {}  # job uuid → the users it is shared with
         self._ids = itertools.count(1)
+        self.client_id: str | None = None  # client credentials the Authenticator knows
+        self.client_key: str | None = None
+        self.refresh_tokens: set[str] = set()  # refresh tokens handed out and still valid
+        self.grants: list[str] = []  # grant_type of every token request, in order
 
     # -- routing --------------------------------------------------------------------------------
     def route(self, request: Request) -> Route:
@@ -467,19 +478,52 @@ class TapisEmulator(EmulatorServer):
             payload = request.json()
         except ValueError:
             return error(400, "Invalid JSON.")
-        valid = (
-            payload.get("grant_type") == "password"
-            and payload.get("username") == self.username
-            and _same(str(payload.get("password", "")), self.password)
-        )
-        if not valid:
-            return error(401, "Invalid username/password combination.")
-        if self._is_expired(self.token):
+        grant = str(payload.get("grant_type"))
+        self.grants.append(grant)
+        client = self._client_of(request)
+        if client is False:
+            return error(401, "Invalid client credentials.")
+        if grant == "refresh_token":
+            given = str(payload.get("refresh_token", ""))
+            if not client or given not in self.refresh_tokens:
+                return error(401, "Invalid refresh token or client credentials.")
+            self.refresh_tokens.discard(given)  # a refresh token is used once
             self.issue_token()
-        expiry = token_expiry(self.token)
-        token = {"access_token": self.token, "expires_in": int(expiry - time.time())}
-        token.update(jti="emulated", expires_at=iso(expiry))
-        return Response(201, envelope({"access_token": token}, "Token created successfully."))
+        else:
+            valid = (
+                grant == "password"
+                and payload.get("username") == self.username
+                and _same(str(payload.get("password", "")), self.password)
+            )
+            if not valid:
+                return error(401, "Invalid username/password combination.")
+            if self._is_expired(self.token):
+                self.issue_token()
+        result = {"access_token": self._token_stanza("access_token", self.token)}
+        if client:
+            refresh = make_token(self.tenant, self.username, time.time(), 100 * self.token_ttl_s)
+            self.refresh_tokens.add(refresh)
+            result["refresh_token"] = self._token_stanza("refresh_token", refresh)
+        return Response(201, envelope(result, "Token created successfully."))
+
+    def _token_stanza(self, kind: str, token: str) -> dict[str, Any]:
+        expiry = token_expiry(token)
+        return {kind: token, "expires_in": int(expiry - time.time()), "jti": "emulated",
+                "expires_at": iso(expiry)}  # fmt: skip
+
+    def _client_of(self, request: Request) -> bool | None:
+        """True for the known client credentials (HTTP Basic), False for others, None for
+        none given."""
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Basic "):
+            return None
+        try:
+            given = base64.b64decode(header[6:]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if self.client_id is None or self.client_key is None:
+            return False
+        return _same(given, f"{self.client_id}:{self.client_key}")
 
     # -- helpers --------------------------------------------------------------------------------
     def _reachable(

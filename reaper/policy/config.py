@@ -38,7 +38,8 @@ SYSTEM_CONFIG = Path("/etc/reaper/reaper.yaml")
 POLICY_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # policy test files (docs/testing.md)
 DEFAULT_EVERY = timedelta(minutes=5)
-FILE_OPTIONS = frozenset({"token_file", "api_key_file"})  # backend options naming a file
+# backend options naming a file
+FILE_OPTIONS = frozenset({"token_file", "api_key_file", "client_key_file"})
 # Backend options that are durations, handed to the backend as seconds (float): the backends
 # sit below the policy language and do not parse durations.
 TIMEOUT_OPTIONS = frozenset({"timeout", "connect_timeout", "read_timeout"})
@@ -409,11 +410,33 @@ def _check_credentials(path: NodePath, section: Mapping[str, Any]) -> list[Probl
         if len(given) + bool(password) > 1:
             message = "give one credential source: token_env, token_file or username/password_env"
             return [Problem(path, message)]
+        return _check_oauth_client(path, section, bool(password))
     if section.get("type") == "sutro" and {"api_key_env", "api_key_file"} <= set(section):
         message = "give api_key_env or api_key_file, not both"
         return [Problem((*path, "api_key_file"), message, at_key=True)]
     if section.get("type") == "sutro" and "api_url" in section:
         return _check_sutro_url((*path, "api_url"), str(section["api_url"]))
+    return []
+
+
+def _check_oauth_client(path: NodePath, section: Mapping[str, Any], login: bool) -> list[Problem]:
+    """`client_id` goes with exactly one of `client_key_env`/`client_key_file`, and with a
+    password login: tapipy refreshes only a token it got by logging in (a refresh token)."""
+    keys = [k for k in ("client_key_env", "client_key_file") if k in section]
+    if len(keys) > 1:
+        message = "give client_key_env or client_key_file, not both"
+        return [Problem((*path, "client_key_file"), message, at_key=True)]
+    if keys and "client_id" not in section:
+        return [Problem((*path, keys[0]), f"{keys[0]} needs client_id as well", at_key=True)]
+    if "client_id" not in section:
+        return []
+    if not keys:
+        message = "client_id needs client_key_env or client_key_file"
+        return [Problem((*path, "client_id"), message, at_key=True)]
+    if not login:
+        message = ("client_id needs username_env and password_env: a refresh token comes only "
+                   "from a login")  # fmt: skip
+        return [Problem((*path, "client_id"), message, at_key=True)]
     return []
 
 
