@@ -259,7 +259,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
         dry_run=env.guards.dry_run, paused=paused, unreachable=dict(env.unreachable),
     )  # fmt: skip
     started, limits = monotonic(), _Limits.of(env)
-    followed = _follow_up(env, audit, sweep_id, names, now)
+    followed = _follow_up(env, audit, sweep_id, names, now, paused)
     scans = _scan_until(env, names, now, limits)
     state = read_audit_state(env.audit_path, now, env.policies, env.confirm_within)
     plan = _decide(env, scans, now, state, paused)
@@ -347,11 +347,17 @@ class _Followed:
     audit_error: str | None = None
 
 
-def _follow_up(
-    env: SweepEnv, audit: AuditLog, sweep_id: str, names: Sequence[str], now: datetime
+def _follow_up(  # noqa: PLR0917 (the sweep's parts it acts with)
+    env: SweepEnv,
+    audit: AuditLog,
+    sweep_id: str,
+    names: Sequence[str],
+    now: datetime,
+    paused: bool,
 ) -> _Followed:
-    """Confirm (or flag `stuck`) the earlier cancels of this sweep's backends. An unreadable
-    log skips the follow-up (it is logged); a failed write stops every cancel of the sweep."""
+    """Confirm (or flag `stuck`) the earlier cancels of this sweep's backends; `paused` is the
+    sweep's one look at the pause file (no extra cancel call then). An unreadable log skips the
+    follow-up (it is logged); a failed write stops every cancel of the sweep."""
     followed = _Followed()
 
     def write(event: str, fields: dict[str, Any]) -> bool:
@@ -371,7 +377,7 @@ def _follow_up(
         log.error("cannot read the audit log to confirm earlier cancels: %s", exc)
         return followed
     backends = {name: env.backends[name] for name in names if name in env.backends}
-    may_cancel = not env.guards.dry_run and not _paused(env)
+    may_cancel = not env.guards.dry_run and not paused
     step = FollowUp(backends, now, env.confirm_within, may_cancel, write)
     followed.counts = follow_up(step, records)
     return followed
