@@ -87,12 +87,13 @@ def iter_lines(path: Path) -> Iterator[Line]:
 
 
 def iter_lines_backward(
-    file: BinaryIO, block_size: int = BLOCK_SIZE
+    file: BinaryIO, block_size: int = BLOCK_SIZE, end: int | None = None
 ) -> Iterator[tuple[bytes, bool]]:
     """Yield (line bytes, terminated) from the last line to the first, reading `block_size`
-    bytes at a time from the end, so that finding the last record of a 1 GB file reads a block.
-    `terminated` is False only for a last line without its newline."""
-    pos = file.seek(0, os.SEEK_END)
+    bytes at a time from the end (or from byte `end`: the file as it was then), so that finding
+    the last record of a 1 GB file reads a block. `terminated` is False only for a last line
+    without its newline."""
+    pos = file.seek(0, os.SEEK_END) if end is None else end
     carry = b""
     at_tail = True  # the next piece is the text after the file's last newline
     while pos > 0:
@@ -178,12 +179,15 @@ def read_tail_from(file: BinaryIO, since: datetime, block_size: int = BLOCK_SIZE
     return _tail(file, since, block_size)[0]
 
 
-def _tail(file: BinaryIO, since: datetime, block_size: int) -> tuple[list[Record], bool]:
-    """`read_tail_from`, and whether an older record was found (False: the whole file is newer
-    than `since`, so older files may hold more of the window)."""
+def _tail(
+    file: BinaryIO, since: datetime, block_size: int, end: int | None = None
+) -> tuple[list[Record], bool]:
+    """`read_tail_from` (of the file's first `end` bytes, if given), and whether an older record
+    was found (False: the whole file is newer than `since`, so older files may hold more of the
+    window)."""
     found: list[Record] = []
     older = False
-    for raw, _ in iter_lines_backward(file, block_size):
+    for raw, _ in iter_lines_backward(file, block_size, end):
         record = decode_line(raw)
         when = parse_record_time(record) if record is not None else None
         if record is None or when is None:
@@ -212,18 +216,62 @@ def read_recent(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> li
     its first record, from its rotated files (`rotated_files`), in time order. Reads backwards
     and stops at the first record older than `since`, so the cost is bounded by the window, not
     by the files. Compressed rotated files (`.gz`) are not read. Raises OSError."""
+    return read_recent_from(path, since, block_size)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class FileMark:
+    """Where a reader stopped in the live log: the file (device, inode) and the offset just
+    past its last complete line then. A later reader goes on from there while the same file
+    only grew, and starts over otherwise (rotated, replaced or truncated)."""
+
+    device: int
+    inode: int
+    offset: int
+
+
+def read_recent_from(
+    path: Path, since: datetime, block_size: int = BLOCK_SIZE
+) -> tuple[list[Record], FileMark | None]:
+    """`read_recent`, and the mark of the live file's end as read (None: there was no live
+    file). Only complete lines of the live file are read: a line being written is left to the
+    next reader, which begins at the mark. Raises OSError."""
     found: list[Record] = []
+    mark = None
     for file in rotated_files(path):
         try:
             handle = file.open("rb")
         except FileNotFoundError:
             continue
         with handle:
-            records, older = _tail(handle, since, block_size)
+            end = None
+            if mark is None and file == path:
+                mark = mark_of(handle)
+                end = mark.offset
+            records, older = _tail(handle, since, block_size, end)
         found[:0] = records
         if older:
             break
-    return found
+    return found, mark
+
+
+def mark_of(file: BinaryIO) -> FileMark:
+    """The mark just past the last complete line of the open file, as it is now."""
+    stat = os.fstat(file.fileno())
+    return FileMark(stat.st_dev, stat.st_ino, complete_end(file, stat.st_size))
+
+
+def complete_end(file: BinaryIO, size: int, block_size: int = BLOCK_SIZE) -> int:
+    """The offset just past the last newline in the file's first `size` bytes (0: none)."""
+    pos = size
+    while pos > 0:
+        step = min(block_size, pos)
+        pos -= step
+        file.seek(pos)
+        at = file.read(step).rfind(b"\n")
+        if at >= 0:
+            return pos + at + 1
+    return 0
 
 
 def filter_records(

@@ -58,6 +58,7 @@ from reaper.audit.reader import (
 )
 from reaper.audit.seal import Head, head_path, read_head, seal_line, write_head
 from reaper.audit.verify import VerifyResult, verify_audit
+from reaper.audit.window import AuditWindow
 from reaper.errors import ReaperError
 from reaper.jobs import SkipCause  # `cause` of a `skipped` record
 from reaper.redact import masker
@@ -274,6 +275,9 @@ class AuditLog:
         self._synced = 0
         self._failed: list[_FailedSync] = []
         self._fd = self._open_and_recover()
+        # What the sweeps read back (the follow-up, the re-cancel window, open warnings), kept
+        # between sweeps and refreshed from the file: reaper/audit/window.py.
+        self.recent = AuditWindow(self._path)
 
     @property
     def path(self) -> Path:

@@ -19,6 +19,7 @@ from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
 from reaper.audit.reader import held_for_confirmation
+from reaper.audit.window import AuditWindow
 from reaper.audit.writer import (
     AuditLog,
     AuditWriteError,
@@ -261,7 +262,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     started, limits = monotonic(), _Limits.of(env)
     followed = _follow_up(env, audit, sweep_id, names, now, paused)
     scans = _scan_until(env, names, now, limits)
-    state = read_audit_state(env.audit_path, now, env.policies, env.confirm_within)
+    state = read_audit_state(env.audit_path, now, env.policies, env.confirm_within, audit.recent)
     plan = _decide(env, scans, now, state, paused)
     log_guards(plan, env.pause_file, paused)
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans}, None,
@@ -372,7 +373,7 @@ def _follow_up(  # noqa: PLR0917 (the sweep's parts it acts with)
         return True
 
     try:
-        records = read_recent(env.audit_path, now - lookback(env.confirm_within))
+        records = audit.recent.records(now - lookback(env.confirm_within), now)
     except OSError as exc:
         log.error("cannot read the audit log to confirm earlier cancels: %s", exc)
         return followed
@@ -417,15 +418,17 @@ def read_audit_state(
     now: datetime,
     policies: PolicySet,
     confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN,
+    window: AuditWindow | None = None,
 ) -> AuditState:
     """The recent cancels (the 10-minute window, and cancels within `confirm_within` not yet
     confirmed: docs/audit.md, "Confirmation") and the open warnings, from one backward read of
     the log's tail and, where the window reaches back past it, its rotated files (bounded by the
-    window, `confirm_within` and `warning_lookback`, so that a rotation forgets nothing);
-    nothing if the log does not exist yet. Raises OSError."""
+    window, `confirm_within` and `warning_lookback`, so that a rotation forgets nothing), or
+    from `window` (the log's records kept between sweeps); nothing if the log does not exist
+    yet. Raises OSError."""
     lookback = warning_lookback(policies)
     since = now - max(RECANCEL_WINDOW, confirm_within, lookback or timedelta(0))
-    records = read_recent(audit_path, since)
+    records = read_recent(audit_path, since) if window is None else window.records(since, now)
     held = held_for_confirmation(records, now, confirm_within)
     recent = frozenset(recently_cancelled(records, now) | held)
     if lookback is None:
