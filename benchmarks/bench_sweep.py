@@ -151,9 +151,10 @@ def _tapis_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> Back
     # Offset paging ends at the first short (or empty) page. Offsets are known in advance, so the
     # pages could be fetched 8 at a time.
     listing = active // TAPIS_PAGE + 1
-    # sendEvent then cancel: two calls in sequence per job, jobs 8 at a time.
+    # sendEvent then cancel: two calls in sequence per job, jobs 8 at a time. The re-check is a
+    # search per 50 uuids (reaper.backends.tapis.RECHECK_CHUNK).
     rounds = FIRST_RECHECK + 2 * _rounds(over)
-    return BackendBound(listing, _rounds(listing), 0, 2 * over, rounds, over, lat)
+    return BackendBound(listing, _rounds(listing), 0, 2 * over, rounds, _pages(over, 50), lat)
 
 
 def _sutro_bound(specs: Sequence[common.JobSpec], over: int, lat: float) -> BackendBound:

@@ -321,3 +321,55 @@ def test_from_config_refuses_missing_or_bad_credentials(
 def test_from_config_needs_a_base_url(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="base_url"):
         TapisBackend.from_config("tacc", {"type": "tapis", "token_env": "X"}, tmp_path)
+
+
+# --- the sweep's bulk re-check (reaper.engine.sweep.BulkBackend) --------------------------------
+def test_the_re_check_reads_many_jobs_with_one_search(clock: Clock) -> None:
+    with TapisEmulator(Knobs(page_size=100), clock, record_exchanges=True) as emulator:
+        assert isinstance(emulator, TapisEmulator)
+        for i in range(3):
+            seed(emulator, name=f"sim-{i}")
+        backend = make_backend(emulator, "tacc")
+        jobs = listed(backend)[::-1]  # any order: the answer follows the question
+        ids = [job.id for job in jobs]
+        emulator.set_status(ids[1], "FINISHED")  # ended between the listing and the re-check
+        emulator.exchanges.clear()
+        fresh = backend.refresh_many(jobs)
+        assert [job.id if job else None for job in fresh] == ids
+        assert [job.status for job in fresh if job] == ["RUNNING", "FINISHED", "RUNNING"]
+        assert all(job is not None and job.detailed and job.raw for job in fresh)
+        (search,) = [e.request for e in emulator.exchanges if not e.request.arg("status.in")]
+        assert search.path.endswith("/jobs/search")
+        assert search.arg("uuid.in", "").split(",") == ids
+        assert search.arg("status.in") is None  # any status: an ended job must show as ended
+        assert search.arg("listType") == "ALL_JOBS" and search.arg("select") == "allAttributes"
+
+
+def test_the_re_check_asks_getjob_for_what_the_search_left_out(
+    emulator: TapisEmulator, backend: TapisBackend
+) -> None:
+    """This server caps `limit` at 2: the third job is not in the search's answer, which does
+    not make it gone; a job the service no longer knows is None (getJob's 404)."""
+    gone = seed(emulator, name="gone")
+    for i in range(3):
+        seed(emulator, name=f"sim-{i}")
+    jobs = sorted(listed(backend), key=lambda job: job.id != gone)  # the gone one first
+    ids = [job.id for job in jobs]
+    emulator.remove_job(gone)
+    emulator.exchanges.clear()
+    fresh = backend.refresh_many(jobs)
+    assert [job.id if job else None for job in fresh] == [None, *ids[1:]]
+    # One search for all four, answered with two (the cap); getJob for the two it left out.
+    # (The listing's read-ahead searches, `status.in`, may still be arriving: not counted.)
+    operations = [e.operation for e in emulator.exchanges if not e.request.arg("status.in")]
+    assert operations == ["searchJobs", "getJob", "getJob"]
+
+
+def test_a_re_check_record_that_does_not_read_fails_the_re_check(
+    emulator: TapisEmulator, backend: TapisBackend
+) -> None:
+    job_id = seed(emulator)
+    (job,) = listed(backend)
+    emulator.table.current(job_id).record["created"] = "yesterday"  # type: ignore[union-attr]
+    with pytest.raises(BackendError, match="malformed"):
+        backend.refresh_many([job])

@@ -9,6 +9,10 @@ What Tapis does, and where that is written down:
 - The spec shipped in tapipy (`resources/openapi_v3-jobs.yml`, RespJobSearchAllAttributes) says
   the search `result` is the array of jobs; the service serialises `RespSearch`, whose `result`
   is `{"search": [...], "metadata": {...}}` (tapis-shared-java `ResultSearch`). Both are read.
+- The sweep's re-check is one search per 50 jobs, `uuid.in=<uuids>` with no status condition (the
+  `in` operator applies to any searchable attribute, uuid included: SearchUtils), so a job that
+  ended shows as ended. A job the answer leaves out is read with `GET /v3/jobs/{uuid}`: only its
+  404 says the job is gone (a server may cap `limit` below the uuids asked for).
 - `POST /v3/jobs/{uuid}/cancel` answers 200 when the cancel is accepted (it completes
   asynchronously), 404 for an unknown job and 409 for a job already in a terminal state (spec;
   tapis-jobs `JobCancelResource`).
@@ -85,6 +89,9 @@ from reaper.redact import register_secret
 logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 100
+# Jobs re-read by one search (`uuid.in`): 50 uuids keep the query under 2 KB, well within any
+# proxy's URL limit.
+RECHECK_CHUNK = 50
 ORDER_BY = "created(asc),uuid(asc)"  # a total order, so that offset paging is stable
 EVENT_DETAIL = "REAPER_CANCEL"  # eventDetail allows only [a-zA-Z0-9_]
 DEFAULT_TIMEOUT = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
@@ -227,6 +234,42 @@ class TapisBackend:
             raise self._malformed("getJob", "the result is not a job record")
         return self._to_job(to_plain(result))
 
+    # -- the sweep's bulk path (reaper.engine.sweep.BulkBackend) ------------------------------
+    @property
+    def refresh_batch(self) -> int:
+        """The most jobs one `refresh_many` search reads (their uuids are in its query)."""
+        return min(RECHECK_CHUNK, self._page_limit)
+
+    @property
+    def cancel_batch(self) -> int:
+        """Tapis cancels one job per call (sendEvent, then cancel)."""
+        return 1
+
+    def refresh_many(self, jobs: Sequence[Job]) -> list[Job | None]:
+        """The jobs as they are now, in order: one search per `refresh_batch` jobs
+        (`uuid.in=…`, any status, every attribute, the listing's `listType`), then `refresh`
+        (getJob) for each job that search did not return: a server may cap `limit` below the
+        uuids asked for, or ignore the condition, and only getJob's 404 says a job is gone
+        (None). Raises TapisCallError, also for a record that does not read (as `refresh`
+        does for one job)."""
+        found: dict[str, Job | None] = {}
+        for start in range(0, len(jobs), self.refresh_batch):
+            chunk = jobs[start : start + self.refresh_batch]
+            wanted = {job.id for job in chunk}
+            uuids = ",".join(job.id for job in chunk)
+            for record in self._search(len(chunk), 0, {"uuid.in": uuids}):
+                if _uuid_of(record) in wanted:  # anything else was not asked for
+                    job = self._to_job(record)
+                    found[job.id] = job
+            for job in chunk:
+                if job.id not in found:
+                    found[job.id] = self.refresh(job)
+        return [found[job.id] for job in jobs]
+
+    def cancel_checked(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]:
+        """`cancel` for each job, one after the other (no bulk cancel in the Jobs API)."""
+        return [self.cancel(job, reason) for job in jobs]
+
     def cancel(self, job: Job, reason: str) -> CancelResult:
         """Record `reason` on the job with sendEvent, then ask for the cancel. 409 is
         ALREADY_TERMINAL, 404 NOT_FOUND; any other failure is FAILED with the error. An answer
@@ -262,14 +305,18 @@ class TapisBackend:
 
     # -- calls ----------------------------------------------------------------------------------
     def _search_page(self, skip: int) -> list[dict[str, Any]]:
+        active = {"status.in": ",".join(active_statuses(TYPE))}
+        return self._search(self._page_limit, skip, active)
+
+    def _search(self, limit: int, skip: int, conditions: dict[str, str]) -> list[dict[str, Any]]:
         result = self._invoke(
             "getJobSearchList",
-            limit=self._page_limit,
+            limit=limit,
             skip=skip,
             orderBy=ORDER_BY,
             select="allAttributes",
             listType=self.list_type.upper(),
-            _tapis_query_parameters={"status.in": ",".join(active_statuses(TYPE))},
+            _tapis_query_parameters=conditions,
         )
         items = result.search if isinstance(getattr(result, "search", None), list) else result
         if not isinstance(items, list) or not all(isinstance(i, TapisResult) for i in items):
