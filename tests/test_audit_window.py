@@ -173,8 +173,10 @@ def test_the_cancel_a_follow_up_makes_holds_the_job_in_the_same_sweep(tmp_path: 
     guards = Guards(dry_run=False, max_match_fraction=None)
     path = tmp_path / "audit.jsonl"
     with AuditLog(path, host="h", clock=clock) as log:
-        env = SweepEnv(policies=policies, backends={"b": backend}, audit=log, audit_path=path,
-                       guards=guards, clock=clock, confirm_within=timedelta(minutes=20))  # fmt: skip
+        env = SweepEnv(
+            policies=policies, backends={"b": backend}, audit=log, audit_path=path,
+            guards=guards, clock=clock, confirm_within=timedelta(minutes=20),
+        )  # fmt: skip
         for minutes in (0, 15, 25, 27):  # cancel; held (confirming); stuck + once more; held
             clock.now = T0 + timedelta(minutes=minutes)
             run_sweep(env)
