@@ -14,8 +14,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reaper.audit.reader import read_recent
-from reaper.audit.window import KEPT_EVENTS, AuditWindow
+from reaper.audit.reader import (
+    held_for_confirmation,
+    open_warnings,
+    read_recent,
+    recently_cancelled,
+)
+from reaper.audit.window import DROPPED_FIELDS, KEPT_EVENTS, AuditWindow
 from reaper.audit.writer import AuditLog
 from reaper.backends.memory import MemoryBackend
 from reaper.engine.decide import Guards
@@ -36,7 +41,12 @@ class Clock:
 
 
 def kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r["event"] in KEPT_EVENTS]
+    """What the window gives for these records: its events, without the chain's fields."""
+    return [
+        {k: v for k, v in r.items() if k not in DROPPED_FIELDS}
+        for r in records
+        if r["event"] in KEPT_EVENTS
+    ]
 
 
 STEP = st.one_of(
@@ -63,7 +73,16 @@ def test_the_window_reads_what_a_fresh_read_reads(tmp_path_factory: Any, steps: 
             if step[0] == "read":
                 since = clock.now - timedelta(minutes=step[1])
                 got = window.records(since, clock.now)
-                assert got == kept(read_recent(path, since))
+                fresh = read_recent(path, since)
+                assert got == kept(fresh)
+                # and so the sweep's readers decide alike on either
+                now = clock.now
+                assert recently_cancelled(got, now) == recently_cancelled(fresh, now)
+                within = timedelta(minutes=30)
+                assert held_for_confirmation(got, now, within) == held_for_confirmation(
+                    fresh, now, within
+                )
+                assert open_warnings(got).keys() == open_warnings(fresh).keys()
                 # nothing older than the longest look-back asked for is kept
                 span = max(timedelta(minutes=s[1]) for s in steps if s[0] == "read")
                 assert window.held() <= len(kept(read_recent(path, clock.now - span)))

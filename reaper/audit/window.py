@@ -5,7 +5,7 @@ the decision (the re-cancel window, open warnings). A daemon sweeping often over
 would parse the same thousands of records again each time, and its memory would swell with
 every read. An `AuditWindow` reads the tail once, then only the lines appended since (from a
 `FileMark`: the same file, grown), and keeps only the records those readers look at, no older
-than the longest look-back it was asked for.
+than the longest look-back it was asked for, without the chain's own fields.
 
 It reads the file, never trusts memory alone: a record another process wrote (a `run --once`
 between the daemon's sweeps) is seen like the daemon's own, and a log rotated, replaced or
@@ -14,6 +14,7 @@ truncated is read afresh, with its rotated files (`read_recent`)."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -32,6 +33,11 @@ from reaper.audit.reader import (
 # held_for_confirmation, open_warnings; engine/confirm.py). Others (sweep_start, skipped, …)
 # are never kept: the window's size follows the cancels and warnings, not the sweeps.
 KEPT_EVENTS = frozenset({"intent", "result", "confirmed", "stuck", "warned", "cleared", "notified"})
+
+# The chain's own fields: no reader of the window looks at them (verify reads the file itself).
+DROPPED_FIELDS = ("prev", "mac", "host", "version")
+
+INTERN_MAX = 200  # longer strings (an error's text) are rarely shared
 
 Entry = tuple[datetime, Record]
 
@@ -105,4 +111,14 @@ def _entries(records: Iterable[Record]) -> Iterable[Entry]:
             continue
         when = parse_record_time(record)
         if when is not None:
-            yield when, record
+            yield when, slim(record)
+
+
+def slim(record: Record) -> Record:
+    """The record as the window keeps it: without `DROPPED_FIELDS`, and its short strings
+    interned (event, backend, policy, status, reason, … repeat across records: one copy each)."""
+    return {
+        key: sys.intern(value) if isinstance(value, str) and len(value) <= INTERN_MAX else value
+        for key, value in record.items()
+        if key not in DROPPED_FIELDS
+    }
