@@ -14,13 +14,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reaper.audit import window as window_module
 from reaper.audit.reader import (
     held_for_confirmation,
     open_warnings,
     read_recent,
+    read_recent_from,
     recently_cancelled,
 )
-from reaper.audit.window import DROPPED_FIELDS, KEPT_EVENTS, AuditWindow
+from reaper.audit.window import DROPPED_FIELDS, KEPT_EVENTS, PRUNE_SLACK, AuditWindow
 from reaper.audit.writer import AuditLog
 from reaper.backends.memory import MemoryBackend
 from reaper.engine.decide import Guards
@@ -85,7 +87,8 @@ def test_the_window_reads_what_a_fresh_read_reads(tmp_path_factory: Any, steps: 
                 assert open_warnings(got).keys() == open_warnings(fresh).keys()
                 # nothing older than the longest look-back asked for is kept
                 span = max(timedelta(minutes=s[1]) for s in steps if s[0] == "read")
-                assert window.held() <= len(kept(read_recent(path, clock.now - span)))
+                horizon = clock.now - span - PRUNE_SLACK
+                assert window.held() <= len(kept(read_recent(path, horizon)))
     finally:
         log.close()
 
@@ -138,6 +141,28 @@ def test_a_replaced_or_truncated_log_is_read_afresh(tmp_path: Path) -> None:
     assert [r["job_id"] for r in window.records(T0, T0)] == ["new"]
 
 
+def test_sweeps_a_little_out_of_order_are_served_without_a_new_read(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Backends sweep concurrently: one that began earlier may ask with an earlier `now`, and
+    must not make the window read the whole tail again."""
+    path = tmp_path / "audit.jsonl"
+    clock = Clock()
+    with AuditLog(path, host="h", clock=clock) as log:
+        log.append("result", backend="b", job_id="j1", outcome="cancelled")
+    loads = []
+    monkeypatch.setattr(window_module, "read_recent_from",
+                        lambda *a: loads.append(a) or read_recent_from(*a))  # fmt: skip
+    window = AuditWindow(path)
+    hour = timedelta(hours=1)
+    later = T0 + timedelta(seconds=30)
+    assert len(window.records(later - hour, later)) == 1
+    assert len(window.records(T0 - hour, T0)) == 1
+    assert len(loads) == 1
+    assert len(window.records(T0 - 2 * hour, T0)) == 1  # further back than it holds: a new read
+    assert len(loads) == 2
+
+
 def test_a_rotated_log_grown_past_the_old_mark_is_read_afresh(tmp_path: Path) -> None:
     """The size alone cannot tell a new file: one rotated away and refilled past the mark."""
     path = tmp_path / "audit.jsonl"
@@ -167,7 +192,7 @@ def test_the_window_holds_the_cancels_of_its_span_not_the_sweeps(tmp_path: Path)
                 log.append("skipped", backend="b", job_id="p", cause="protected")
             log.append("result", backend="b", job_id=f"j{minute}", outcome="cancelled")
             window.records(clock.now - timedelta(hours=1), clock.now)
-    assert window.held() == 61  # one cancel a minute, an hour and its last minute
+    assert window.held() == 66  # one cancel a minute: an hour, the slack and the last minute
 
 
 # --- in a sweep --------------------------------------------------------------------------------

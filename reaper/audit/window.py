@@ -38,6 +38,10 @@ KEPT_EVENTS = frozenset({"intent", "result", "confirmed", "stuck", "warned", "cl
 DROPPED_FIELDS = ("prev", "mac", "host", "version")
 
 INTERN_MAX = 200  # longer strings (an error's text) are rarely shared
+# Kept beyond the longest look-back: the daemon's backends sweep concurrently, so a sweep that
+# began a little earlier may ask after another has pruned; within this slack it is served from
+# memory, beyond it the window reads the file afresh (correct, only slower).
+PRUNE_SLACK = timedelta(minutes=5)
 
 Entry = tuple[datetime, Record]
 
@@ -59,9 +63,10 @@ class AuditWindow:
         OSError (the log cannot be read; what was kept stays for the next call)."""
         with self._lock:
             self._span = max(self._span, now - since)
+            horizon = now - self._span - PRUNE_SLACK
             if self._loaded_since is None or since < self._loaded_since or not self._advance():
-                self._load(now - self._span)  # the whole span: both readers are served
-            self._prune(now - self._span)
+                self._load(horizon)  # the whole span: every reader is served
+            self._prune(horizon)
             return [record for when, record in self._entries if when >= since]
 
     def held(self) -> int:
