@@ -5,7 +5,8 @@ the decision (the re-cancel window, open warnings). A daemon sweeping often over
 would parse the same thousands of records again each time, and its memory would swell with
 every read. An `AuditWindow` reads the tail once, then only the lines appended since (from a
 `FileMark`: the same file, grown), and keeps only the records those readers look at, no older
-than the longest look-back it was asked for, without the chain's own fields.
+than the longest look-back it was asked for (plus `PRUNE_SLACK`), without the chain's own
+fields.
 
 It reads the file, never trusts memory alone: a record another process wrote (a `run --once`
 between the daemon's sweeps) is seen like the daemon's own, and a log rotated, replaced or
