@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,7 +55,7 @@ class AuditWindow:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._entries: list[Entry] = []
+        self._entries: deque[Entry] = deque()  # in file order, so (nearly) in time order
         self._mark: FileMark | None = None
         self._loaded_since: datetime | None = None  # records at or after this are all here
         self._span = timedelta(0)  # the longest look-back asked for
@@ -77,7 +78,7 @@ class AuditWindow:
 
     def _load(self, since: datetime) -> None:
         found, mark = read_recent_from(self.path, since)
-        self._entries = list(_entries(found))
+        self._entries = deque(_entries(found))
         self._mark, self._loaded_since = mark, since
 
     def _advance(self) -> bool:
@@ -105,8 +106,11 @@ class AuditWindow:
         return True
 
     def _prune(self, horizon: datetime) -> None:
-        if self._entries and self._entries[0][0] < horizon:
-            self._entries = [entry for entry in self._entries if entry[0] >= horizon]
+        """Drop the oldest entries, from the front: no copy of the rest on every call. An entry
+        stamped out of order (a clock stepped back) goes when it reaches the front; `records`
+        filters by time anyway."""
+        while self._entries and self._entries[0][0] < horizon:
+            self._entries.popleft()
         if self._loaded_since is not None and self._loaded_since < horizon:
             self._loaded_since = horizon
 
