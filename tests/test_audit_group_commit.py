@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from reaper.audit.writer import AuditLog, AuditWriteError, read_audit, verify_audit
 
 APPENDERS = 8
@@ -131,3 +133,44 @@ def test_one_appender_at_a_time_gets_one_fsync_per_record(tmp_path: Path) -> Non
             log.append("intent", sweep_id="s1", backend="b", job_id=f"j{i}")
             assert line_of(f"j{i}") in fsync.durable()[-1]
         assert fsync.calls == 5
+
+
+def test_append_many_writes_a_batch_chained_in_one_write_and_returns_once_all_are_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    fsync = RecordingFsync(path, hold_for_lines=1)
+    writes: list[int] = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(fd) or real_write(fd, data))
+    with AuditLog(path, host="h", fsync=fsync) as log:
+        log.append("sweep_start", sweep_id="s1")
+        writes.clear()
+        records = log.append_many([("intent", {"job_id": f"j{i}"}) for i in range(50)])
+        assert len(writes) == 1 and fsync.calls == 2  # one write, one fsync for the 50
+        assert all(line_of(f"j{i}") in fsync.durable()[-1] for i in range(50))
+        assert [r["job_id"] for r in records] == [f"j{i}" for i in range(50)]
+        assert log.records == 51
+        log.append("result", sweep_id="s1", backend="b", job_id="after")
+    verdict = verify_audit(path)
+    assert verdict.ok and verdict.records == 52
+
+
+def test_append_many_refuses_a_reserved_key_before_writing_any_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, host="h") as log:
+        with pytest.raises(ValueError, match="prev"):
+            log.append_many([("intent", {"job_id": "ok"}), ("intent", {"prev": "0" * 64})])
+        assert log.records == 0
+    assert read_audit(path).records == []
+
+
+def test_a_failed_fsync_fails_the_whole_batch_and_the_chain_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    fsync = RecordingFsync(path, hold_for_lines=1, fail_calls=frozenset({1}))
+    with AuditLog(path, host="h", fsync=fsync) as log:
+        with pytest.raises(AuditWriteError, match="injected"):
+            log.append_many([("intent", {"job_id": f"j{i}"}) for i in range(3)])
+        log.append("result", job_id="after")
+    assert [r["job_id"] for r in read_audit(path).records][-1] == "after"
+    assert verify_audit(path).ok

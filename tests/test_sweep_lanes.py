@@ -69,15 +69,15 @@ class JournalAudit(AuditLog):
         super().__init__(path)
         self.journal, self.fail_at_intent, self.intents = journal, fail_at_intent, 0
 
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        if event == "intent":
-            self.intents += 1
-            if self.fail_at_intent is not None and self.intents >= self.fail_at_intent:
-                raise AuditWriteError("disk full (injected)")
-        record = super().append(event, **fields)
-        if "job_id" in fields:
-            self.journal.add(event, [fields["job_id"]])
-        return record
+    def append_many(self, entries: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
+        self.intents += sum(1 for event, _ in entries if event == "intent")
+        if self.fail_at_intent is not None and self.intents >= self.fail_at_intent:
+            raise AuditWriteError("disk full (injected)")  # the whole write fails
+        records = super().append_many(entries)
+        for event, fields in entries:
+            if "job_id" in fields:
+                self.journal.add(event, [fields["job_id"]])
+        return records
 
 
 class JournalBackend(MemoryBackend):

@@ -2,8 +2,10 @@
 
 Guarantees of `AuditLog.append`: the record is one line written by ONE `os.write` on an
 `O_APPEND` descriptor and `fsync`ed before `append` returns, so a caller that cancels only after
-`append` returned never cancels without a durable record. Any failure raises `AuditWriteError`
-and the caller must then not make the call the record announces.
+`append` returned never cancels without a durable record. `append_many` writes a batch's lines
+(a bulk cancel's intents, or its results) with one `os.write` and returns once all are durable.
+Any failure raises `AuditWriteError` and the caller must then not make the call the record
+announces.
 
 Group commit: lines are written under the writer's lock, in chain order, and `fsync` runs
 outside it; one `fsync` covers every line written before it, so concurrent appenders (a sweep's
@@ -29,7 +31,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -267,8 +269,9 @@ class AuditLog:
         self._fd: int | None = None
         self._needs_recovery = False
         self._fsync = fsync
-        # Group commit (module docstring). Lines are numbered in the order written (under
-        # `_lock`); `_synced` is the last number an fsync has settled, durable or failed (under
+        # Group commit (module docstring). Writes (one per append or append_many, each one
+        # appender) are numbered in the order made (under `_lock`); `_synced` is the last
+        # number an fsync has settled, durable or failed (under
         # `_sync_lock`, which is also held to swap or close the descriptor, after `_lock`).
         self._sync_lock = threading.Lock()
         self._written = 0
@@ -297,24 +300,36 @@ class AuditLog:
         """Write one record durably and return it as written (with `ts` and `prev`). `sweep_id`
         comes from `fields` (default None). Raises AuditWriteError on any failure, and
         ValueError if `fields` tries to set ts, event, host, version or prev."""
-        clash = (RESERVED_KEYS | {"mac"}) & fields.keys()
-        if clash:
-            raise ValueError(f"audit fields may not set {sorted(clash)}")
+        return self.append_many([(event, fields)])[0]
+
+    def append_many(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Record]:
+        """Write several records, in order and chained, with ONE `os.write`, and return once
+        every one of them is durable (one fsync covers them all): a batch's intents before its
+        one cancel call, or its results after. All or nothing for the caller: on AuditWriteError
+        none of them may be taken as written (a torn tail is recovered as after a crash).
+        Raises ValueError, before writing anything, if an entry's fields set a reserved key."""
+        for _, fields in entries:
+            clash = (RESERVED_KEYS | {"mac"}) & fields.keys()
+            if clash:
+                raise ValueError(f"audit fields may not set {sorted(clash)}")
+        if not entries:
+            return []
         with self._lock:
             self._follow()
             fd = self._ready_fd()
-            record = self._build(str(event), fields)
-            line = encode_record(record)
-            if self._key is not None:
-                line = seal_line(self._key, line)
-                record = decode_line(line[:-1]) or record
-            self._write_only(fd, line)
-            self._head = hash_line(line[:-1])
-            self._records += 1
+            head, lines, records = self._head, [], []
+            for event, fields in entries:
+                record, line = self._encode(str(event), fields, head)
+                head = hash_line(line[:-1])
+                lines.append(line)
+                records.append(record)
+            self._write_only(fd, b"".join(lines))
+            self._head = head
+            self._records += len(lines)
             self._written += 1
             number = self._written
         self._await_durable(number)
-        return record
+        return records
 
     def reopen(self) -> None:
         """Reopen the path after log rotation by rename (SIGHUP). The next record chains to the
@@ -377,7 +392,8 @@ class AuditLog:
     ) -> None:
         self.close()
 
-    def _build(self, event: str, fields: dict[str, Any]) -> Record:
+    def _encode(self, event: str, fields: Mapping[str, Any], prev: str) -> tuple[Record, bytes]:
+        """The record chained to `prev`, and its line (sealed when there is a key)."""
         record: Record = {
             "ts": format_timestamp(self._clock()),
             "event": event,
@@ -385,9 +401,13 @@ class AuditLog:
             "host": self._host,
             "version": self._version,
         }
-        record.update(redact_value(fields))
-        record["prev"] = self._head
-        return record
+        record.update(redact_value(fields if isinstance(fields, dict) else dict(fields)))
+        record["prev"] = prev
+        line = encode_record(record)
+        if self._key is not None:
+            line = seal_line(self._key, line)
+            record = decode_line(line[:-1]) or record
+        return record, line
 
     def _follow(self) -> None:
         """Reopen the path if the open file is no longer the one there (lock held). Raises
@@ -506,8 +526,8 @@ class AuditLog:
             raise AuditWriteError(self._describe(exc, "write")) from exc
 
     def _await_durable(self, number: int) -> None:
-        """Return once line `number` is on disk: settled by an fsync some other appender made
-        after it was written, or by one made here that covers every line written so far.
+        """Return once write `number` is on disk: settled by an fsync some other appender made
+        after it was written, or by one made here that covers every write made so far.
         Raises AuditWriteError if the fsync that covered it failed."""
         with self._sync_lock:
             if number > self._synced:
@@ -537,7 +557,7 @@ class AuditLog:
         self._synced = last
 
     def _raise_if_failed(self, number: int) -> None:
-        """Raise AuditWriteError if line `number` was covered by a failed fsync (each appender
+        """Raise AuditWriteError if write `number` was covered by a failed fsync (each appender
         asks once: a failure is forgotten once everyone it covered has heard of it)."""
         for failure in self._failed:
             if failure.first <= number <= failure.last:
@@ -552,7 +572,7 @@ class AuditLog:
 
 @dataclass
 class _FailedSync:
-    """Lines `first`..`last` whose fsync failed; `unheard` of their appenders not yet told."""
+    """Writes `first`..`last` whose fsync failed; `unheard` of their appenders not yet told."""
 
     first: int
     last: int

@@ -742,8 +742,9 @@ class _Actor:
     def cancel_batch(
         self, target: _Target, batch: list[Checked], slot: threading.Semaphore
     ) -> None:
-        """In a cancel slot: announce every job of the batch (each `intent` fsynced), make the one
-        cancel call (or pretend), record each `result`. Holding the slot from the first intent
+        """In a cancel slot: announce every job of the batch (its `intent` records written by one
+        write and fsynced), make the one cancel call (or pretend), record each `result` (again
+        one write). Holding the slot from the first intent
         to the last result keeps the open intents to the calls in flight: a crash leaves at
         most `concurrency` calls' worth to reconcile. No call if an announcement failed, the
         audit log broke, or the daemon is stopping. Never raises."""
@@ -751,14 +752,15 @@ class _Actor:
             if self.audit_broken.is_set() or self.stopping([decision for decision, _ in batch]):
                 return
             announced = [job_fields(decision) | {"status": job.status} for decision, job in batch]
-            if not all(self.write("intent", fields) for fields in announced):
+            if not self.write_many([("intent", fields) for fields in announced]):
                 return
             results = _cancel_or_pretend(target, batch)
-            for (decision, _), fields, (outcome, error) in zip(
-                batch, announced, results, strict=True
-            ):
+            self.write_many([
+                ("result", fields | {"outcome": outcome, "error": error})
+                for fields, (outcome, error) in zip(announced, results, strict=True)
+            ])  # fmt: skip
+            for (decision, _), (outcome, _) in zip(batch, results, strict=True):
                 self.count(decision.job.backend, "outcomes", outcome)
-                self.write("result", fields | {"outcome": outcome, "error": error})
                 self.note_outcome(decision, outcome)
 
     def note_outcome(self, decision: Decision[Match], outcome: str) -> None:
@@ -787,8 +789,15 @@ class _Actor:
             getattr(self.report.backends[backend], kind)[key] += 1
 
     def write(self, event: str, fields: dict[str, Any]) -> bool:
+        return self.write_many([(event, fields)])
+
+    def write_many(self, entries: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+        """Write the records with one write and one fsync (AuditLog.append_many); False (and
+        no further cancel anywhere) if that fails."""
         try:
-            self.audit.append(event, sweep_id=self.sweep_id, **fields)
+            self.audit.append_many(
+                [(event, fields | {"sweep_id": self.sweep_id}) for event, fields in entries]
+            )
             return True
         except AuditWriteError as exc:
             if not self.audit_broken.is_set():
