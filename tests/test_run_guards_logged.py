@@ -5,8 +5,11 @@ INFO summary line per backend."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
+from reaper.engine.guardlog import summary_line
+from reaper.engine.sweep import BackendReport
 from reaper.errors import ExitCode
 from tests.e2e_support import NAMES, POLICIES, run_once, standard_world
 
@@ -44,3 +47,11 @@ def test_pause_and_cap_warnings(tmp_path: Path) -> None:
             "held back until a later sweep") in result.err  # fmt: skip
     assert (f"WARNING reaper.engine.guardlog: paused: the pause file {tmp_path / 'PAUSE'} exists; "
             "nothing is cancelled, 7 cancel(s) held back") in result.err  # fmt: skip
+
+
+def test_the_summary_counts_errors_in_words_that_agree_with_the_number() -> None:
+    one = BackendReport("b", active=3, outcomes=Counter(cancelled=1, failed=1))
+    two = BackendReport("b", active=3, outcomes=Counter(failed=1), error="listing failed")
+    assert ", 1 error, " in summary_line("s", one)
+    assert ", 2 errors, " in summary_line("s", two)
+    assert ", 0 errors, " in summary_line("s", BackendReport("b"))

@@ -596,7 +596,7 @@ def parent_key(record: Mapping[str, Any]) -> str | None:
     (`arrayProperties.size`, no `index`), `multiNodeJobId` for a multi-node parallel job's
     parent (`nodeProperties.numNodes`, no node index, an id without `#`); else None."""
     array = record.get("arrayProperties")
-    if (
+    if (  # `is not None` first: most records have none, and isinstance(.., Mapping) is slow
         array is not None and isinstance(array, Mapping)
         and "size" in array and "index" not in array
     ):  # fmt: skip

@@ -72,7 +72,8 @@ def summary_line(sweep_id: str, counts: SweepStats) -> str:
     skipped = {cause: n for cause, n in sorted(counts.skipped.items()) if n}
     detail = ", ".join(f"{cause} {n}" for cause, n in skipped.items())
     parts.append(f"skipped {sum(skipped.values())}" + (f" ({detail})" if detail else ""))
-    parts.append(f"{outcomes.get('failed', 0) + (counts.error is not None)} errors")
+    errors = outcomes.get("failed", 0) + (counts.error is not None)
+    parts.append(f"{errors} error" if errors == 1 else f"{errors} errors")
     parts.append(f"{counts.duration_s:.1f} s")
     return f"sweep {sweep_id} {counts.backend}: " + ", ".join(parts)
 
