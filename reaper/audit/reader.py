@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 GENESIS = "0" * 64
 BLOCK_SIZE = 64 * 1024
@@ -217,6 +217,26 @@ def read_recent(path: Path, since: datetime, block_size: int = BLOCK_SIZE) -> li
     and stops at the first record older than `since`, so the cost is bounded by the window, not
     by the files. Compressed rotated files (`.gz`) are not read. Raises OSError."""
     return read_recent_from(path, since, block_size)[0]
+
+
+class RecentRecords(Protocol):
+    """Where a sweep's readers get the log's recent records: `LogTail` (read afresh) or
+    `reaper.audit.window.AuditWindow` (kept between a daemon's sweeps)."""
+
+    def records(self, since: datetime, now: datetime) -> list[Record]: ...
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The log at `path` read afresh on every call (`read_recent`): what `plan` and `explain`
+    use, which run once and keep nothing."""
+
+    path: Path
+
+    def records(self, since: datetime, now: datetime) -> list[Record]:
+        """Records with `ts` >= `since` (`now` is unused: a fresh read knows nothing newer).
+        Raises OSError."""
+        return read_recent(self.path, since)
 
 
 @dataclass(frozen=True, slots=True)

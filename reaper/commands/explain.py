@@ -119,10 +119,11 @@ def read_state(
     """The re-cancel window's jobs (with the cancels still awaiting confirmation within
     `confirm_within`, as a sweep reads them) and the open warnings from the audit log's tail,
     or none and why it is unreadable."""
+    from reaper.audit.reader import LogTail
     from reaper.engine.sweep import AuditState, read_audit_state
 
     try:
-        return read_audit_state(audit_path, now, policies, confirm_within), None
+        return read_audit_state(LogTail(audit_path), now, policies, confirm_within), None
     except OSError as exc:
         return AuditState(), f"{audit_path}: {exc.strerror or exc}"
 

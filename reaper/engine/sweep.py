@@ -18,13 +18,11 @@ from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol, runtime_checkable
 
-from reaper.audit.reader import held_for_confirmation
-from reaper.audit.window import AuditWindow
+from reaper.audit.reader import LogTail, RecentRecords, held_for_confirmation
 from reaper.audit.writer import (
     AuditLog,
     AuditWriteError,
     open_warnings,
-    read_recent,
     recently_cancelled,
 )
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
@@ -262,7 +260,7 @@ def run_sweep(env: SweepEnv, names: Sequence[str] | None = None) -> SweepReport:
     started, limits = monotonic(), _Limits.of(env)
     followed = _follow_up(env, audit, sweep_id, names, now, paused)
     scans = _scan_until(env, names, now, limits)
-    state = read_audit_state(env.audit_path, now, env.policies, env.confirm_within, audit.recent)
+    state = read_audit_state(audit.recent, now, env.policies, env.confirm_within)
     plan = _decide(env, scans, now, state, paused)
     log_guards(plan, env.pause_file, paused)
     report = SweepReport(sweep_id, plan, {s.backend: _backend_report(s) for s in scans}, None,
@@ -414,21 +412,19 @@ def warning_lookback(policies: PolicySet) -> timedelta | None:
 
 
 def read_audit_state(
-    audit_path: Path,
+    source: RecentRecords,
     now: datetime,
     policies: PolicySet,
     confirm_within: timedelta = DEFAULT_CONFIRM_WITHIN,
-    window: AuditWindow | None = None,
 ) -> AuditState:
     """The recent cancels (the 10-minute window, and cancels within `confirm_within` not yet
-    confirmed: docs/audit.md, "Confirmation") and the open warnings, from one backward read of
-    the log's tail and, where the window reaches back past it, its rotated files (bounded by the
-    window, `confirm_within` and `warning_lookback`, so that a rotation forgets nothing), or
-    from `window` (the log's records kept between sweeps); nothing if the log does not exist
-    yet. Raises OSError."""
+    confirmed: docs/audit.md, "Confirmation") and the open warnings, from the records of
+    `source` as far back as they matter (bounded by the window, `confirm_within` and
+    `warning_lookback`; a `LogTail` reads rotated files too, so that a rotation forgets
+    nothing); nothing if the log does not exist yet. Raises OSError."""
     lookback = warning_lookback(policies)
     since = now - max(RECANCEL_WINDOW, confirm_within, lookback or timedelta(0))
-    records = read_recent(audit_path, since) if window is None else window.records(since, now)
+    records = source.records(since, now)
     held = held_for_confirmation(records, now, confirm_within)
     recent = frozenset(recently_cancelled(records, now) | held)
     if lookback is None:
@@ -458,7 +454,7 @@ def _audit_state_for_plan(env: SweepEnv, now: datetime) -> AuditState:
     operator's shell) costs the re-cancel window and the open warnings in the preview, not the
     whole plan."""
     try:
-        return read_audit_state(env.audit_path, now, env.policies)
+        return read_audit_state(LogTail(env.audit_path), now, env.policies)
     except OSError as exc:
         log.warning("cannot read the audit log %s (%s): the plan does not show the jobs that "
                     "the re-cancel window would hold, nor earlier warnings",
