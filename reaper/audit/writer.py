@@ -269,10 +269,10 @@ class AuditLog:
         self._fd: int | None = None
         self._needs_recovery = False
         self._fsync = fsync
-        # Group commit (module docstring). Writes (one per append or append_many, each one
-        # appender) are numbered in the order made (under `_lock`); `_synced` is the last
-        # number an fsync has settled, durable or failed (under
-        # `_sync_lock`, which is also held to swap or close the descriptor, after `_lock`).
+        # Group commit (module docstring). Writes (one per append or append_many: one appender
+        # each) are numbered in the order made (under `_lock`); `_synced` is the last number an
+        # fsync has settled, durable or failed (under `_sync_lock`, which is also held to swap
+        # or close the descriptor, after `_lock`).
         self._sync_lock = threading.Lock()
         self._written = 0
         self._synced = 0
