@@ -2,19 +2,25 @@
 
     python benchmarks/profile_sweep.py                      # 10,000 jobs, cProfile
     python benchmarks/profile_sweep.py --jobs 100000 --tool py-spy
+    python benchmarks/profile_sweep.py --tool calls         # thread CPU of a few functions
 
 `--tool cprofile` (default) profiles every thread of the child (a profiler per thread, merged at
 exit: plain `python -m cProfile` sees the main thread only, and the sweep runs in worker
 threads), timed by each thread's CPU clock (`time.thread_time`: waiting for a lock or a socket
 costs nothing), and prints the functions by their own CPU time (`--sort cumulative`: with what
 they call), with call counts. cProfile's overhead inflates functions that make many small
-calls; `--tool py-spy` samples the child from outside (`pip install py-spy`, or PY_SPY=path;
-not a project dependency) while it holds the GIL, and prints the same table from the samples.
+calls; `--tool calls` has no profiler: it wraps a fixed list of functions (`ACCOUNTED`: the
+audit writer, each backend's HTTP call, the scan, the act phase) and sums the thread CPU time
+spent inside each, with its call count (nested rows overlap: `cancel_batch` holds the audit
+writes and the cancel calls); `--tool py-spy` samples the child from outside (`pip install
+py-spy`, or PY_SPY=path; not a project dependency) while it holds the GIL, and prints the same
+table from the samples.
 Prints only; nothing is written to results.md."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -53,6 +59,73 @@ sys.argv[0] = "reaper"
 profiles[0].enable()
 runpy.run_module("reaper", run_name="__main__", alter_sys=True)
 """
+
+
+# (module, attribute path, label) of the functions `--tool calls` accounts for.
+ACCOUNTED = (
+    ("reaper.engine.sweep", "scan_backend", "scan_backend: listing, parsing, evaluation"),
+    ("reaper.engine.sweep", "_Actor.act_unit", "_Actor.act_unit: re-check and cancel, all"),
+    ("reaper.engine.sweep", "_Actor.recheck", "_Actor.recheck"),
+    ("reaper.engine.sweep", "_Actor.cancel_batch", "_Actor.cancel_batch: audit and cancel"),
+    ("reaper.audit.writer", "AuditLog.append_many", "AuditLog.append_many: every record"),
+    ("reaper.backends.sutro", "SutroBackend._send", "SutroBackend._send: one HTTP call"),
+    ("reaper.backends.tapis", "TapisBackend._attempt", "TapisBackend._attempt: one tapipy call"),
+    ("reaper.backends.aws_batch", "AwsBatchBackend._call", "AwsBatchBackend._call: boto3 call"),
+    ("requests.sessions", "Session.request", "requests Session.request (Sutro's calls)"),
+    ("logging", "Logger.handle", "logging: every record emitted"),
+    ("reaper.engine.sweep", "_decide", "_decide"),
+)
+
+# Run in the child before reaper: wrap ACCOUNTED, sum thread CPU per label, save at exit.
+ACCOUNTING = """
+import atexit, importlib, json, runpy, sys, threading, time
+out, targets = sys.argv.pop(1), json.loads(sys.argv.pop(1))
+totals, lock = {}, threading.Lock()
+def wrap(owner, name, label):
+    original = getattr(owner, name)
+    def accounted(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent = time.thread_time() - started
+            with lock:
+                seconds, calls = totals.get(label, (0.0, 0))
+                totals[label] = (seconds + spent, calls + 1)
+    setattr(owner, name, accounted)
+for module, path, label in targets:
+    owner = importlib.import_module(module)
+    *parents, name = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    wrap(owner, name, label)
+def save():
+    with open(out, "w") as file:
+        json.dump(totals, file)
+atexit.register(save)
+sys.argv[0] = "reaper"
+runpy.run_module("reaper", run_name="__main__", alter_sys=True)
+"""
+
+
+def profile_calls(command: list[str], env: dict[str, str], folder: Path) -> str:
+    out = folder / "calls.json"
+    targets = json.dumps(ACCOUNTED)
+    child = common.run_child(
+        [sys.executable, "-c", ACCOUNTING, str(out), targets, *command[3:]], env
+    )
+    if child.returncode not in (0, 3):
+        sys.exit(f"reaper exited {child.returncode}:\n{child.stderr[-3000:]}")
+    totals = json.loads(out.read_text())
+    ranked = sorted(totals.items(), key=lambda item: -item[1][0])
+    rows = [[f"{seconds:.3f}", f"{calls:,}", f"{seconds / max(calls, 1) * 1e6:,.0f}", label]
+            for label, (seconds, calls) in ranked]  # fmt: skip
+    header = ("thread CPU s", "calls", "µs per call", "inside")
+    return (
+        f"Thread CPU inside each function, summed over threads (nested rows overlap); the "
+        f"process used {child.cpu_s:.2f} s CPU ({child.wall_s:.2f} s wall).\n\n"
+        + common.text_table(header, rows)
+    )
 
 
 def profile_cprofile(
@@ -134,7 +207,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--over", type=int, default=1_000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--tool", choices=("cprofile", "py-spy"), default="cprofile")
+    parser.add_argument("--tool", choices=("cprofile", "py-spy", "calls"), default="cprofile")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--sort", choices=("own", "cumulative"), default="own", help="cprofile")
     args = parser.parse_args(argv)
@@ -147,6 +220,8 @@ def main(argv: list[str]) -> int:
             env = common.child_env(world)
             if args.tool == "cprofile":
                 text = profile_cprofile(command, env, folder, args.top, args.sort)
+            elif args.tool == "calls":
+                text = profile_calls(command, env, folder)
             else:
                 text = profile_pyspy(command, env, folder, args.top)
             jobs = common.split_text(scenario.jobs)
