@@ -31,7 +31,10 @@ github.com/sutro-sh/sutro `sutro/sdk.py`):
   cancelled because it has already completed", which are read too. The request takes no
   reason, so the reason reaches only the audit.
 
-What is assumed: that a deployment which answers GET with 405 takes POST instead (the older
+What is assumed: that a job that has ended never runs again and none is created in the past,
+so that a daemon's listing may stop once past the oldest job the last complete one left open
+(reaper.backends.sutro_history, which checks the order it relies on and lists everything at
+least hourly); that a deployment which answers GET with 405 takes POST instead (the older
 documents), tried once and then remembered for the backend; that 429, 5xx and Cloudflare's 524
 (which the SDK retries) are transient (retried, honouring `Retry-After`); that the cursor, when
 offered, never repeats (a repeat is an error: a listing that cannot finish must not be acted on,
@@ -43,7 +46,8 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -77,11 +81,17 @@ from reaper.backends.retry import (
     call_with_retries,
     cancel_honestly,
 )
+from reaper.backends.sutro_history import History, Listing
 from reaper.backends.sutro_url import SutroUrlError, normalize_api_url
 from reaper.errors import BackendError
 from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, Phase
 
 logger = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
 
 # Cloudflare's "a timeout occurred" in front of a deployment: the SDK's do_request retries it.
 CLOUDFLARE_TIMEOUT = 524
@@ -117,6 +127,7 @@ class SutroBackend:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S),
         max_pages: int = DEFAULT_MAX_PAGES,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.name = name
         self._session = session
@@ -128,6 +139,8 @@ class SutroBackend:
         self._timeout = timeout
         self._max_pages = max_pages
         self.server_clock = ServerClock()
+        self._clock = clock
+        self._history = History()  # what the last complete listing showed (sutro_history)
 
     @classmethod
     def from_config(
@@ -155,13 +168,26 @@ class SutroBackend:
     def list_active(self) -> Iterator[Page]:
         """Yield the non-terminal jobs of each list-jobs page, following `next_cursor`; the next
         page is fetched while the caller works on this one (`paging.chained_pages`). Jobs with
-        an unknown status are skipped and logged; an unreadable record is a BadRecord. Raises
-        BackendError, also when the paging does not end (`ListingGuard`)."""
+        an unknown status are skipped and logged; an unreadable record is a BadRecord. Stops
+        before the end of the history once past every job the last complete listing left open
+        (reaper.backends.sutro_history). Raises BackendError, also when the paging does not end
+        (`ListingGuard`)."""
         guard = ListingGuard(self.name, self._max_pages)
+        listing = Listing(self._history, self._clock())
         for records in chained_pages(lambda cursor: self._list_page(cursor, guard)):
-            page = self._active_jobs(records)
+            page = self._active_jobs(records, listing)
             if page:
                 yield page
+            if listing.done():
+                break
+        self._remember(listing)
+
+    def _remember(self, listing: Listing) -> None:
+        """Keep what a complete listing showed, for the next one."""
+        if self._history.ordered and not listing.in_order:
+            logger.warning("%s: list-jobs answered jobs out of creation order; every listing "
+                           "reads the whole job history from now on", self.name)  # fmt: skip
+        self._history = listing.history()
 
     def _list_page(self, cursor: str | None, guard: ListingGuard) -> tuple[list[Any], str | None]:
         """One list-jobs page: its records and the next cursor (None after the last page),
@@ -249,27 +275,25 @@ class SutroBackend:
         self._session.close()
 
     # -- listing helpers ------------------------------------------------------------------------
-    def _active_jobs(self, records: list[Any]) -> list[Job | BadRecord]:
+    def _active_jobs(self, records: list[Any], listing: Listing) -> list[Job | BadRecord]:
+        """The page's active jobs, and its bad records (never acted on, still counted as
+        active). A job whose status the phase table does not know is left out, with a warning,
+        so that it is never acted on. Every record is shown to `listing`."""
         jobs: list[Job | BadRecord] = []
         for record in records:
-            job = self._job_or_none(record)
-            if isinstance(job, BadRecord) or (job is not None and job.phase in ACTIVE_PHASES):
+            job = read_record(TYPE, self.name, record)
+            if isinstance(job, BadRecord):
+                listing.unreadable()
+                jobs.append(job)
+                continue
+            listing.record(job.created_at, job.status)
+            if job.phase == Phase.UNKNOWN:
+                logger.warning(
+                    "skipping Sutro job %s on %s: unknown status %r", job.id, self.name, job.status
+                )
+            elif job.phase in ACTIVE_PHASES:
                 jobs.append(job)
         return jobs
-
-    def _job_or_none(self, record: Any) -> Job | BadRecord | None:
-        """The record as a Job; a BadRecord for one that cannot be read (never acted on, still
-        counted as active); None (and a warning) for one whose status the phase table does
-        not know, so that it is never acted on."""
-        job = read_record(TYPE, self.name, record)
-        if isinstance(job, BadRecord):
-            return job
-        if job.phase == Phase.UNKNOWN:
-            logger.warning(
-                "skipping Sutro job %s on %s: unknown status %r", job.id, self.name, job.status
-            )
-            return None
-        return job
 
     def _next_cursor(self, body: Mapping[str, Any], guard: ListingGuard) -> str | None:
         cursor = body.get("next_cursor")
