@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reaper.backends.retry import RetryPolicy
 from reaper.backends.sutro import SutroBackend
@@ -184,3 +186,49 @@ def test_plan_and_run_once_read_everything(emulator: SutroEmulator) -> None:
     seed(emulator, "running", "RUNNING", 1)
     active_ids(backend_of(emulator, Clock()))
     assert emulator.calls["ListJobs"] == 3
+
+
+# -- the premise held: skipping never hides an open job -------------------------------------------
+OPEN_STATUSES = ("QUEUED", "STARTING", "RUNNING", "CANCELLING", "UNKNOWN")
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[list[tuple[str, float]]]:
+    """Steps of a job table under Sutro's premises: each step adds jobs created after every
+    earlier one and moves some open jobs on (to another open status or an end), never back."""
+    steps: list[list[tuple[str, float]]] = []
+    jobs: list[tuple[str, float]] = []  # (status, created minutes), oldest first
+    clock = 0.0
+    for _ in range(draw(st.integers(1, 6))):
+        moved = []
+        for was, created in jobs:
+            moves = was not in FINAL and draw(st.booleans())
+            moved.append((draw(st.sampled_from(OPEN_STATUSES + FINAL)) if moves else was, created))
+        for _ in range(draw(st.integers(0, 8))):
+            clock += draw(st.sampled_from([0.0, 0.5, 3.0]))  # equal creation times happen
+            moved.append((draw(st.sampled_from(OPEN_STATUSES + FINAL)), clock))
+        jobs = moved
+        steps.append(list(jobs))
+    return steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=histories(), page_size=st.integers(1, 5))
+def test_listings_that_stop_early_find_every_open_job(
+    steps: list[list[tuple[str, float]]], page_size: int
+) -> None:
+    history = History()
+    for i, jobs in enumerate(steps):
+        newest_first = sorted(enumerate(jobs), key=lambda item: -item[1][1])
+        listing = Listing(history, T0 + timedelta(minutes=i))
+        seen: set[int] = set()
+        for start in range(0, len(newest_first), page_size):
+            for number, (status, created) in newest_first[start : start + page_size]:
+                listing.record(at(created), status)
+                seen.add(number)
+            if listing.done():
+                break
+        history = listing.history()
+        open_jobs = {n for n, (status, _) in enumerate(jobs) if status not in FINAL}
+        assert open_jobs <= seen, (i, jobs)
