@@ -740,9 +740,9 @@ class _Actor:
     ) -> None:
         """In a cancel slot: announce every job of the batch (its `intent` records written by one
         write and fsynced), make the one cancel call (or pretend), record each `result` (again
-        one write). Holding the slot from the first intent
-        to the last result keeps the open intents to the calls in flight: a crash leaves at
-        most `concurrency` calls' worth to reconcile. No call if an announcement failed, the
+        one write). Holding the slot from the first intent to the last result keeps the open
+        intents to the calls in flight: a crash leaves at most `concurrency` calls' worth to
+        reconcile. No call if an announcement failed, the
         audit log broke, or the daemon is stopping. Never raises."""
         with slot:
             if self.audit_broken.is_set() or self.stopping([decision for decision, _ in batch]):
