@@ -152,7 +152,9 @@ def test_a_daemon_reads_only_back_to_its_oldest_open_job(emulator: SutroEmulator
     active_ids(backend)
     emulator.calls.clear()
     assert active_ids(backend) == {newcomer, *recent}
-    assert emulator.calls["ListJobs"] <= 2
+    # One or two pages, plus the page the previous listing fetched ahead, which may be counted
+    # after the count was cleared.
+    assert emulator.calls["ListJobs"] <= 3
 
     clock.now += FULL_LISTING_EVERY  # an hour on: everything once more
     emulator.calls.clear()
