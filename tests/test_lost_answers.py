@@ -21,8 +21,11 @@ from reaper.jobs import Job
 from tests import harness_aws_batch, harness_sutro, harness_tapis
 from tests.e2e_support import run_once, same_knobs, standard_world
 
-READ_TIMEOUT_S = 0.5  # the client gives up well before the emulator's held-back answer
-HELD_S = 3.0
+# The client gives up long before the emulator's held-back answer, and every other call (the job's
+# refresh, the re-read before a retry) has two seconds: a loaded machine must not turn a slow
+# answer into a lost one the test did not inject.
+READ_TIMEOUT_S = 2.0
+HELD_S = 30.0  # released early when the emulator stops
 RUNNING = {"aws_batch": "RUNNING", "tapis": "RUNNING", "sutro": "RUNNING"}
 
 

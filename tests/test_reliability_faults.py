@@ -2,7 +2,7 @@
 reported and retried next sweep; the other backends' sweeps go on").
 
 The emulated world (three emulators seeded with the demo mix, the demo policies) with real
-clients built with short timeouts and small retry budgets. For each backend x fault — a 429
+clients built with small retry budgets. For each backend x fault — a 429
 storm that outlasts the retries, a short one that the retries absorb, 5xx, read timeouts,
 malformed JSON, credentials rotated after start, a listing failing on page 2 — one sweep runs:
 the healthy backends complete their cancels, the sick one cancels nothing, the sweep exits 1,
@@ -49,10 +49,12 @@ from tests.harness_aws_batch import make_client as make_aws_client
 # expensive llama batches. Protected and excluded jobs survive.
 EXPECTED_CANCELS = {"batch": 4, "hpc": 3, "inference": 2}
 ATTEMPTS = 2  # calls per request, retries included: small, so that a storm outlasts them
-READ_TIMEOUT_S = 0.25  # the sick backend's: its injected latency is three times this
-# The healthy backends' read timeout: generous, so that a loaded machine (CI beside other work)
-# never turns a healthy backend's slow answer into a fault the test did not inject.
+# Every read timeout is generous, so that a loaded machine (CI beside other work) never turns a
+# slow answer into a fault the test did not inject. Only a timeout fault shortens the sick
+# backend's, and its emulator then never answers: whatever the load, the faulty calls time out and
+# the healthy ones (a listing before a fault that starts at the cancels) have a second to answer.
 HEALTHY_READ_TIMEOUT_S = 30.0
+TIMEOUT_FAULT_READ_TIMEOUT_S = 1.0
 
 
 def no_sleep(seconds: float) -> None:
@@ -109,6 +111,7 @@ class Fault:
     apply: Callable[[EmulatorServer, list[str]], None] | None = None
     recovers: bool = False  # the retries absorb it: the backend is healthy after all
     at: str = "start"  # or the first call of `refresh` / `cancel`: after a complete listing
+    read_timeout_s: float = HEALTHY_READ_TIMEOUT_S  # the sick backend's
 
     def inject(self, emulator: EmulatorServer, secrets: list[str]) -> None:
         for knob, value in self.knobs.items():
@@ -153,13 +156,15 @@ FAULTS = {
     "429-storm": Fault({"throttle_first": 1000}),
     "429-burst": Fault({"throttle_first": ATTEMPTS - 1}, recovers=True),
     "5xx": Fault({"fail_first": 1000}),
-    "read-timeout": Fault({"latency_s": READ_TIMEOUT_S * 3}),
+    "read-timeout": Fault({"hang": True}, read_timeout_s=TIMEOUT_FAULT_READ_TIMEOUT_S),
     "malformed-json": Fault({"malformed": True}),
     "bad-credentials": Fault(apply=rotate_credentials),
     "list-page-2-fails": Fault({"page_size": 2, "fail_list_page": 2}),
     "5xx-from-recheck-on": Fault({"fail_first": 1000}, at="refresh"),
     "5xx-from-cancel-on": Fault({"fail_first": 1000}, at="cancel"),
-    "read-timeout-from-cancel-on": Fault({"latency_s": READ_TIMEOUT_S * 3}, at="cancel"),
+    "read-timeout-from-cancel-on": Fault(
+        {"hang": True}, at="cancel", read_timeout_s=TIMEOUT_FAULT_READ_TIMEOUT_S
+    ),
 }
 
 
@@ -198,10 +203,10 @@ def sweep_with_fault(
 
         def sweep(sick: str, fault: Fault) -> Outcome:
             config, policies = load_all(world.config_path)
-            backends = {
-                n: build_backend(n, e, READ_TIMEOUT_S if n == sick else HEALTHY_READ_TIMEOUT_S)
-                for n, e in world.emulators.items()
+            timeouts = {n: HEALTHY_READ_TIMEOUT_S for n in world.emulators} | {
+                sick: fault.read_timeout_s
             }
+            backends = {n: build_backend(n, e, timeouts[n]) for n, e in world.emulators.items()}
             secrets = secrets_of(world)
             emulator = world.emulators[sick]
             if fault.at == "start":
