@@ -229,6 +229,9 @@ class SkipCause(StrEnum):
     LISTING_INCOMPLETE = "listing_incomplete"
     CHANGED = "changed"  # set later by the sweep's re-check, never by decide()
     RECHECK_FAILED = "recheck_failed"  # the re-check could not read the job (sweep only)
+    # The backend stopped answering part-way through the sweep's calls (reaper.engine.breaker):
+    # no further call on it this sweep (sweep only).
+    BACKEND_FAILING = "backend_failing"
     # The backend's record of the job could not be read (a field missing, of the wrong type,
     # out of range): the job is left alone and still counts as active (reaper.jobs.BadRecord).
     BAD_RECORD = "bad_record"

@@ -79,6 +79,11 @@ class AwsCallError(BackendError):
         return self.http_status is None or self.http_status >= 500
 
 
+def _unanswered(error: BackendError) -> bool:
+    """A failed read before any terminate call: no answer, or a 5xx (not a refusal)."""
+    return not isinstance(error, AwsCallError) or error.answer_lost
+
+
 class AwsBatchBackend:
     """Lists and terminates AWS Batch jobs through a ready boto3 `batch` client: the container
     jobs and the service jobs of its queues, or only the `job_kinds` given."""
@@ -369,7 +374,7 @@ class AwsBatchBackend:
         try:
             outcome = self._precheck(self._records([job]).get(_key(job)))
         except BackendError as exc:
-            return CancelResult(CancelOutcome.FAILED, str(exc))
+            return CancelResult(CancelOutcome.FAILED, str(exc), unanswered=_unanswered(exc))
         return outcome or self._terminate(job_kind(job.kind), job.id, truncate_reason(reason))
 
     def cancel_many(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]:
@@ -380,7 +385,8 @@ class AwsBatchBackend:
         try:
             records = self._records(jobs)
         except BackendError as exc:
-            return [CancelResult(CancelOutcome.FAILED, str(exc)) for _ in jobs]
+            failed = CancelResult(CancelOutcome.FAILED, str(exc), unanswered=_unanswered(exc))
+            return [failed for _ in jobs]
         decided = {_key(job): self._precheck(records.get(_key(job))) for job in jobs}
         return self._terminate_undecided(jobs, decided, reason)
 
@@ -469,7 +475,8 @@ class AwsBatchBackend:
             records = self._describe(kind, ids)
         except BackendError as exc:
             error = f"{lost}; the job could not be re-read to tell: {exc}"
-            return {job_id: CancelResult(CancelOutcome.FAILED, error) for job_id in ids}
+            failed = CancelResult(CancelOutcome.FAILED, error, unanswered=True)
+            return dict.fromkeys(ids, failed)
         results = {}
         for job_id in ids:
             record = records.get(job_id)
@@ -483,7 +490,9 @@ class AwsBatchBackend:
                     CancelOutcome.CANCELLED, f"{lost}; the job has ended since the call ({status})"
                 )
             else:
-                results[job_id] = CancelResult(CancelOutcome.FAILED, f"{lost}; still {status}")
+                results[job_id] = CancelResult(
+                    CancelOutcome.FAILED, f"{lost}; still {status}", unanswered=True
+                )
         return results
 
     def _terminate_chunk(

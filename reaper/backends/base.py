@@ -39,10 +39,14 @@ class CancelOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CancelResult:
-    """What one cancel call did. "Already terminal" is an outcome, not an exception."""
+    """What one cancel call did. "Already terminal" is an outcome, not an exception.
+    `unanswered`: a FAILED cancel that no attempt got a usable answer to (timeouts, resets, 5xx,
+    throttling after every retry): a fault of the service rather than of the job, which the
+    sweep counts towards giving up on the backend (reaper.engine.breaker)."""
 
     outcome: CancelOutcome
     error: str | None = None
+    unanswered: bool = False
 
 
 @runtime_checkable

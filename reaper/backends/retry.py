@@ -90,7 +90,9 @@ def cancel_honestly(
         if attempt < policy.attempts - 1:
             policy.sleep(policy.delay(attempt))
     return CancelResult(
-        CancelOutcome.FAILED, f"{failure} (gave up after {policy.attempts} attempts; {state})"
+        CancelOutcome.FAILED,
+        f"{failure} (gave up after {policy.attempts} attempts; {state})",
+        unanswered=True,
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import monotonic
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from reaper.audit.reader import LogTail, RecentRecords, held_for_confirmation
 from reaper.audit.writer import (
@@ -26,6 +26,7 @@ from reaper.audit.writer import (
     recently_cancelled,
 )
 from reaper.backends.base import Backend, CancelOutcome, CancelResult
+from reaper.engine.breaker import Breaker
 from reaper.engine.budget import CancelBudget
 from reaper.engine.confirm import FollowUp, follow_up, lookback
 from reaper.engine.decide import (
@@ -627,6 +628,7 @@ class _Actor:
     ) -> None:
         self.env, self.audit, self.sweep_id, self.report = env, audit, sweep_id, report
         self.limits = limits
+        self.breaker = Breaker()
         self.audit_broken = threading.Event()
         self.lock = threading.Lock()
         self.outcome_items: list[NoticeDraft] = []  # `cancelled` / `failed` notice lines
@@ -684,7 +686,7 @@ class _Actor:
         """Re-check the unit, then cancel what still matches, batch by batch. Never raises."""
         if self.audit_broken.is_set():
             return
-        if self.stopping(unit):
+        if self.stopping(unit) or self.given_up(target.name, unit):
             return
         with lanes.reads:
             checked = self.recheck(target, unit)
@@ -704,6 +706,26 @@ class _Actor:
             self.fail_backend(decisions[0].job.backend, f"{why} before every cancel was made")
         return True
 
+    def given_up(self, backend: str, decisions: Sequence[Decision[Match]]) -> bool:
+        """True once `backend` stopped answering this sweep (reaper.engine.breaker): the
+        decisions are recorded as skipped (`backend_failing`) instead of acted on."""
+        why = self.breaker.tripped(backend)
+        if why is None:
+            return False
+        for decision in decisions:
+            self.skip(decision, SkipCause.BACKEND_FAILING)
+        return True
+
+    def answered(self, backend: str, call: str, error: str | None = None) -> None:
+        """Count one `call` ("re-check", "cancel") on `backend`: answered, or (with `error`)
+        not."""
+        if error is None:
+            self.breaker.answered(backend, call)
+        elif self.breaker.unanswered(backend, call, error):
+            why = f"backend {backend}: {self.breaker.tripped(backend)}"
+            log.error("%s; no further call on it this sweep", why)
+            self.fail_backend(backend, why)
+
     def recheck(self, target: _Target, unit: list[Decision[Match]]) -> list[Checked]:
         """The unit's jobs that still match, as just read; the others are recorded as skipped:
         gone, no longer matching, protected since, or unreadable (docs/architecture.md, sweep step
@@ -717,7 +739,9 @@ class _Actor:
             self.fail_backend(target.name, str(exc))
             for decision in unit:
                 self.skip(decision, SkipCause.RECHECK_FAILED)
+            self.answered(target.name, "re-check", str(exc))
             return []
+        self.answered(target.name, "re-check")
         checked: list[Checked] = []
         for decision, job in zip(unit, fresh, strict=True):
             cause = self.skip_cause(decision, job)
@@ -744,20 +768,25 @@ class _Actor:
         intents to the calls in flight: a crash leaves at most `concurrency` calls' worth to
         reconcile. No call if an announcement failed, the
         audit log broke, or the daemon is stopping. Never raises."""
+        decisions = [decision for decision, _ in batch]
         with slot:
-            if self.audit_broken.is_set() or self.stopping([decision for decision, _ in batch]):
+            if self.audit_broken.is_set() or self.stopping(decisions):
+                return
+            if self.given_up(target.name, decisions):
                 return
             announced = [job_fields(decision) | {"status": job.status} for decision, job in batch]
             if not self.write_many([("intent", fields) for fields in announced]):
                 return
             results = _cancel_or_pretend(target, batch)
+            for result in results:  # counted before the results' write: no call starts meanwhile
+                self.answered(target.name, "cancel", result.error if result.unanswered else None)
             self.write_many([
-                ("result", fields | {"outcome": outcome, "error": error})
-                for fields, (outcome, error) in zip(announced, results, strict=True)
+                ("result", fields | {"outcome": result.outcome, "error": result.error})
+                for fields, result in zip(announced, results, strict=True)
             ])  # fmt: skip
-            for (decision, _), (outcome, _) in zip(batch, results, strict=True):
-                self.count(decision.job.backend, "outcomes", outcome)
-                self.note_outcome(decision, outcome)
+            for decision, result in zip(decisions, results, strict=True):
+                self.count(decision.job.backend, "outcomes", result.outcome)
+                self.note_outcome(decision, result.outcome)
 
     def note_outcome(self, decision: Decision[Match], outcome: str) -> None:
         """Queue the `cancelled` or `failed` notice line of a cancel just recorded."""
@@ -828,17 +857,23 @@ def _cancel_batches(checked: list[Checked], size: int) -> list[list[Checked]]:
     return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
-def _cancel_or_pretend(target: _Target, batch: list[Checked]) -> list[tuple[str, str | None]]:
+class _Outcome(NamedTuple):
+    outcome: str  # a CancelOutcome, or "dry_run"
+    error: str | None = None
+    unanswered: bool = False  # CancelResult.unanswered
+
+
+def _cancel_or_pretend(target: _Target, batch: list[Checked]) -> list[_Outcome]:
     """The one place where dry run differs from a real run. The batch shares one reason and one
     dry-run flag (`_cancel_batches`)."""
     first = batch[0][0]
     if first.dry_run:
         for decision, job in batch:
             log.info("dry run: would cancel %s/%s (%s)", job.backend, job.id, decision.policy.name)
-        return [("dry_run", None)] * len(batch)
+        return [_Outcome("dry_run")] * len(batch)
     results = target.cancel([job for _, job in batch], first.reason)
     for (decision, job), result in zip(batch, results, strict=True):
         log.info(
             "cancel %s/%s by %s: %s", job.backend, job.id, decision.policy.name, result.outcome
         )
-    return [(str(result.outcome), result.error) for result in results]
+    return [_Outcome(str(r.outcome), r.error, r.unanswered) for r in results]
