@@ -241,3 +241,35 @@ def test_the_bulk_protocol_is_recognised_structurally() -> None:
 
 def _records(tmp_path: Path) -> list[dict[str, Any]]:
     return list(read_audit(tmp_path / "audit.jsonl").records)
+
+
+class OverlapBackend(BulkJournalBackend):
+    """A bulk backend whose cancel calls wait (up to 5 s) until two were in flight at once."""
+
+    def __init__(self, journal: Journal, jobs: Sequence[Job]) -> None:
+        super().__init__(journal, jobs)
+        self.overlap = threading.Condition()
+
+    def cancel_checked(self, jobs: Sequence[Job], reason: str) -> list[CancelResult]:
+        with self.overlap:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.overlap.notify_all()
+            self.overlap.wait_for(lambda: self.most_in_flight >= 2, timeout=5)
+        try:
+            return [MemoryBackend.cancel(self, j, reason) for j in jobs]
+        finally:
+            with self.overlap:
+                self.in_flight -= 1
+
+
+def test_a_bulk_backends_cancels_of_different_reasons_run_side_by_side(tmp_path: Path) -> None:
+    """Six jobs, each its own reason (so no shared call), in one bulk re-check: their cancel
+    calls must not queue behind each other in one worker (a hung service then cost one read
+    timeout per job, one after the other)."""
+    journal = Journal()
+    backend = OverlapBackend(journal, [job(i) for i in range(6)])
+    report = sweep(tmp_path, backend, [policy("cap", reason="cap {job_id}")])
+    assert report.backends["b"].outcomes == {"cancelled": 6}
+    assert backend.calls["refresh_many"] == 1  # one unit: the re-check is still shared
+    assert backend.most_in_flight >= 2

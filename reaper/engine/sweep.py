@@ -673,25 +673,40 @@ class _Actor:
         a unit from its re-check to its last result, and WORKERS_PER_SLOT workers per slot keep
         both lanes busy; between its re-check and its cancel call a job waits only for a free
         cancel slot and its intent. A slot is held from a batch's first intent to its last
-        result."""
+        result. A bulk unit's cancel batches (one per reason) run side by side, each in its
+        own slot: jobs whose reasons differ share no call, and must not wait on each other."""
         target = _Target.of(self.env.backends[decisions[0].job.backend])
         slots = max(1, self.env.concurrency)
         lanes = _Lanes(threading.Semaphore(slots), threading.Semaphore(slots))
         units = _units(target, decisions, slots)
         workers = WORKERS_PER_SLOT * slots
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="act") as pool:
-            list(pool.map(lambda unit: self.act_unit(target, unit, lanes), units))
+        with (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="act") as pool,
+            ThreadPoolExecutor(max_workers=slots, thread_name_prefix="cancel") as batches,
+        ):
+            list(pool.map(lambda unit: self.act_unit(target, unit, lanes, batches), units))
 
-    def act_unit(self, target: _Target, unit: list[Decision[Match]], lanes: _Lanes) -> None:
-        """Re-check the unit, then cancel what still matches, batch by batch. Never raises."""
+    def act_unit(
+        self,
+        target: _Target,
+        unit: list[Decision[Match]],
+        lanes: _Lanes,
+        batches: ThreadPoolExecutor,
+    ) -> None:
+        """Re-check the unit, then cancel what still matches: one batch here, several side by
+        side in `batches`. Never raises."""
         if self.audit_broken.is_set():
             return
         if self.stopping(unit) or self.given_up(target.name, unit):
             return
         with lanes.reads:
             checked = self.recheck(target, unit)
-        for batch in _cancel_batches(checked, target.cancel_batch):
-            self.cancel_batch(target, batch, lanes.cancels)
+        cancels = _cancel_batches(checked, target.cancel_batch)
+        pending = [batches.submit(self.cancel_batch, target, b, lanes.cancels) for b in cancels[1:]]
+        if cancels:
+            self.cancel_batch(target, cancels[0], lanes.cancels)
+        for future in pending:
+            future.result()
 
     def stopping(self, decisions: Sequence[Decision[Match]]) -> bool:
         """True once asked to stop or past the deadline: announced cancels finish, no new one
