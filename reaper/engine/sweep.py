@@ -731,7 +731,7 @@ class _Actor:
             self.skip(decision, SkipCause.BACKEND_FAILING)
         return True
 
-    def answered(self, backend: str, call: str, error: str | None = None) -> None:
+    def note_call(self, backend: str, call: str, error: str | None = None) -> None:
         """Count one `call` ("re-check", "cancel") on `backend`: answered, or (with `error`)
         not."""
         if error is None:
@@ -754,9 +754,9 @@ class _Actor:
             self.fail_backend(target.name, str(exc))
             for decision in unit:
                 self.skip(decision, SkipCause.RECHECK_FAILED)
-            self.answered(target.name, "re-check", str(exc))
+            self.note_call(target.name, "re-check", str(exc))
             return []
-        self.answered(target.name, "re-check")
+        self.note_call(target.name, "re-check")
         checked: list[Checked] = []
         for decision, job in zip(unit, fresh, strict=True):
             cause = self.skip_cause(decision, job)
@@ -793,8 +793,8 @@ class _Actor:
             if not self.write_many([("intent", fields) for fields in announced]):
                 return
             results = _cancel_or_pretend(target, batch)
-            for result in results:  # counted before the results' write: no call starts meanwhile
-                self.answered(target.name, "cancel", result.error if result.unanswered else None)
+            for result in results:  # counted before the slot is given back to another call
+                self.note_call(target.name, "cancel", result.error if result.unanswered else None)
             self.write_many([
                 ("result", fields | {"outcome": result.outcome, "error": result.error})
                 for fields, result in zip(announced, results, strict=True)
