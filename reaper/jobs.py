@@ -10,6 +10,12 @@ from types import MappingProxyType
 from typing import Any
 
 
+def utc_now() -> datetime:
+    """The current instant in UTC: the default clock of the audit log, the sweep and the
+    backends (each takes a `clock` so that tests can move time)."""
+    return datetime.now(UTC)
+
+
 class Phase(StrEnum):
     PENDING = "pending"
     RUNNING = "running"

@@ -62,7 +62,7 @@ from reaper.audit.seal import Head, head_path, read_head, seal_line, write_head
 from reaper.audit.verify import VerifyResult, verify_audit
 from reaper.audit.window import AuditWindow
 from reaper.errors import ReaperError
-from reaper.jobs import SkipCause  # `cause` of a `skipped` record
+from reaper.jobs import SkipCause, utc_now  # `cause` of a `skipped` record; the clock
 from reaper.redact import masker
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,6 @@ def unconfirmed_outcome(outcome: str) -> str:
     """The outcome start-up reconciliation records for an interrupted cancel, e.g.
     `unconfirmed→cancelled`: the job's state was looked up, the cancel call's answer is lost."""
     return UNCONFIRMED_PREFIX + str(outcome)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -14,20 +14,16 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from reaper.backends.base import CancelOutcome, CancelResult
 from reaper.errors import BackendError
-from reaper.jobs import ACTIVE_PHASES, PHASES, Job, Phase, phase_of
+from reaper.jobs import ACTIVE_PHASES, PHASES, Job, Phase, phase_of, utc_now
 
 # The terminal status a cancelled job ends in: AWS TerminateJob/CancelJob leave a job FAILED
 # (https://docs.aws.amazon.com/batch/latest/APIReference/API_TerminateJob.html); Tapis and
 # Sutro have a CANCELLED status.
 CANCELLED_STATUS = {"aws_batch": "FAILED", "tapis": "CANCELLED", "sutro": "CANCELLED"}
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class MemoryBackend:

@@ -47,7 +47,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -84,13 +84,9 @@ from reaper.backends.retry import (
 from reaper.backends.sutro_history import History, Listing
 from reaper.backends.sutro_url import SutroUrlError, normalize_api_url
 from reaper.errors import BackendError
-from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, Phase
+from reaper.jobs import ACTIVE_PHASES, BadRecord, Job, Phase, utc_now
 
 logger = logging.getLogger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # Cloudflare's "a timeout occurred" in front of a deployment: the SDK's do_request retries it.

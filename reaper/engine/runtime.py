@@ -19,6 +19,7 @@ from reaper.engine.scan import Progress
 from reaper.engine.sender import NoticeSender
 from reaper.engine.sweep import SweepEnv
 from reaper.errors import BackendError
+from reaper.jobs import utc_now as jobs_utc_now
 from reaper.policy.config import Config, NotifierConfig
 from reaper.policy.model import PolicySet
 from reaper.policy.templates import ReasonTemplate, TemplateError, compile_template
@@ -29,7 +30,9 @@ MAX_FLUSH_S = 300.0  # the longest a one-shot run waits for its notices before e
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """The time a sweep evaluates at (reaper.jobs.utc_now). The commands look it up here when
+    they run, so that a test can move it for a whole command."""
+    return jobs_utc_now()
 
 
 def open_audit(config: Config, clock: Callable[[], datetime] = utc_now) -> AuditLog:
