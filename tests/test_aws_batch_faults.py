@@ -168,21 +168,25 @@ def test_credentials_echoed_by_the_service_are_redacted() -> None:
 
 
 @pytest.mark.parametrize(
-    ("answer", "expected"),
+    ("answer", "expected", "unanswered"),
     [
-        (error_response(400, "ClientException", "Job 1234 not found"), CancelOutcome.NOT_FOUND),
-        (error_response(403, "AccessDeniedException", "not authorized"), CancelOutcome.FAILED),
-        (error_response(500, "ServerException", "Internal"), CancelOutcome.FAILED),
+        (error_response(400, "ClientException", "Job 1234 not found"), CancelOutcome.NOT_FOUND,
+         False),
+        (error_response(403, "AccessDeniedException", "not authorized"), CancelOutcome.FAILED,
+         False),  # a refusal: an answer, which never counts towards giving up on the backend
+        (error_response(500, "ServerException", "Internal"), CancelOutcome.FAILED, True),
+        (error_response(400, "ThrottlingException", "Rate exceeded"), CancelOutcome.FAILED, True),
     ],
-)
-def test_cancel_turns_terminate_errors_into_outcomes(answer, expected) -> None:
+)  # fmt: skip
+def test_cancel_turns_terminate_errors_into_outcomes(answer, expected, unanswered) -> None:
     emu = RefusingEmulator(answer, credentials=CREDENTIALS).start()
     try:
         emu.seed_jobs("q1", "RUNNING", 1)  # type: ignore[attr-defined]
-        backend = backend_for(emu)  # type: ignore[arg-type]
+        backend = backend_for(emu, max_retries=1)  # type: ignore[arg-type]
         (job,) = list_all(backend)
         result = backend.cancel(job, "r")
         assert result.outcome == expected
+        assert result.unanswered is unanswered
         assert answer.body["__type"] in (result.error or "")
     finally:
         emu.stop()

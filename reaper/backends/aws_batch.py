@@ -55,6 +55,7 @@ DESCRIBE_CONCURRENCY = 8
 _UNKNOWN_OPERATION = frozenset({"UnknownOperationException", "UnknownOperation", "404"})
 # Per-job TerminateJobs errors worth one more try through TerminateJob and botocore's retries.
 _TRANSIENT_JOB_ERRORS = frozenset({"ThrottlingException", "ServerException"})
+_THROTTLED = frozenset({"ThrottlingException", "TooManyRequestsException"})
 _NOT_FOUND_MESSAGE = re.compile(r"not found|does not exist", re.IGNORECASE)
 
 
@@ -78,10 +79,16 @@ class AwsCallError(BackendError):
         """No answer (a timeout, a reset) or a 5xx: a mutating call may have been applied."""
         return self.http_status is None or self.http_status >= 500
 
+    @property
+    def unanswered(self) -> bool:
+        """No usable answer after botocore's retries: lost, or still throttled (a fault of the
+        service, not a refusal of the job; CancelResult.unanswered)."""
+        return self.answer_lost or self.http_status == 429 or self.code in _THROTTLED
+
 
 def _unanswered(error: BackendError) -> bool:
-    """A failed read before any terminate call: no answer, or a 5xx (not a refusal)."""
-    return not isinstance(error, AwsCallError) or error.answer_lost
+    """A failed call without a usable answer (AwsCallError.unanswered)."""
+    return not isinstance(error, AwsCallError) or error.unanswered
 
 
 class AwsBatchBackend:
@@ -458,7 +465,7 @@ class AwsBatchBackend:
                 return CancelResult(CancelOutcome.NOT_FOUND, str(exc))
             if exc.answer_lost:
                 return self._after_lost_answers(kind, [job_id], str(exc))[job_id]
-            return CancelResult(CancelOutcome.FAILED, str(exc))
+            return CancelResult(CancelOutcome.FAILED, str(exc), unanswered=exc.unanswered)
         return CancelResult(CancelOutcome.CANCELLED)
 
     def _after_lost_answers(
@@ -510,7 +517,8 @@ class AwsBatchBackend:
                 return self._terminate_chunk(kind, ids, reason)
             if exc.answer_lost:
                 return self._after_lost_answers(kind, ids, str(exc))
-            return {job_id: CancelResult(CancelOutcome.FAILED, str(exc)) for job_id in ids}
+            failed = CancelResult(CancelOutcome.FAILED, str(exc), unanswered=exc.unanswered)
+            return dict.fromkeys(ids, failed)
         return self._bulk_outcomes(kind, ids, response, reason)
 
     def _bulk_outcomes(
