@@ -88,6 +88,14 @@ def assert_metrics_match_audit(samples: Samples, audit_path: Path) -> None:
     assert samples[("reaper_policies_loaded", frozenset())] == len(demo_policies)
 
 
+def counted(text: str) -> Samples | None:
+    """The samples, once every backend's start-up sweep is in them; else None."""
+    samples = parse_exposition(text)
+    metric = "reaper_last_successful_sweep_timestamp_seconds"
+    stamps = [samples.get((metric, frozenset({("backend", b)})), 0) for b in BACKENDS]
+    return samples if all(stamps) else None
+
+
 def test_daemon_metrics_endpoint_matches_its_audit_log(tmp_path: Path) -> None:
     port = free_port()
     config = {"schedule": {"every": "1h"}, "metrics": {"listen": f"127.0.0.1:{port}"}}
@@ -100,7 +108,11 @@ def test_daemon_metrics_endpoint_matches_its_audit_log(tmp_path: Path) -> None:
                 # every backend sweeps once at start-up, then not for an hour
                 wait_for(lambda: len(events(world.audit_path, "sweep_end")) == len(BACKENDS),
                          20, "the start-up sweeps")  # fmt: skip
-                samples = parse_exposition(scrape(f"http://127.0.0.1:{port}/metrics"))
+                # The daemon counts a sweep once it has returned, just after its sweep_end
+                # record: scrape until every backend's sweep is counted (the timestamp of its last
+                # success is set last).
+                url = f"http://127.0.0.1:{port}/metrics"
+                samples = wait_for(lambda: counted(scrape(url)), 20, "the sweeps in the metrics")
                 daemon.send_signal(signal.SIGTERM)
                 assert daemon.wait(30) == 0
             assert_metrics_match_audit(samples, world.audit_path)
