@@ -1,10 +1,9 @@
 """The Sutro side of tests/test_backend_contract.py: the emulator, and the backend talking to it
-over a real `requests` session."""
+over a real HTTP client (reaper.backends.http.HttpClient)."""
 
 from __future__ import annotations
 
-import requests
-
+from reaper.backends.http import HttpClient
 from reaper.backends.retry import RetryPolicy
 from reaper.backends.sutro import SutroBackend
 from reaper.emulators.base import EmulatorServer, Knobs
@@ -40,7 +39,7 @@ def make_backend(
     assert isinstance(emulator, SutroEmulator)
     return SutroBackend(
         name,
-        requests.Session(),
+        HttpClient(emulator.url),
         emulator.url,
         emulator.api_key if api_key is None else api_key,
         retry=retry or RetryPolicy(sleep=no_sleep),

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from reaper.audit.writer import AuditLog, read_audit, verify_audit
 from reaper.backends.aws_batch import AwsBatchBackend
 from reaper.backends.aws_client import client_config
 from reaper.backends.base import Backend
+from reaper.backends.http import HttpClient
 from reaper.backends.retry import RetryPolicy
 from reaper.backends.sutro import SutroBackend
 from reaper.backends.tapis import TapisBackend, make_client
@@ -72,7 +72,7 @@ def build_backend(name: str, emulator: EmulatorServer, read_timeout_s: float) ->
         client = make_client(emulator.url, access_token=emulator.token)  # type: ignore[attr-defined]
         return TapisBackend(name, client, retry=retry, timeout=timeout)
     return SutroBackend(
-        name, requests.Session(), emulator.url, emulator.api_key,  # type: ignore[attr-defined]
+        name, HttpClient(emulator.url), emulator.url, emulator.api_key,  # type: ignore[attr-defined]
         retry=retry, timeout=timeout,
     )  # fmt: skip
 

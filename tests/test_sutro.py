@@ -253,28 +253,6 @@ def test_cancel_outcome_by_message(body, outcome) -> None:
     assert (result.error is not None) == (outcome == "failed")
 
 
-def test_cancel_falls_back_to_get_when_post_is_refused(emulator) -> None:
-    """The docs say POST, the official SDK sends GET: a deployment answering 405 gets GET."""
-
-    class PostRefusing(requests.adapters.HTTPAdapter):
-        def send(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if request.method == "POST":
-                response = requests.Response()
-                response.status_code, response.request = 405, request
-                response._content = b'{"detail": "Method Not Allowed"}'
-                return response
-            return super().send(request, *args, **kwargs)
-
-    session = requests.Session()
-    session.mount("http://", PostRefusing())
-    backend = SutroBackend("sutro", session, emulator.url, emulator.api_key)
-    (job_id,) = seed(emulator, "RUNNING")
-    (job,) = listed(backend)
-    assert backend.cancel(job, "r").outcome == CancelOutcome.CANCELLED
-    assert emulator.status_of(job_id) == "CANCELLED"
-    backend.close()
-
-
 # -- pure parsing ---------------------------------------------------------------------------------
 def test_parse_time_forms() -> None:
     expected = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
-import requests
 
 from reaper.backends.base import CancelOutcome
+from reaper.backends.http import HttpClient
 from reaper.backends.retry import RetryPolicy
 from reaper.backends.sutro import SutroBackend
 from reaper.emulators.base import JobSpec, Knobs, Request, Response
@@ -205,14 +205,26 @@ def test_a_bad_key_is_an_auth_error_that_names_no_key(emulator, caplog) -> None:
 def test_a_closed_port_is_a_backend_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    backend = SutroBackend(
-        "sutro", requests.Session(), f"http://127.0.0.1:{port}", BAD_KEY, timeout=(0.5, 0.5)
-    )
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    backend = SutroBackend("sutro", HttpClient(url), url, BAD_KEY, timeout=(0.5, 0.5))
     error = backend_error(lambda: listed(backend), BAD_KEY)
-    assert "ConnectionError" in str(error)
+    assert "connection failed" in str(error)
     assert backend.cancel(a_job(), "r").outcome == CancelOutcome.FAILED
     backend.close()
+
+
+def test_a_redirect_is_reported_not_followed(emulator, backend) -> None:
+    """A moved API is an error naming the 3xx: the key is never sent where the Location says."""
+    elsewhere = SutroEmulator(Knobs()).start()
+    try:
+        moved = Response(301, {"detail": "moved"}, {"Location": f"{elsewhere.url}/v1/list-jobs"})
+        emulator.route = lambda request: ("ListJobs", lambda: moved)  # type: ignore[method-assign]
+        error = backend_error(lambda: listed(backend), emulator.api_key)
+        assert "HTTP 301" in str(error)
+        assert backend.cancel(a_job(), "r").outcome == CancelOutcome.FAILED
+        assert sum(elsewhere.calls.values()) == 0
+    finally:
+        elsewhere.stop()
 
 
 def test_a_key_echoed_by_the_server_is_redacted(emulator, backend) -> None:

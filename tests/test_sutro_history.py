@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reaper.backends.http import HttpClient
 from reaper.backends.retry import RetryPolicy
 from reaper.backends.sutro import SutroBackend
 from reaper.backends.sutro_history import FULL_LISTING_EVERY, History, Listing
@@ -117,7 +117,7 @@ def emulator() -> Iterator[SutroEmulator]:
 
 
 def backend_of(emulator: SutroEmulator, clock: Clock) -> SutroBackend:
-    return SutroBackend("sutro", requests.Session(), emulator.url, emulator.api_key,
+    return SutroBackend("sutro", HttpClient(emulator.url), emulator.url, emulator.api_key,
                         retry=RetryPolicy(sleep=lambda _: None), clock=clock)  # fmt: skip
 
 

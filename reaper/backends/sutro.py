@@ -1,4 +1,4 @@
-"""Sutro batch-inference backend, over Sutro's REST API with `requests`.
+"""Sutro batch-inference backend, over Sutro's REST API (reaper.backends.http.HttpClient).
 
 What Sutro documents (read 2025; docs.sutro.sh "Batch API reference" and the official SDK,
 github.com/sutro-sh/sutro `sutro/sdk.py`):
@@ -50,16 +50,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import requests
-from requests.adapters import HTTPAdapter
+from urllib.parse import quote, urlencode
 
 from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_PAGES,
     DEFAULT_READ_TIMEOUT_S,
-    HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
     ListingGuard,
@@ -69,7 +65,7 @@ from reaper.backends.base import (
     max_pages_of,
 )
 from reaper.backends.credentials import read_secret
-from reaper.backends.http import pin_environment
+from reaper.backends.http import Answer, HttpClient, TransportError
 from reaper.backends.paging import chained_pages
 from reaper.backends.records import read_record
 from reaper.backends.records.sutro import TYPE, parse_job
@@ -117,7 +113,7 @@ class SutroBackend:
     def __init__(  # noqa: PLR0917 (the signature the backends share)
         self,
         name: str,
-        session: requests.Session,
+        http: HttpClient,
         api_url: str,
         api_key: str,
         retry: RetryPolicy | None = None,
@@ -126,7 +122,7 @@ class SutroBackend:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.name = name
-        self._session = session
+        self._http = http
         self._base = normalize_api_url(api_url) + "/"
         self._cancel_method = CANCEL_METHODS[0]  # switched for good by a 405 (`cancel`)
         self._api_key = api_key
@@ -154,9 +150,8 @@ class SutroBackend:
         except SutroUrlError as exc:
             raise BackendError(name, str(exc)) from None
         api_key = read_api_key(name, section, base_dir, os.environ if environ is None else environ)
-        session = make_session(api_url)
         return cls(
-            name, session, api_url, api_key, timeout=call_timeouts(section),
+            name, HttpClient(api_url), api_url, api_key, timeout=call_timeouts(section),
             max_pages=max_pages_of(name, section),
         )  # fmt: skip
 
@@ -268,7 +263,7 @@ class SutroBackend:
         return CancelResult(CancelOutcome.CANCELLED)
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     # -- listing helpers ------------------------------------------------------------------------
     def _active_jobs(self, records: list[Any], listing: Listing) -> list[Job | BadRecord]:
@@ -304,15 +299,13 @@ class SutroBackend:
     def _get_json(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         return self._parse(self._request("GET", path, params), f"GET {path}")
 
-    def _request(
-        self, method: str, path: str, params: Mapping[str, str] | None = None
-    ) -> requests.Response:
+    def _request(self, method: str, path: str, params: Mapping[str, str] | None = None) -> Answer:
         """One call, retried on 429/5xx with backoff and jitter. Returns the final response
         (any other status). Raises BackendError on network failure, timeout, or when the retry
         budget is spent."""
         numbers = itertools.count()
 
-        def attempt() -> requests.Response:
+        def attempt() -> Answer:
             response = self._send(method, path, params)
             if response.status_code in SUTRO_RETRYABLE:
                 self._honour_retry_after(response, next(numbers))
@@ -325,32 +318,27 @@ class SutroBackend:
             tries = self._retry.attempts
             raise BackendError(self.name, f"{method} {path}: {exc} after {tries} tries") from None
 
-    def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> requests.Response:
+    def _send(self, method: str, path: str, params: Mapping[str, str] | None) -> Answer:
+        url = self._base + path + ("?" + urlencode(params) if params else "")
         try:
-            response = self._session.request(
-                method,
-                self._base + path,
-                params=params,
-                headers=self._headers,
-                timeout=self._timeout,
-            )
-            self.server_clock.observe(response.headers.get("Date"))
-            return response
-        except requests.Timeout:
-            message = f"{method} {path}: no answer within {self._timeout[1]:g} s (timeout)"
-        except requests.RequestException as exc:
-            message = self._redact(f"{method} {path}: {type(exc).__name__}: {exc}")
-        # `from None`: the requests exception holds the prepared request, headers included.
-        raise BackendError(self.name, message) from None
+            response = self._http.request(method, url, self._headers, self._timeout)
+        except TransportError as exc:
+            if exc.timed_out:
+                message = f"{method} {path}: no answer within {self._timeout[1]:g} s (timeout)"
+            else:
+                message = self._redact(f"{method} {path}: {exc}")
+            raise BackendError(self.name, message) from None
+        self.server_clock.observe(response.headers.get("Date"))
+        return response
 
-    def _honour_retry_after(self, response: requests.Response, attempt: int) -> None:
+    def _honour_retry_after(self, response: Answer, attempt: int) -> None:
         """Sleep what the server asked for (capped) before the helper's own jittered backoff;
         not after the last attempt, which is not retried."""
         wait = parse_retry_after(response.headers.get("Retry-After"))
         if wait and attempt < self._retry.attempts - 1:
             self._retry.sleep(min(wait, RETRY_AFTER_CAP_S))
 
-    def _parse(self, response: requests.Response, what: str) -> dict[str, Any]:
+    def _parse(self, response: Answer, what: str) -> dict[str, Any]:
         """The JSON object of a 2xx answer. Raises BackendError for auth failures, other error
         statuses, and bodies that are not a JSON object."""
         status = response.status_code
@@ -361,7 +349,7 @@ class SutroBackend:
             raise BackendError(self.name, f"{what}: HTTP {status}: {detail}")
         try:
             body = response.json()
-        except ValueError:  # requests.JSONDecodeError is a ValueError
+        except ValueError:
             raise BackendError(self.name, f"{what}: malformed JSON in the answer") from None
         if not isinstance(body, dict):
             raise BackendError(self.name, f"{what}: answer is not a JSON object")
@@ -375,18 +363,6 @@ class SutroBackend:
 def _record_id(record: Any) -> str | None:
     job_id = record.get("job_id") if isinstance(record, dict) else None
     return job_id if isinstance(job_id, str) and job_id else None
-
-
-def make_session(api_url: str) -> requests.Session:
-    """A session for `api_url` whose pool keeps as many connections as a sweep has calls in
-    flight (requests' default keeps 10 and throws away the connections of any further calls),
-    with the environment's proxy settings read once (reaper.backends.http.pin_environment)."""
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    pin_environment(session, api_url)
-    return session
 
 
 def classify_cancel(body: Mapping[str, Any]) -> CancelResult:
@@ -414,7 +390,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def error_detail(response: requests.Response) -> str:
+def error_detail(response: Answer) -> str:
     """The `message` or `detail` of an error answer, else its first 200 characters."""
     try:
         body = response.json()
