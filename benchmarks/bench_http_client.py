@@ -38,8 +38,8 @@ from reaper.policy.config import load_config
 # The 10,000-job sweep's calls by backend (benchmarks/results.md, sweep-10000-weighted).
 SWEEP_CALLS = {"batch": 46, "hpc": 444, "inference": 620}
 SDK_ROWS = {
-    "inference": "Sutro: SutroBackend.refresh (requests)",
-    "hpc": "Tapis: TapisBackend.refresh (tapipy getJob)",
+    "inference": "Sutro: SutroBackend.refresh (urllib3)",
+    "hpc": "Tapis: TapisBackend.refresh (tapipy getJob, urllib3)",
     "batch": "AWS Batch: AwsBatchBackend.refresh (boto3 DescribeJobs)",
 }
 THREADS = 8  # calls in flight per backend in a sweep (reaper.engine.sweep.DEFAULT_CONCURRENCY)

@@ -71,7 +71,7 @@ ACCOUNTED = (
     ("reaper.backends.sutro", "SutroBackend._send", "SutroBackend._send: one HTTP call"),
     ("reaper.backends.tapis", "TapisBackend._attempt", "TapisBackend._attempt: one tapipy call"),
     ("reaper.backends.aws_batch", "AwsBatchBackend._call", "AwsBatchBackend._call: boto3 call"),
-    ("requests.sessions", "Session.request", "requests Session.request (Sutro's calls)"),
+    ("reaper.backends.http", "HttpClient.request", "HttpClient.request: urllib3 (Sutro, Tapis)"),
     ("logging", "Logger.handle", "logging: every record emitted"),
     ("reaper.engine.sweep", "_decide", "_decide"),
 )

@@ -220,3 +220,21 @@ def test_only_backend_errors_escape_a_listing(
     with pytest.raises(BackendError) as raised:
         listed(backend_for(emulator))
     assert_secret_free(str(raised.value), emulator.token)
+
+
+def test_a_redirect_is_reported_not_followed(emulator: TapisEmulator) -> None:
+    """A moved Jobs service is an error naming the 3xx, for the listing and for a cancel: the
+    token is never sent where the Location says."""
+    seed(emulator)
+    backend = backend_for(emulator)
+    (job,) = listed(backend)
+    elsewhere = start_emulator(Knobs())
+    try:
+        moved = Response(301, {"message": "moved"}, {"Location": f"{elsewhere.url}/v3/jobs"})
+        emulator.route = lambda request: ("getJobSearchList", lambda: moved)  # type: ignore[method-assign]
+        with pytest.raises(BackendError, match="HTTP 301"):
+            listed(backend)
+        assert backend.cancel(job, "r").outcome == CancelOutcome.FAILED
+        assert sum(elsewhere.calls.values()) == 0
+    finally:
+        elsewhere.stop()

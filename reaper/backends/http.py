@@ -77,21 +77,36 @@ class TransportError(Exception):
 
 class HttpClient:
     """Calls to one API's host through a pool of kept-alive connections, as many as a sweep has
-    calls in flight (HTTP_POOL_SIZE). The environment is read once, when built, with requests'
-    rules: HTTP(S)_PROXY and NO_PROXY (a proxy's user:password becomes Proxy-Authorization),
-    REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's bundle, as requests verifies by
-    default; ~/.netrc is never read. Nothing is retried here (retries are the backend's, one
-    layer only) and redirects are not followed: a 3xx is an answer like any other, so that a
-    moved API is reported rather than called somewhere else with its key. Thread-safe."""
+    calls in flight (HTTP_POOL_SIZE). What it connects through is settled when built: `proxies`
+    (requests' form: {"https": url, ...}) and `verify` (True, False or a CA bundle) when given,
+    else the environment with requests' rules: HTTP(S)_PROXY and NO_PROXY (a proxy's
+    user:password becomes Proxy-Authorization), REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else
+    certifi's bundle, as requests verifies by default; ~/.netrc is never read. Nothing is
+    retried here (retries are the backend's, one layer only) and redirects are not followed: a
+    3xx is an answer like any other, so that a moved API is reported rather than called
+    somewhere else with its key. Thread-safe."""
 
-    def __init__(self, base_url: str, *, pool_size: int = HTTP_POOL_SIZE) -> None:
-        self.proxy: str | None = select_proxy(base_url, get_environ_proxies(base_url))
-        self.ca_bundle = environ_ca_bundle() or certifi.where()
-        where = "ca_cert_dir" if os.path.isdir(self.ca_bundle) else "ca_certs"
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        proxies: Mapping[str, str] | None = None,
+        verify: bool | str = True,
+        pool_size: int = HTTP_POOL_SIZE,
+    ) -> None:
+        found = get_environ_proxies(base_url) if proxies is None else proxies
+        self.proxy: str | None = select_proxy(base_url, dict(found))
+        default = environ_ca_bundle() or certifi.where()
+        self.ca_bundle = verify if isinstance(verify, str) else default
         options: dict[str, Any] = {
-            "maxsize": pool_size, "cert_reqs": "CERT_REQUIRED", where: self.ca_bundle,
+            "maxsize": pool_size,
             "headers": urllib3.make_headers(accept_encoding=True),  # gzip, as requests asks
-        }  # fmt: skip
+        }
+        if verify is False:
+            options["cert_reqs"] = "CERT_NONE"
+        else:
+            where = "ca_cert_dir" if os.path.isdir(self.ca_bundle) else "ca_certs"
+            options.update({"cert_reqs": "CERT_REQUIRED", where: self.ca_bundle})
         self._manager: urllib3.PoolManager = (
             urllib3.ProxyManager(self.proxy, proxy_headers=_proxy_auth(self.proxy), **options)
             if self.proxy
@@ -99,19 +114,24 @@ class HttpClient:
         )
 
     def request(
-        self, method: str, url: str, headers: Mapping[str, str], timeout: tuple[float, float]
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+        body: bytes | str | None = None,
     ) -> Answer:
         """One call, its whole answer read. Raises TransportError when there is no answer."""
         connect, read = timeout
         try:
             response = self._manager.urlopen(
-                method, url, headers=dict(headers), retries=False, redirect=False,
+                method, url, body=body, headers=dict(headers), retries=False, redirect=False,
                 timeout=urllib3.Timeout(connect=connect, read=read),
             )  # fmt: skip
         except NewConnectionError as exc:  # a subclass of the connect timeout, and not one
             raise TransportError(f"connection failed: {exc}", timed_out=False) from None
-        except Urllib3Timeout:
-            raise TransportError("timeout", timed_out=True) from None
+        except Urllib3Timeout as exc:
+            raise TransportError(f"timed out: {exc}", timed_out=True) from None
         except (HTTPError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}", timed_out=False) from None
         return Answer(response.status, response.headers, response.data)

@@ -43,14 +43,18 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt  # PyJWT, which tapipy uses to read the token's claims
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 from tapipy.errors import BaseTapyException
 from tapipy.tapis import Tapis, TapisResult
 
@@ -58,7 +62,6 @@ from reaper.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_PAGES,
     DEFAULT_READ_TIMEOUT_S,
-    HTTP_POOL_SIZE,
     CancelOutcome,
     CancelResult,
     ListingGuard,
@@ -69,7 +72,7 @@ from reaper.backends.base import (
     truncate_reason,
 )
 from reaper.backends.credentials import read_secret
-from reaper.backends.http import pin_environment
+from reaper.backends.http import Answer, HttpClient, TransportError, pin_environment
 from reaper.backends.paging import offset_pages
 from reaper.backends.records import read_record
 from reaper.backends.records.tapis import TYPE, job_from_record
@@ -429,27 +432,119 @@ def _text(message: Any) -> str:
 
 
 # -- client construction ------------------------------------------------------------------------
-class TimeoutAdapter(HTTPAdapter):
-    """tapipy sends every request with `requests_session.send(request, verify=...)` and no
-    timeout (tapipy/tapis.py `Operation.__call__`), and requests then waits forever. Mounted on
-    the client's session, this adapter supplies a (connect, read) timeout to every request that
-    does not bring its own. `max_retries=0`: retries are reaper's, one layer only. Its pool
-    keeps HTTP_POOL_SIZE connections, as many as a sweep has calls in flight."""
+class TimeoutAdapter(BaseAdapter):
+    """The transport of tapipy's session: requests' adapter interface over reaper's HttpClient
+    (urllib3; one pool per origin, proxy and CA setting, each HTTP_POOL_SIZE connections, as
+    many as a sweep has calls in flight). tapipy sends every request with
+    `requests_session.send(request, verify=...)` and no timeout (tapipy/tapis.py
+    `Operation.__call__`): this adapter gives every request that brings none a (connect, read)
+    timeout. Nothing is retried (retries are reaper's, one layer only), no redirect followed.
+    The answer's JSON is parsed once: tapipy reads `json()` three times per answer."""
 
     def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__(max_retries=0, pool_maxsize=HTTP_POOL_SIZE)
+        super().__init__()
         self.timeout = timeout
         # tapipy hands back only the parsed result: the Date header of every answer is read
         # here, where the response passes (reaper.backends.base.ServerClock).
         self.server_clock: ServerClock | None = None
+        self._clients: dict[tuple[str, tuple[tuple[str, str], ...], bool | str], HttpClient] = {}
+        self._lock = threading.Lock()
 
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.timeout
-        response = super().send(request, *args, **kwargs)
+    def send(  # noqa: PLR0917 (requests' adapter interface)
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        url, method = str(request.url), str(request.method)
+        pair = _timeouts(timeout or self.timeout, self.timeout)
+        try:
+            answer = self._client(url, proxies or {}, verify).request(
+                method, url, request.headers, pair, request.body
+            )
+        except TransportError as exc:
+            failure = requests.Timeout if exc.timed_out else requests.ConnectionError
+            raise failure(str(exc), request=request) from None
         if self.server_clock is not None:
-            self.server_clock.observe(response.headers.get("Date"))
-        return response
+            self.server_clock.observe(answer.headers.get("Date"))
+        return _response(request, answer)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def _client(self, url: str, proxies: Mapping[str, str], verify: bool | str) -> HttpClient:
+        parts = urlsplit(url)
+        key = (f"{parts.scheme}://{parts.netloc}", tuple(sorted(proxies.items())), verify)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = HttpClient(key[0], proxies=proxies, verify=verify)
+            return client
+
+
+def _timeouts(
+    given: float | tuple[float, float] | tuple[float, None], default: tuple[float, float]
+) -> tuple[float, float]:
+    """(connect, read) from a requests timeout (one number, or a pair whose read part may be
+    None, which here means the default rather than forever)."""
+    if not isinstance(given, tuple):
+        return float(given), float(given)
+    connect, read = given
+    return float(connect), default[1] if read is None else float(read)
+
+
+def _verify(setting: Any) -> bool | str:
+    """requests' `verify` (True, False or a CA bundle); None, which requests' adapter would take
+    for False, verifies."""
+    return True if setting is None else setting if isinstance(setting, str) else bool(setting)
+
+
+class _Answered(requests.Response):
+    """A response whose JSON is parsed once, however often it is asked for (tapipy asks three
+    times: for an error message, for a version, for the result)."""
+
+    _parsed: Any = None
+
+    def json(self, **kwargs: Any) -> Any:
+        if kwargs:
+            return super().json(**kwargs)
+        if self._parsed is None:
+            self._parsed = super().json()
+        return self._parsed
+
+
+def _response(request: requests.PreparedRequest, answer: Answer) -> requests.Response:
+    response = _Answered()
+    response.status_code = answer.status_code
+    response.headers = CaseInsensitiveDict(answer.headers)
+    response._content = answer.content  # how requests holds a read body
+    response.encoding = get_encoding_from_headers(response.headers)
+    response.url, response.request, response.reason = str(request.url), request, ""
+    return response
+
+
+class _Session(requests.Session):
+    """tapipy's session, sending straight through its mounted adapter. requests' own `send`
+    adds hooks, cookies, settings merging and redirects, which the Jobs API does not use (a
+    redirect is reported, not followed, as for Sutro) and which cost as much client CPU as the
+    adapter's call (benchmarks/results.md)."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        adapter = self.get_adapter(str(request.url))
+        return adapter.send(
+            request,
+            stream=bool(kwargs.get("stream", False)),
+            timeout=kwargs.get("timeout"),
+            verify=_verify(kwargs.get("verify", self.verify)),
+            cert=kwargs.get("cert", self.cert),
+            proxies=kwargs.get("proxies") or self.proxies,
+        )
 
 
 def install_timeout(session: requests.Session, timeout: tuple[float, float]) -> None:
@@ -503,6 +598,7 @@ def make_client(
     )
     claims = getattr(client.access_token, "claims", None) or {}
     client.tenant_id = claims.get("tapis/tenant_id")
+    client.requests_session = _Session()
     install_timeout(client.requests_session, timeout)
     pin_environment(client.requests_session, base_url)
     # tapipy sends every request with `send(request, verify=client.verify)` (tapipy/tapis.py,
