@@ -1,11 +1,12 @@
 """HTTP for the Tapis and Sutro backends. Imported only with those backends (it imports requests
 and urllib3).
 
-- `pin_environment`: the settings of the `requests` session tapipy sends through.
-- `HttpClient`: the Sutro backend's client, one urllib3 pool manager. Sutro's REST calls need
-  none of what `requests` adds per call (cookies, hooks, auth and netrc lookups, redirects,
-  environment merging), and that cost about as much client CPU as the call itself
-  (benchmarks/results.md, "Why the sweep targets are missed")."""
+- `pin_environment`: the proxy and CA settings of the `requests` session tapipy sends through.
+- `HttpClient`: one urllib3 pool manager; the Sutro backend's client, and what tapipy's
+  requests go out through (reaper.backends.tapis.TimeoutAdapter). The calls need none of what
+  `requests` adds per call (cookies, hooks, auth and netrc lookups, redirects, environment
+  merging), which cost about as much client CPU as the call itself (benchmarks/results.md,
+  "Performance work", fifth session)."""
 
 from __future__ import annotations
 
