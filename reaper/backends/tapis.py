@@ -455,7 +455,9 @@ class TimeoutAdapter(BaseAdapter):
     `requests_session.send(request, verify=...)` and no timeout (tapipy/tapis.py
     `Operation.__call__`): this adapter gives every request that brings none a (connect, read)
     timeout. Nothing is retried (retries are reaper's, one layer only), no redirect followed.
-    The answer's JSON is parsed once: tapipy reads `json()` three times per answer."""
+    The answer's JSON is parsed once: tapipy reads `json()` three times per answer. A client
+    certificate (`cert`) is not sent: reaper configures none, and `stream` changes nothing
+    (every answer is read whole)."""
 
     def __init__(self, timeout: tuple[float, float]) -> None:
         super().__init__()
